@@ -1,0 +1,201 @@
+/// A message on the channel between the host and `kiln-agent` inside a VM. Each is a MessagePack
+/// map with a `type` key, sent in a length-prefixed frame (see ``FrameBuffer``).
+public enum GuestFrame: Sendable, Equatable {
+    /// Agent → host, once it is up (and again after every snapshot restore).
+    case hello(Hello)
+    /// Host → agent: run a method program.
+    case exec(ExecRequest)
+    /// Agent → host: how an `exec` ended.
+    case result(ExecResult)
+    /// Host → agent: are you there?
+    case ping
+    /// Agent → host: the answer to `ping`.
+    case pong(Pong)
+    /// Host → agent: kill leftovers and wipe scratch space before the next use.
+    case reset
+    /// Agent → host: the reset is done.
+    case resetOK
+    /// Host → agent: power off.
+    case shutdown
+    /// Agent → host: a frame could not be understood or served; the agent keeps running.
+    case error(GuestError)
+
+    /// The `type` value on the wire.
+    public var type: String {
+        switch self {
+        case .hello: return "hello"
+        case .exec: return "exec"
+        case .result: return "result"
+        case .ping: return "ping"
+        case .pong: return "pong"
+        case .reset: return "reset"
+        case .resetOK: return "reset-ok"
+        case .shutdown: return "shutdown"
+        case .error: return "error"
+        }
+    }
+}
+
+extension GuestFrame {
+    /// The agent's greeting.
+    public struct Hello: Codable, Sendable, Equatable {
+        public var agentVersion: String
+        /// Guest uptime, in microseconds.
+        public var uptimeUs: UInt64
+        public var vcpus: UInt32
+        public var memoryMB: UInt32
+
+        public init(agentVersion: String, uptimeUs: UInt64, vcpus: UInt32, memoryMB: UInt32) {
+            self.agentVersion = agentVersion
+            self.uptimeUs = uptimeUs
+            self.vcpus = vcpus
+            self.memoryMB = memoryMB
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case agentVersion = "agent_version"
+            case uptimeUs = "uptime_us"
+            case vcpus
+            case memoryMB = "memory_mb"
+        }
+    }
+
+    /// Run `entry` with `payload` on its stdin, under `deadlineMs`.
+    public struct ExecRequest: Codable, Sendable, Equatable {
+        public var id: String
+        public var method: String
+        /// The program and its arguments, as `execve` takes them.
+        public var entry: [String]
+        /// The MessagePack map `{args, context}` the program reads on stdin.
+        public var payload: [UInt8]
+        public var deadlineMs: UInt64
+
+        public init(id: String, method: String, entry: [String], payload: [UInt8], deadlineMs: UInt64) {
+            self.id = id
+            self.method = method
+            self.entry = entry
+            self.payload = payload
+            self.deadlineMs = deadlineMs
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case id, method, entry, payload
+            case deadlineMs = "deadline_ms"
+        }
+    }
+
+    /// How an exec ended inside the guest.
+    public enum ExecStatus: String, Codable, Sendable, CaseIterable {
+        /// Exited 0.
+        case ok
+        /// Exited non-zero, was killed by a signal, or could not start.
+        case error
+        /// Ran past its deadline; its process group was killed.
+        case timeout
+    }
+
+    /// The program's outcome.
+    public struct ExecResult: Codable, Sendable, Equatable {
+        public var id: String
+        public var status: ExecStatus
+        /// The program's stdout: the MessagePack map `{output, context?}` when it succeeded.
+        public var output: [UInt8]
+        /// The exit code, or 128 + the signal number when a signal ended it.
+        public var exitCode: Int32
+        /// The tail of the program's stderr.
+        public var stderr: String
+        /// Wall time from spawn to exit, in microseconds.
+        public var execUs: UInt64
+        /// The program's peak resident set, in KiB.
+        public var maxrssKB: UInt64
+
+        public init(
+            id: String, status: ExecStatus, output: [UInt8], exitCode: Int32, stderr: String,
+            execUs: UInt64, maxrssKB: UInt64
+        ) {
+            self.id = id
+            self.status = status
+            self.output = output
+            self.exitCode = exitCode
+            self.stderr = stderr
+            self.execUs = execUs
+            self.maxrssKB = maxrssKB
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case id, status, output
+            case exitCode = "exit_code"
+            case stderr
+            case execUs = "exec_us"
+            case maxrssKB = "maxrss_kb"
+        }
+    }
+
+    /// The agent's answer to `ping`.
+    public struct Pong: Codable, Sendable, Equatable {
+        public var uptimeUs: UInt64
+        /// One-minute load average.
+        public var load1: Double
+        public var memAvailableKB: UInt64
+
+        public init(uptimeUs: UInt64, load1: Double, memAvailableKB: UInt64) {
+            self.uptimeUs = uptimeUs
+            self.load1 = load1
+            self.memAvailableKB = memAvailableKB
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case uptimeUs = "uptime_us"
+            case load1
+            case memAvailableKB = "mem_available_kb"
+        }
+    }
+
+    /// Why the agent could not serve a frame.
+    public struct GuestError: Codable, Sendable, Equatable {
+        public var message: String
+
+        public init(message: String) {
+            self.message = message
+        }
+    }
+}
+
+extension GuestFrame: Codable {
+    enum CodingKeys: String, CodingKey {
+        case version = "v"
+        case type
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        _ = try container.decode(WireVersion.self, forKey: .version)
+        let type = try container.decode(String.self, forKey: .type)
+        switch type {
+        case "hello": self = .hello(try Hello(from: decoder))
+        case "exec": self = .exec(try ExecRequest(from: decoder))
+        case "result": self = .result(try ExecResult(from: decoder))
+        case "ping": self = .ping
+        case "pong": self = .pong(try Pong(from: decoder))
+        case "reset": self = .reset
+        case "reset-ok": self = .resetOK
+        case "shutdown": self = .shutdown
+        case "error": self = .error(try GuestError(from: decoder))
+        default: throw WireError.invalidValue("unknown guest frame type '\(type)'", path: "type")
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(WireVersion.v1, forKey: .version)
+        try container.encode(type, forKey: .type)
+        switch self {
+        case .hello(let fields): try fields.encode(to: encoder)
+        case .exec(let fields): try fields.encode(to: encoder)
+        case .result(let fields): try fields.encode(to: encoder)
+        case .pong(let fields): try fields.encode(to: encoder)
+        case .error(let fields): try fields.encode(to: encoder)
+        case .ping, .reset, .resetOK, .shutdown: break
+        }
+    }
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# What `make test` runs: the Swift tests and the Python interop tests against a real RabbitMQ
+# that this script starts on 127.0.0.1 and always stops again, even when tests fail.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+deploy/local/install-deps.sh
+Tests/interop/venv.sh >/dev/null
+
+deploy/local/rabbitmq.sh start
+trap 'deploy/local/rabbitmq.sh stop' EXIT
+
+export KILN_AMQP_URL=${KILN_AMQP_URL:-$(deploy/local/rabbitmq.sh url)}
+export KILN_INTEROP_OUT=$root/.local/interop-out
+rm -rf "$KILN_INTEROP_OUT"
+mkdir -p "$KILN_INTEROP_OUT"
+
+swift build --build-tests
+swift test --skip-build
+.local/venv/bin/python -m pytest -q Tests/interop

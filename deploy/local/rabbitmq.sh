@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# A RabbitMQ for development and tests: 127.0.0.1 only, its state under .local/rabbitmq of the
+# checkout, started and stopped by PID. Idempotent: `start` on a running broker and `stop` on a
+# stopped one succeed without doing anything.
+#
+#   deploy/local/rabbitmq.sh start|stop|status|url
+#
+# Environment: KILN_AMQP_PORT (5672), KILN_RABBITMQ_NODENAME (kiln@localhost),
+# KILN_RABBITMQ_STATE (.local/rabbitmq), KILN_RABBITMQ_MANAGEMENT=1 to enable the management
+# UI on 127.0.0.1:$((KILN_AMQP_PORT + 10000)).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+state=${KILN_RABBITMQ_STATE:-$root/.local/rabbitmq}
+port=${KILN_AMQP_PORT:-5672}
+node=${KILN_RABBITMQ_NODENAME:-kiln@localhost}
+management=${KILN_RABBITMQ_MANAGEMENT:-0}
+pidfile=$state/rabbit.pid
+
+export RABBITMQ_NODENAME=$node
+export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+export RABBITMQ_NODE_PORT=$port
+export RABBITMQ_DIST_PORT=$((port + 20000))
+export RABBITMQ_MNESIA_BASE=$state/mnesia
+export RABBITMQ_LOG_BASE=$state/log
+export RABBITMQ_ENABLED_PLUGINS_FILE=$state/enabled_plugins
+export RABBITMQ_CONFIG_FILE=$state/rabbitmq.conf
+export RABBITMQ_PID_FILE=$pidfile
+export ERL_EPMD_ADDRESS=127.0.0.1
+export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+export RABBITMQ_CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+
+say() { echo "rabbitmq: $*" >&2; }
+
+broker_pid() {
+    [[ -s $pidfile ]] || return 1
+    local pid
+    pid=$(cat "$pidfile")
+    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+# Who listens on a TCP port of 127.0.0.1, as "pid/name", or nothing.
+port_owner() {
+    ss -Hltnp "sport = :$1" 2>/dev/null | grep -oE 'pid=[0-9]+' | head -1 | cut -d= -f2
+}
+
+start() {
+    if pid=$(broker_pid); then
+        say "already running (pid $pid) on amqp://127.0.0.1:$port"
+        return 0
+    fi
+    rm -f "$pidfile"
+    for p in "$port" "$((port + 20000))"; do
+        if owner=$(port_owner "$p") && [[ -n $owner ]]; then
+            say "port $p is taken by pid $owner ($(ps -o comm= -p "$owner" 2>/dev/null || echo '?')); set KILN_AMQP_PORT to another port"
+            return 1
+        fi
+    done
+    command -v rabbitmq-server >/dev/null || { say "rabbitmq-server is not installed (deploy/local/install-deps.sh)"; return 1; }
+
+    mkdir -p "$state/mnesia" "$state/log"
+    {
+        echo "listeners.tcp.default = 127.0.0.1:$port"
+        echo "log.console = false"
+        echo "log.file.level = warning"
+        if [[ $management == 1 ]]; then
+            echo "management.tcp.ip = 127.0.0.1"
+            echo "management.tcp.port = $((port + 10000))"
+        fi
+    } >"$state/rabbitmq.conf"
+    if [[ $management == 1 ]]; then echo "[rabbitmq_management]." >"$state/enabled_plugins"; else echo "[]." >"$state/enabled_plugins"; fi
+    if [[ $(id -u) == 0 ]] && id rabbitmq >/dev/null 2>&1; then chown -R rabbitmq:rabbitmq "$state"; fi
+
+    # Remember whether epmd was already running: `stop` ends it only if this start began it.
+    pgrep -x epmd >/dev/null || echo started >"$state/epmd.ours"
+
+    say "starting $node on amqp://127.0.0.1:$port (state in $state)"
+    rabbitmq-server -detached
+    if ! rabbitmqctl -n "$node" wait --timeout 90 "$pidfile" >/dev/null 2>&1; then
+        say "did not come up within 90 s; see $state/log"
+        stop || true
+        return 1
+    fi
+    pgrep -x epmd >"$state/epmd.pid" 2>/dev/null || true
+    say "ready (pid $(cat "$pidfile"))"
+}
+
+stop() {
+    local pid
+    if pid=$(broker_pid); then
+        say "stopping $node (pid $pid)"
+        rabbitmqctl -n "$node" stop >/dev/null 2>&1 || true
+        for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+        if kill -0 "$pid" 2>/dev/null; then
+            say "pid $pid did not stop within 30 s: killing it"
+            kill -9 "$pid" 2>/dev/null || true
+        fi
+    fi
+    rm -f "$pidfile"
+    if [[ -f $state/epmd.ours && -s $state/epmd.pid ]]; then
+        kill "$(cat "$state/epmd.pid")" 2>/dev/null || true
+    fi
+    rm -f "$state/epmd.ours" "$state/epmd.pid"
+}
+
+status() {
+    if pid=$(broker_pid); then
+        echo "running (pid $pid) on amqp://127.0.0.1:$port"
+    else
+        echo "stopped"
+        return 3
+    fi
+}
+
+case ${1:-status} in
+    start) start ;;
+    stop) stop ;;
+    status) status ;;
+    url) echo "amqp://guest:guest@127.0.0.1:$port/%2f" ;;
+    *) echo "usage: $0 start|stop|status|url" >&2; exit 2 ;;
+esac
