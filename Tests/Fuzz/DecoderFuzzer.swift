@@ -1,0 +1,25 @@
+// libFuzzer target for KilnWire's decoders, built by Tests/Fuzz/run.sh together with the
+// KilnWire sources (one module, so no `import KilnWire`). Any crash, hang or leak found here
+// is a bug: the decoder must answer every input with a value or a WireError.
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzDecoders(_ data: UnsafePointer<UInt8>, _ count: Int) -> Int32 {
+    let buffer = UnsafeRawBufferPointer(start: data, count: count)
+    let decoder = MessagePackDecoder()
+    _ = try? Invocation.decode(body: buffer, messageID: "fuzz")
+    _ = try? decoder.decode(InvocationResult.self, from: buffer)
+    _ = try? decoder.decode(TelemetryEvent.self, from: buffer)
+    _ = try? decoder.decode(GuestFrame.self, from: buffer)
+    if let value = try? decoder.decode(MessagePackValue.self, from: buffer) {
+        // Whatever decodes must encode and decode back to the same value.
+        guard let again = try? decoder.decodeValue(from: try MessagePackEncoder().encode(value)), again == value else {
+            fatalError("value did not survive re-encoding: \(value)")
+        }
+    }
+    var frames = FrameBuffer(maxFrameBytes: 1 << 16)
+    frames.append(buffer)
+    while let body = try? frames.nextFrame() {
+        _ = try? GuestFrame.decode(body: body)
+    }
+    return 0
+}
