@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A RabbitMQ for development and tests: 127.0.0.1 only, its state under .local/rabbitmq of the
-# checkout, started and stopped by PID. Idempotent: `start` on a running broker and `stop` on a
-# stopped one succeed without doing anything.
+# checkout, run as the invoking user (not through Debian's wrapper, which switches to the
+# rabbitmq user and then cannot reach a checkout in a private directory), started and stopped by
+# PID. Idempotent: `start` on a running broker and `stop` on a stopped one do nothing.
 #
 #   deploy/local/rabbitmq.sh start|stop|status|url
 #
@@ -16,6 +17,11 @@ port=${KILN_AMQP_PORT:-5672}
 node=${KILN_RABBITMQ_NODENAME:-kiln@localhost}
 management=${KILN_RABBITMQ_MANAGEMENT:-0}
 pidfile=$state/rabbit.pid
+bin=/usr/lib/rabbitmq/bin
+[[ -x $bin/rabbitmq-server ]] || bin=$(dirname "$(command -v rabbitmq-server 2>/dev/null || echo /usr/sbin/rabbitmq-server)")
+
+# The Erlang cookie lives with the state, not in the user's home.
+export HOME=$state
 
 export RABBITMQ_NODENAME=$node
 export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
@@ -33,9 +39,10 @@ export RABBITMQ_CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
 say() { echo "rabbitmq: $*" >&2; }
 
 broker_pid() {
-    [[ -s $pidfile ]] || return 1
-    local pid
-    pid=$(cat "$pidfile")
+    local pid=""
+    [[ -s $pidfile ]] && pid=$(cat "$pidfile")
+    # A node that failed half-way may not have written its pid file: find it by its state path.
+    [[ -n $pid ]] || pid=$(pgrep -f -- "$RABBITMQ_MNESIA_BASE" | head -1 || true)
     [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
 }
 
@@ -56,7 +63,7 @@ start() {
             return 1
         fi
     done
-    command -v rabbitmq-server >/dev/null || { say "rabbitmq-server is not installed (deploy/local/install-deps.sh)"; return 1; }
+    [[ -x $bin/rabbitmq-server ]] || { say "rabbitmq-server is not installed (deploy/local/install-deps.sh)"; return 1; }
 
     mkdir -p "$state/mnesia" "$state/log"
     {
@@ -69,14 +76,12 @@ start() {
         fi
     } >"$state/rabbitmq.conf"
     if [[ $management == 1 ]]; then echo "[rabbitmq_management]." >"$state/enabled_plugins"; else echo "[]." >"$state/enabled_plugins"; fi
-    if [[ $(id -u) == 0 ]] && id rabbitmq >/dev/null 2>&1; then chown -R rabbitmq:rabbitmq "$state"; fi
-
     # Remember whether epmd was already running: `stop` ends it only if this start began it.
     pgrep -x epmd >/dev/null || echo started >"$state/epmd.ours"
 
     say "starting $node on amqp://127.0.0.1:$port (state in $state)"
-    rabbitmq-server -detached
-    if ! rabbitmqctl -n "$node" wait --timeout 90 "$pidfile" >/dev/null 2>&1; then
+    "$bin/rabbitmq-server" -detached
+    if ! "$bin/rabbitmqctl" -n "$node" wait --timeout 90 "$pidfile" >/dev/null 2>&1; then
         say "did not come up within 90 s; see $state/log"
         stop || true
         return 1
@@ -89,7 +94,7 @@ stop() {
     local pid
     if pid=$(broker_pid); then
         say "stopping $node (pid $pid)"
-        rabbitmqctl -n "$node" stop >/dev/null 2>&1 || true
+        "$bin/rabbitmqctl" -n "$node" stop >/dev/null 2>&1 || true
         for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
         if kill -0 "$pid" 2>/dev/null; then
             say "pid $pid did not stop within 30 s: killing it"
