@@ -2,7 +2,7 @@
 SWIFT ?= swift
 FUZZ_SECONDS ?= 60
 
-.PHONY: test demo build release bench-wire fuzz broker-start broker-stop vectors clean
+.PHONY: test demo build release bench-wire bench-amqp fuzz broker-start broker-stop vectors clean
 
 test:
 	Tests/run-all.sh
@@ -21,6 +21,12 @@ release:
 
 bench-wire: release
 	.build/release/kiln-bench wire
+
+# Needs the broker (make broker-start) and the Python peers (Tests/interop/venv.sh).
+bench-amqp: release
+	Tests/interop/venv.sh >/dev/null
+	deploy/local/rabbitmq.sh start
+	.build/release/kiln-bench amqp
 
 fuzz:
 	deploy/local/install-deps.sh

@@ -6,10 +6,12 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .library(name: "KilnWire", targets: ["KilnWire"]),
+        .library(name: "KilnAMQP", targets: ["KilnAMQP"]),
         .executable(name: "kiln-bench", targets: ["kiln-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         .systemLibrary(
@@ -26,10 +28,16 @@ let package = Package(
             name: "KilnWire",
             dependencies: ["CMsgPack"]
         ),
+        .target(
+            name: "KilnAMQP",
+            dependencies: ["CRabbitMQ", .product(name: "Logging", package: "swift-log")]
+        ),
         .executableTarget(
             name: "kiln-bench",
             dependencies: [
                 "KilnWire",
+                "KilnAMQP",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -39,7 +47,7 @@ let package = Package(
         ),
         .testTarget(
             name: "KilnAMQPTests",
-            dependencies: ["KilnWire", "CRabbitMQ"]
+            dependencies: ["KilnAMQP", "KilnWire", "CRabbitMQ", .product(name: "Logging", package: "swift-log")]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -14,6 +14,7 @@ trap 'deploy/local/rabbitmq.sh stop' EXIT
 
 export KILN_AMQP_URL=${KILN_AMQP_URL:-$(deploy/local/rabbitmq.sh url)}
 export KILN_INTEROP_OUT=$root/.local/interop-out
+export KILN_INTEROP_PYTHON=$root/.local/venv/bin/python
 rm -rf "$KILN_INTEROP_OUT"
 mkdir -p "$KILN_INTEROP_OUT"
 

@@ -43,7 +43,14 @@ broker_pid() {
     [[ -s $pidfile ]] && pid=$(cat "$pidfile")
     # A node that failed half-way may not have written its pid file: find it by its state path.
     [[ -n $pid ]] || pid=$(pgrep -f -- "$RABBITMQ_MNESIA_BASE" | head -1 || true)
-    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+    [[ -n $pid ]] && alive "$pid" && echo "$pid"
+}
+
+# Whether a process exists and is not a zombie (a killed broker stays one until reaped).
+alive() {
+    local status
+    status=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+    [[ -n $status && $status != Z* ]]
 }
 
 # Who listens on a TCP port of 127.0.0.1, as "pid/name", or nothing.
@@ -95,8 +102,8 @@ stop() {
     if pid=$(broker_pid); then
         say "stopping $node (pid $pid)"
         "$bin/rabbitmqctl" -n "$node" stop >/dev/null 2>&1 || true
-        for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-        if kill -0 "$pid" 2>/dev/null; then
+        for _ in $(seq 1 150); do alive "$pid" || break; sleep 0.2; done
+        if alive "$pid"; then
             say "pid $pid did not stop within 30 s: killing it"
             kill -9 "$pid" 2>/dev/null || true
         fi

@@ -1,0 +1,113 @@
+import Logging
+
+/// A connection to RabbitMQ with one channel in publisher-confirm mode, driven by its own
+/// thread (see ``ConnectionLoop``). It reconnects by itself after the first successful
+/// ``connect()``: with backoff and jitter, declaring its topologies again, restarting its
+/// consumer and resending unconfirmed publishes.
+///
+/// ```swift
+/// let connection = AMQPConnection(configuration: try AMQPConfiguration(url: url), logger: logger)
+/// try await connection.connect()
+/// try await connection.declare(.kiln())
+/// for try await delivery in try await connection.consume(queue: "kiln.invocations", prefetch: 64) {
+///     …
+///     try delivery.ack()
+/// }
+/// ```
+///
+/// Use separate connections for consuming and for publishing under load: the broker throttles a
+/// publishing connection, and a consumer should not wait behind that.
+public final class AMQPConnection: Sendable {
+    public let configuration: AMQPConfiguration
+    let loop: ConnectionLoop
+
+    /// Creates a connection; nothing happens until ``connect()``.
+    ///
+    /// - Parameters:
+    ///   - configuration: Where and how to connect.
+    ///   - publishWindow: Publishes sent but not yet confirmed, at most; more wait their turn.
+    ///   - retryUnconfirmedPublishes: Whether publishes unconfirmed when the connection drops are
+    ///     sent again after reconnecting (the broker may then hold duplicates: consumers must
+    ///     tolerate at-least-once), or fail with ``AMQPError/connectionLost(_:)``.
+    ///   - logger: Where the connection logs reconnects and broker errors.
+    public init(
+        configuration: AMQPConfiguration, publishWindow: Int = 256, retryUnconfirmedPublishes: Bool = true,
+        logger: Logger
+    ) {
+        self.configuration = configuration
+        self.loop = ConnectionLoop(
+            configuration: configuration, publishWindow: publishWindow, retryUnconfirmed: retryUnconfirmedPublishes,
+            logger: logger)
+    }
+
+    /// Connects. A failure here is thrown, not retried: it is usually a wrong URL, password or
+    /// host. Call once.
+    public func connect() async throws {
+        try await withCheckedThrowingContinuation { continuation in loop.start(connected: continuation) }
+    }
+
+    /// How many times the connection has been established: 1 after ``connect()``, one more
+    /// after each reconnect.
+    public var connectionCount: Int { loop.connections.load(ordering: .relaxed) }
+
+    /// Declares `topology` now and after every reconnect.
+    public func declare(_ topology: AMQPTopology) async throws {
+        try await withCheckedThrowingContinuation { continuation in
+            post(.declare(topology, continuation), orFail: continuation)
+        }
+    }
+
+    /// Publishes `message` and returns once the broker has confirmed it.
+    ///
+    /// - Throws: ``AMQPError/unroutable(exchange:routingKey:code:text:)`` for a mandatory message
+    ///   no queue took, ``AMQPError/publishNacked(exchange:routingKey:)``,
+    ///   ``AMQPError/channelClosed(code:text:)`` (for example 404 for a missing exchange), or
+    ///   ``AMQPError/closed``.
+    public func publish(_ message: AMQPMessage) async throws {
+        try await withCheckedThrowingContinuation { continuation in
+            post(.publish(PendingPublish(message: message, continuation: continuation)), orFail: continuation)
+        }
+    }
+
+    /// Starts consuming `queue` with at most `prefetch` unsettled deliveries. One consumer per
+    /// connection.
+    public func consume(queue: String, prefetch: UInt16) async throws -> AMQPConsumer {
+        let (stream, deliveries) = AsyncThrowingStream<AMQPDelivery, any Error>.makeStream()
+        try await withCheckedThrowingContinuation { (started: CheckedContinuation<Void, any Error>) in
+            let request = ConsumerRequest(queue: queue, prefetch: prefetch, deliveries: deliveries, started: started)
+            if !loop.mailbox.post(.consume(request)) {
+                deliveries.finish()
+                started.resume(throwing: AMQPError.closed)
+            }
+        }
+        return AMQPConsumer(stream: stream)
+    }
+
+    /// Deletes a queue (for tests and tools).
+    public func deleteQueue(_ name: String) async throws {
+        try await withCheckedThrowingContinuation { continuation in
+            post(.maintenance(.deleteQueue(name), continuation), orFail: continuation)
+        }
+    }
+
+    /// Deletes an exchange (for tests and tools).
+    public func deleteExchange(_ name: String) async throws {
+        try await withCheckedThrowingContinuation { continuation in
+            post(.maintenance(.deleteExchange(name), continuation), orFail: continuation)
+        }
+    }
+
+    /// Closes cleanly: cancels the consumer, lets unsettled deliveries and unconfirmed publishes
+    /// finish for up to `grace`, then closes the channel and the connection. What is still
+    /// pending after that fails with ``AMQPError/closed``; the broker requeues unsettled
+    /// deliveries.
+    public func close(grace: Duration = .seconds(5)) async {
+        await withCheckedContinuation { continuation in
+            if !loop.mailbox.post(.close(grace: grace, continuation)) { continuation.resume() }
+        }
+    }
+
+    private func post(_ command: ConnectionCommand, orFail continuation: CheckedContinuation<Void, any Error>) {
+        if !loop.mailbox.post(command) { continuation.resume(throwing: AMQPError.closed) }
+    }
+}

@@ -1,0 +1,125 @@
+/// Exchanges, queues and bindings to declare. Declaring is idempotent: the connection declares
+/// its topologies again after every reconnect.
+public struct AMQPTopology: Sendable, Equatable {
+    public enum ExchangeType: String, Sendable {
+        case direct, fanout, topic, headers
+    }
+
+    public struct Exchange: Sendable, Equatable {
+        public var name: String
+        public var type: ExchangeType
+        public var durable: Bool
+        public var autoDelete: Bool
+        public var arguments: [String: AMQPFieldValue]
+
+        public init(
+            name: String, type: ExchangeType, durable: Bool = true, autoDelete: Bool = false,
+            arguments: [String: AMQPFieldValue] = [:]
+        ) {
+            self.name = name
+            self.type = type
+            self.durable = durable
+            self.autoDelete = autoDelete
+            self.arguments = arguments
+        }
+    }
+
+    public struct Queue: Sendable, Equatable {
+        public var name: String
+        public var durable: Bool
+        public var exclusive: Bool
+        public var autoDelete: Bool
+        public var arguments: [String: AMQPFieldValue]
+
+        public init(
+            name: String, durable: Bool = true, exclusive: Bool = false, autoDelete: Bool = false,
+            arguments: [String: AMQPFieldValue] = [:]
+        ) {
+            self.name = name
+            self.durable = durable
+            self.exclusive = exclusive
+            self.autoDelete = autoDelete
+            self.arguments = arguments
+        }
+    }
+
+    public struct Binding: Sendable, Equatable {
+        public var queue: String
+        public var exchange: String
+        public var routingKey: String
+        public var arguments: [String: AMQPFieldValue]
+
+        public init(queue: String, exchange: String, routingKey: String, arguments: [String: AMQPFieldValue] = [:]) {
+            self.queue = queue
+            self.exchange = exchange
+            self.routingKey = routingKey
+            self.arguments = arguments
+        }
+    }
+
+    public var exchanges: [Exchange]
+    public var queues: [Queue]
+    public var bindings: [Binding]
+
+    /// Creates a topology; exchanges are declared first, then queues, then bindings.
+    public init(exchanges: [Exchange] = [], queues: [Queue] = [], bindings: [Binding] = []) {
+        self.exchanges = exchanges
+        self.queues = queues
+        self.bindings = bindings
+    }
+}
+
+/// The names of Kiln's v1 topology (DESIGN.md). Every name starts with `prefix`, `kiln` in
+/// production; tests use their own prefix so that they do not share queues.
+public struct KilnNames: Sendable, Equatable {
+    public let prefix: String
+
+    public init(prefix: String = "kiln") {
+        self.prefix = prefix
+    }
+
+    /// Topic exchange producers publish invocations to, with the method as routing key.
+    public var invokeExchange: String { "\(prefix).invoke" }
+    /// The quorum queue workers consume invocations from.
+    public var invocationsQueue: String { "\(prefix).invocations" }
+    /// Topic exchange for results, routing key `<method>.<status>`.
+    public var resultsExchange: String { "\(prefix).results" }
+    /// Topic exchange for telemetry events, routing key `<kind>.<host>`.
+    public var telemetryExchange: String { "\(prefix).telemetry" }
+    /// Fanout exchange (and its queue) for messages Kiln could not take.
+    public var deadExchange: String { "\(prefix).dead" }
+    public var deadQueue: String { "\(prefix).dead" }
+    /// The header a dead-lettered message carries with the reason.
+    public static let errorHeader = "x-kiln-error"
+}
+
+extension AMQPTopology {
+    /// Kiln's v1 topology: the same as deploy/rabbitmq/definitions.json.
+    ///
+    /// - Parameters:
+    ///   - names: The names to use.
+    ///   - deliveryLimit: Deliveries of one invocation before the quorum queue dead-letters it,
+    ///     so that a message that crashes every worker cannot loop forever.
+    public static func kiln(_ names: KilnNames = KilnNames(), deliveryLimit: Int = 5) -> AMQPTopology {
+        AMQPTopology(
+            exchanges: [
+                Exchange(name: names.invokeExchange, type: .topic),
+                Exchange(name: names.resultsExchange, type: .topic),
+                Exchange(name: names.telemetryExchange, type: .topic),
+                Exchange(name: names.deadExchange, type: .fanout),
+            ],
+            queues: [
+                Queue(name: names.invocationsQueue, arguments: [
+                    "x-queue-type": "quorum",
+                    "x-dead-letter-exchange": .string(names.deadExchange),
+                    "x-delivery-limit": .int(Int64(deliveryLimit)),
+                ]),
+                Queue(name: names.deadQueue, arguments: ["x-queue-type": "quorum"]),
+            ],
+            bindings: [
+                Binding(queue: names.invocationsQueue, exchange: names.invokeExchange, routingKey: "#"),
+                Binding(queue: names.deadQueue, exchange: names.deadExchange, routingKey: ""),
+            ]
+        )
+    }
+}

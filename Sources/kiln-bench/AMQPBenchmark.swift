@@ -1,0 +1,134 @@
+import ArgumentParser
+import Foundation
+import KilnAMQP
+import Logging
+
+/// `kiln-bench amqp`: confirmed publishing and acknowledged consuming through KilnAMQP beside
+/// pika (Benchmarks/pika_amqp.py) on the same broker, in the same run.
+struct AMQPBenchmark: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "amqp",
+        abstract: "Publish with confirms and consume with acks: KilnAMQP against pika."
+    )
+
+    @Option(help: "The broker (`make broker-start` runs one on 127.0.0.1).")
+    var url = "amqp://guest:guest@127.0.0.1:5672/%2f"
+
+    @Option(help: "Messages per row (a quarter for window 1 and prefetch 1).")
+    var count = 20_000
+
+    @Option(help: "Rounds per row; the best is kept.")
+    var rounds = 3
+
+    @Option(help: "Python with pika (Tests/interop/venv.sh makes one).")
+    var python = ".local/venv/bin/python"
+
+    func run() async throws {
+        guard FileManager.default.isExecutableFile(atPath: python) else {
+            throw BenchmarkError("no Python with pika at \(python): run Tests/interop/venv.sh")
+        }
+        let logger = Logger(label: "kiln-bench") { _ in SwiftLogNoOpLogHandler() }
+        var configuration = try AMQPConfiguration(url: url)
+        configuration.connectionName = "kiln-bench"
+        let queue = "kiln-bench-\(UUID().uuidString.prefix(8))"
+        let admin = AMQPConnection(configuration: configuration, publishWindow: 1_000, logger: logger)
+        try await admin.connect()
+        let topology = AMQPTopology(queues: [.init(name: queue, durable: false)])
+        try await admin.declare(topology)
+        defer { Task { try? await admin.deleteQueue(queue); await admin.close() } }
+
+        print("kiln-bench amqp: \(count) messages of 100 bytes per row, best of \(rounds) rounds, broker at \(configuration.redactedURL)")
+        var table = TextTable("row", "KilnAMQP msgs/s", "pika msgs/s", "ratio")
+        for window in [1, 100, 1_000] {
+            let messages = window == 1 ? count / 4 : count
+            var kiln = 0.0
+            var pika = 0.0
+            for _ in 0..<rounds {
+                try await purge(queue, on: admin, topology: topology)
+                kiln = max(kiln, try await publishRate(configuration, queue: queue, count: messages, window: window, logger: logger))
+                try await purge(queue, on: admin, topology: topology)
+                pika = max(pika, try peer("publish", queue: queue, count: messages, parameter: window))
+            }
+            table.add("publish, confirm window \(window)", formatted(kiln), formatted(pika), formatted(kiln / pika, decimals: 2) + "x")
+        }
+        for prefetch in [1, 100, 1_000] {
+            let messages = prefetch == 1 ? count / 4 : count
+            var kiln = 0.0
+            var pika = 0.0
+            for _ in 0..<rounds {
+                try await refill(queue, on: admin, topology: topology, count: messages)
+                kiln = max(kiln, try await consumeRate(configuration, queue: queue, count: messages, prefetch: prefetch, logger: logger))
+                try await refill(queue, on: admin, topology: topology, count: messages)
+                pika = max(pika, try peer("consume", queue: queue, count: messages, parameter: prefetch))
+            }
+            table.add("consume + ack, prefetch \(prefetch)", formatted(kiln), formatted(pika), formatted(kiln / pika, decimals: 2) + "x")
+        }
+        try await admin.deleteQueue(queue)
+        print(table.render())
+    }
+
+    private func purge(_ queue: String, on admin: AMQPConnection, topology: AMQPTopology) async throws {
+        try await admin.deleteQueue(queue)
+        try await admin.declare(topology)
+    }
+
+    private func refill(_ queue: String, on admin: AMQPConnection, topology: AMQPTopology, count: Int) async throws {
+        try await purge(queue, on: admin, topology: topology)
+        try await publishAll(admin, queue: queue, count: count, lanes: 1_000)
+    }
+
+    private func publishAll(_ connection: AMQPConnection, queue: String, count: Int, lanes: Int) async throws {
+        let body = [UInt8](repeating: 0x78, count: 100)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for lane in 0..<min(lanes, count) {
+                group.addTask {
+                    for _ in stride(from: lane, to: count, by: lanes) {
+                        try await connection.publish(AMQPMessage(exchange: "", routingKey: queue, body: body))
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+    }
+
+    /// Confirmed publishes per second with at most `window` unconfirmed.
+    private func publishRate(
+        _ configuration: AMQPConfiguration, queue: String, count: Int, window: Int, logger: Logger
+    ) async throws -> Double {
+        let connection = AMQPConnection(configuration: configuration, publishWindow: window, logger: logger)
+        try await connection.connect()
+        let start = ContinuousClock.now
+        try await publishAll(connection, queue: queue, count: count, lanes: window)
+        let elapsed = (ContinuousClock.now - start).seconds
+        await connection.close()
+        return Double(count) / elapsed
+    }
+
+    /// Deliveries consumed and acknowledged per second, from the first delivery to the last.
+    private func consumeRate(
+        _ configuration: AMQPConfiguration, queue: String, count: Int, prefetch: Int, logger: Logger
+    ) async throws -> Double {
+        let connection = AMQPConnection(configuration: configuration, logger: logger)
+        try await connection.connect()
+        let consumer = try await connection.consume(queue: queue, prefetch: UInt16(prefetch))
+        var received = 0
+        var start = ContinuousClock.now
+        for try await delivery in consumer {
+            try delivery.ack()
+            received += 1
+            if received == 1 { start = ContinuousClock.now }
+            if received == count { break }
+        }
+        let elapsed = (ContinuousClock.now - start).seconds
+        await connection.close(grace: .seconds(1))
+        return Double(count - 1) / elapsed
+    }
+
+    private func peer(_ command: String, queue: String, count: Int, parameter: Int) throws -> Double {
+        let (status, output) = try runToCompletion(python, ["Benchmarks/pika_amqp.py", command, url, queue, String(count), String(parameter)])
+        guard status == 0, let rate = Double(output.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            throw BenchmarkError("the pika peer failed (\(status)): \(output)")
+        }
+        return rate
+    }
+}
