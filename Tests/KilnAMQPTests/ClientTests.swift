@@ -144,10 +144,9 @@ struct ClientTests {
         try held[0].ack()
         let fourth = try #require(try await extra.value)
         #expect(fourth.body == [3])
-        for delivery in held.dropFirst() + [fourth] { try delivery.nack(requeue: true) }
         try await connection.deleteQueue(names.invocationsQueue)
         try await connection.deleteQueue(names.deadQueue)
-        await connection.close()
+        await connection.close(grace: .zero)
     }
 
     @Test func rejectedAndDeadLetteredMessagesReachTheDeadQueue() async throws {
@@ -187,6 +186,33 @@ struct ClientTests {
         try await connection.deleteQueue(names.deadQueue)
         await dead.close()
         await connection.close()
+    }
+
+    @Test func closeLetsInFlightWorkFinishWithinTheGracePeriod() async throws {
+        let names = TestBroker.uniqueNames()
+        let connection = try await TestBroker.connect("graceful-close")
+        try await connection.declare(.kiln(names))
+        for index in 0..<3 {
+            try await connection.publish(AMQPMessage(exchange: names.invokeExchange, routingKey: "m", body: [UInt8(index)]))
+        }
+        let deliveries = try await connection.consume(queue: names.invocationsQueue, prefetch: 3).take(3)
+        let started = ContinuousClock.now
+        let closing = Task { await connection.close(grace: .seconds(10)) }
+        // The consumer is cancelled at once, but the three in flight may still be settled.
+        try await Task.sleep(for: .milliseconds(300))
+        for delivery in deliveries { try delivery.ack() }
+        await closing.value
+        let took = ContinuousClock.now - started
+        #expect(took >= .milliseconds(300))
+        #expect(took < .seconds(5), "close waited \(took) although nothing was in flight any more")
+
+        // Acked, not requeued: the queue is empty.
+        let check = try await TestBroker.connect("graceful-close-check")
+        let leftovers = try await check.consume(queue: names.invocationsQueue, prefetch: 10)
+        await #expect(throws: TestTimeout.self) { _ = try await leftovers.take(1, within: .milliseconds(500)) }
+        try await check.deleteQueue(names.invocationsQueue)
+        try await check.deleteQueue(names.deadQueue)
+        await check.close(grace: .zero)
     }
 
     @Test func settlingAfterCloseFails() async throws {
