@@ -303,6 +303,7 @@ final class ConnectionLoop: @unchecked Sendable {
             try handle(command, on: session)
             didWork = true
         }
+        try sendAcks(on: session)
         try sendQueuedPublishes(on: session)
 
         var frames = 0
@@ -356,7 +357,7 @@ final class ConnectionLoop: @unchecked Sendable {
         case .settle(let tag, let deliveryEpoch, let settlement):
             guard deliveryEpoch == epoch.load(ordering: .acquiring), unacked.remove(tag) != nil else { return }
             switch settlement {
-            case .ack: try session.ack(tag)
+            case .ack: acksToSend.append(tag)
             case .nack(let requeue): try session.nack(tag, requeue: requeue)
             case .reject(let requeue): try session.reject(tag, requeue: requeue)
             }
@@ -404,6 +405,20 @@ final class ConnectionLoop: @unchecked Sendable {
         }
     }
 
+    /// Acks gathered from one batch of commands. When every delivery up to the highest of them is
+    /// settled, one `multiple` ack covers them all: one frame instead of one per message.
+    private var acksToSend: [UInt64] = []
+
+    private func sendAcks(on session: RabbitMQSession) throws {
+        guard let highest = acksToSend.max() else { return }
+        defer { acksToSend.removeAll(keepingCapacity: true) }
+        if acksToSend.count > 1, unacked.allSatisfy({ $0 > highest }), acksToSend.count == Int(highest - (acksToSend.min() ?? highest) + 1) {
+            try session.ack(highest, multiple: true)
+        } else {
+            for tag in acksToSend { try session.ack(tag, multiple: false) }
+        }
+    }
+
     private func sendQueuedPublishes(on session: RabbitMQSession) throws {
         while outstanding.count < publishWindow, let pending = queuedPublishes.popFirst() {
             do {
@@ -430,7 +445,8 @@ final class ConnectionLoop: @unchecked Sendable {
             let content = try session.readContent()
             guard let consumer else { return }
             unacked.insert(tag)
-            expectingCommand = true
+            // The broker sends no more until one is settled: the answer is worth waiting for.
+            if unacked.count >= Int(consumer.request.prefetch) { expectingCommand = true }
             consumer.request.deliveries.yield(AMQPDelivery(
                 body: content.body, properties: content.properties, deliveryTag: tag, redelivered: redelivered,
                 exchange: exchange, routingKey: routingKey, epoch: epoch.load(ordering: .acquiring),
@@ -477,8 +493,9 @@ final class ConnectionLoop: @unchecked Sendable {
             } else {
                 pending.continuation.resume()
             }
-            expectingCommand = true
         }
+        // Nothing left in flight: the tasks just resumed are the only source of new work.
+        if outstanding.isEmpty && queuedPublishes.isEmpty { expectingCommand = true }
         while lowestOutstanding < nextSequence, outstanding[lowestOutstanding] == nil { lowestOutstanding += 1 }
     }
 

@@ -218,8 +218,8 @@ final class RabbitMQSession {
         guard status == AMQP_STATUS_OK.rawValue else { throw Self.libraryError(status, operation: "basic.publish") }
     }
 
-    func ack(_ tag: UInt64) throws(AMQPError) {
-        let status = amqp_basic_ack(state, channel, tag, 0)
+    func ack(_ tag: UInt64, multiple: Bool) throws(AMQPError) {
+        let status = amqp_basic_ack(state, channel, tag, multiple ? 1 : 0)
         guard status == AMQP_STATUS_OK.rawValue else { throw Self.libraryError(status, operation: "basic.ack") }
     }
 

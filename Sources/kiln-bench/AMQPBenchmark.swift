@@ -23,8 +23,11 @@ struct AMQPBenchmark: AsyncParsableCommand {
     @Option(help: "Python with pika (Tests/interop/venv.sh makes one).")
     var python = ".local/venv/bin/python"
 
+    @Flag(help: "Measure KilnAMQP only (for profiling).")
+    var kilnOnly = false
+
     func run() async throws {
-        guard FileManager.default.isExecutableFile(atPath: python) else {
+        guard kilnOnly || FileManager.default.isExecutableFile(atPath: python) else {
             throw BenchmarkError("no Python with pika at \(python): run Tests/interop/venv.sh")
         }
         let logger = Logger(label: "kiln-bench") { _ in SwiftLogNoOpLogHandler() }
@@ -46,6 +49,7 @@ struct AMQPBenchmark: AsyncParsableCommand {
             for _ in 0..<rounds {
                 try await purge(queue, on: admin, topology: topology)
                 kiln = max(kiln, try await publishRate(configuration, queue: queue, count: messages, window: window, logger: logger))
+                guard !kilnOnly else { continue }
                 try await purge(queue, on: admin, topology: topology)
                 pika = max(pika, try peer("publish", queue: queue, count: messages, parameter: window))
             }
@@ -58,6 +62,7 @@ struct AMQPBenchmark: AsyncParsableCommand {
             for _ in 0..<rounds {
                 try await refill(queue, on: admin, topology: topology, count: messages)
                 kiln = max(kiln, try await consumeRate(configuration, queue: queue, count: messages, prefetch: prefetch, logger: logger))
+                guard !kilnOnly else { continue }
                 try await refill(queue, on: admin, topology: topology, count: messages)
                 pika = max(pika, try peer("consume", queue: queue, count: messages, parameter: prefetch))
             }

@@ -60,6 +60,7 @@ struct TextTable {
 
 /// Formats a number with a fixed count of decimals and thousands separators.
 func formatted(_ value: Double, decimals: Int = 0) -> String {
+    guard value.isFinite else { return "-" }
     let scale = (0..<decimals).reduce(1.0) { acc, _ in acc * 10 }
     let rounded = (value * scale).rounded() / scale
     let whole = Int(rounded)
