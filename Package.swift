@@ -7,11 +7,14 @@ let package = Package(
     products: [
         .library(name: "KilnWire", targets: ["KilnWire"]),
         .library(name: "KilnAMQP", targets: ["KilnAMQP"]),
+        .library(name: "KilnPredict", targets: ["KilnPredict"]),
+        .library(name: "KilnPool", targets: ["KilnPool"]),
         .executable(name: "kiln-bench", targets: ["kiln-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
     ],
     targets: [
         .systemLibrary(
@@ -32,6 +35,15 @@ let package = Package(
             name: "KilnAMQP",
             dependencies: ["CRabbitMQ", .product(name: "Logging", package: "swift-log")]
         ),
+        .target(name: "KilnPredict"),
+        .target(
+            name: "KilnPool",
+            dependencies: [
+                "KilnPredict",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .executableTarget(
             name: "kiln-bench",
             dependencies: [
@@ -44,6 +56,14 @@ let package = Package(
         .testTarget(
             name: "KilnWireTests",
             dependencies: ["KilnWire"]
+        ),
+        .testTarget(
+            name: "KilnPredictTests",
+            dependencies: ["KilnPredict"]
+        ),
+        .testTarget(
+            name: "KilnPoolTests",
+            dependencies: ["KilnPool"]
         ),
         .testTarget(
             name: "KilnAMQPTests",

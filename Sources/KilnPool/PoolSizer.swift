@@ -1,0 +1,99 @@
+/// Recent demand for one VM profile, as the worker saw it.
+public struct DemandSnapshot: Sendable, Equatable {
+    /// Invocations per second placed on this profile over the window.
+    public var arrivalRate: Double
+    /// Mean predicted time a VM is held per invocation (exec plus reset), seconds.
+    public var serviceTime: Double
+    /// Invocations that had to wait for a VM to be provisioned, over the window.
+    public var coldStarts: Int
+    /// The window the figures cover, seconds.
+    public var window: Double
+
+    public init(arrivalRate: Double, serviceTime: Double, coldStarts: Int, window: Double) {
+        self.arrivalRate = arrivalRate
+        self.serviceTime = serviceTime
+        self.coldStarts = coldStarts
+        self.window = window
+    }
+
+    /// No demand.
+    public static let idle = DemandSnapshot(arrivalRate: 0, serviceTime: 0, coldStarts: 0, window: 0)
+}
+
+/// Bounds and reserves for sizing one pool.
+public struct PoolLimits: Sendable, Equatable {
+    /// Idle VMs kept even without demand.
+    public var minIdle: Int
+    /// VMs (idle and busy) the pool may hold at most.
+    public var maxTotal: Int
+    /// Memory left to the host and everything else: the pool never provisions into it.
+    public var memoryReserveMB: Int
+    /// Idle CPU, in cores, the pool leaves free before it provisions more.
+    public var cpuReserveCores: Double
+    /// What one more VM costs in host memory, MiB.
+    public var memoryPerVMMB: Int
+    /// Standard deviations of Poisson demand kept warm on top of the mean.
+    public var burstAllowance: Double
+
+    public init(
+        minIdle: Int = 1, maxTotal: Int = 8, memoryReserveMB: Int = 1_024, cpuReserveCores: Double = 0.25,
+        memoryPerVMMB: Int = 128, burstAllowance: Double = 2
+    ) {
+        self.minIdle = minIdle
+        self.maxTotal = maxTotal
+        self.memoryReserveMB = memoryReserveMB
+        self.cpuReserveCores = cpuReserveCores
+        self.memoryPerVMMB = memoryPerVMMB
+        self.burstAllowance = burstAllowance
+    }
+}
+
+/// A pool's idle target and why.
+public struct SizingDecision: Sendable, Equatable {
+    public var targetIdle: Int
+    /// Whether the host's reserves, not demand, set the target.
+    public var cappedByHost: Bool
+    public var reason: String
+}
+
+/// Sets a pool's idle target from recent demand, capped by host headroom.
+///
+/// By Little's law `arrivalRate × serviceTime` VMs are busy on average; the pool keeps that
+/// many plus `burstAllowance` standard deviations (Poisson: the square root of the mean) in
+/// total, and one more per recent cold start, never less than `minIdle` idle. It never plans
+/// VMs past the memory reserve, and adds none while idle CPU is under the CPU reserve.
+public struct PoolSizer: Sendable {
+    public var limits: PoolLimits
+
+    public init(limits: PoolLimits) {
+        self.limits = limits
+    }
+
+    /// The idle target for a pool with `busy` VMs in use and `idle` waiting.
+    public func decide(demand: DemandSnapshot, busy: Int, idle: Int, host: HostSample) -> SizingDecision {
+        let concurrent = demand.arrivalRate * demand.serviceTime
+        let wantedTotal = Int((concurrent + limits.burstAllowance * concurrent.squareRoot()).rounded(.up))
+        var wantedIdle = max(limits.minIdle, wantedTotal - busy + min(demand.coldStarts, limits.maxTotal))
+        var reason = String(
+            format: "demand %.1f/s x %.3f s = %.2f busy; %d cold starts in %.0f s",
+            demand.arrivalRate, demand.serviceTime, concurrent, demand.coldStarts, demand.window)
+
+        wantedIdle = min(wantedIdle, max(0, limits.maxTotal - busy))
+        var capped = false
+        // Memory: what is free beyond the reserve, in VMs, on top of those that already exist.
+        let spareMemory = host.memoryAvailableMB - limits.memoryReserveMB
+        let affordable = idle + max(0, spareMemory / max(limits.memoryPerVMMB, 1))
+        if wantedIdle > affordable {
+            wantedIdle = affordable
+            capped = true
+            reason += "; capped by memory (\(host.memoryAvailableMB) MiB free, \(limits.memoryReserveMB) MiB reserved)"
+        }
+        // CPU: provisioning takes CPU; without spare cores keep what exists.
+        if wantedIdle > idle && host.idleCores < limits.cpuReserveCores {
+            wantedIdle = idle
+            capped = true
+            reason += String(format: "; held by CPU (%.2f idle cores, %.2f reserved)", host.idleCores, limits.cpuReserveCores)
+        }
+        return SizingDecision(targetIdle: max(0, wantedIdle), cappedByHost: capped, reason: reason)
+    }
+}

@@ -1,0 +1,110 @@
+/// Where a VM candidate stands for an invocation: how much of what the method needs is already
+/// in place.
+public enum VMWarmth: String, Sendable, Hashable, CaseIterable {
+    /// The VM ran this method last (its runtime, caches and page cache are warm for it).
+    case warmForMethod = "warm_method"
+    /// The VM ran another method last.
+    case warm
+    /// The VM was provisioned and has not run anything yet.
+    case fresh
+    /// The VM does not exist: it would be provisioned for this invocation.
+    case notProvisioned = "cold"
+}
+
+/// What is known before an invocation runs: the method, the candidate VM and the host.
+public struct PlacementFeatures: Sendable, Hashable {
+    public var method: String
+    /// Size of the invocation's `args`, in bytes as received.
+    public var argsBytes: Int
+    public var profile: String
+    public var vcpus: Int
+    public var memoryMB: Int
+    /// `qemu` or `process`.
+    public var backend: String
+    public var warmth: VMWarmth
+    /// Invocations the VM ran before.
+    public var reuseCount: Int
+    /// Host CPU busy fraction, 0…1.
+    public var hostCPU: Double
+    /// Memory pressure (PSI some avg10), 0…1.
+    public var memoryPressure: Double
+    /// Executions running on the host right now.
+    public var concurrentExecutions: Int
+    /// Invocations waiting for a VM on this worker.
+    public var queueDepth: Int
+    /// Idle VMs of the profile, for provisioning estimates.
+    public var idleVMs: Int
+
+    public init(
+        method: String, argsBytes: Int = 0, profile: String, vcpus: Int = 1, memoryMB: Int = 128, backend: String,
+        warmth: VMWarmth, reuseCount: Int = 0, hostCPU: Double = 0, memoryPressure: Double = 0,
+        concurrentExecutions: Int = 0, queueDepth: Int = 0, idleVMs: Int = 0
+    ) {
+        self.method = method
+        self.argsBytes = argsBytes
+        self.profile = profile
+        self.vcpus = vcpus
+        self.memoryMB = memoryMB
+        self.backend = backend
+        self.warmth = warmth
+        self.reuseCount = reuseCount
+        self.hostCPU = hostCPU
+        self.memoryPressure = memoryPressure
+        self.concurrentExecutions = concurrentExecutions
+        self.queueDepth = queueDepth
+        self.idleVMs = idleVMs
+    }
+}
+
+/// A latency estimate, in microseconds, with its spread.
+public struct LatencyPrediction: Sendable, Equatable {
+    /// Provisioning a VM first; zero for an existing VM.
+    public var provisionUs: Double
+    /// Running the method.
+    public var execUs: Double
+    /// One standard deviation of the total, as far as the model can tell.
+    public var uncertaintyUs: Double
+
+    public init(provisionUs: Double, execUs: Double, uncertaintyUs: Double) {
+        self.provisionUs = provisionUs
+        self.execUs = execUs
+        self.uncertaintyUs = uncertaintyUs
+    }
+
+    /// Provisioning plus execution.
+    public var totalUs: Double { provisionUs + execUs }
+}
+
+/// What happened: the features before, and the times measured.
+public struct ExecutionOutcome: Sendable, Hashable {
+    public var features: PlacementFeatures
+    /// Time spent provisioning a VM for it; zero when it ran on an existing VM.
+    public var provisionUs: Double
+    public var execUs: Double
+    /// Whether the method completed (a timeout or crash says little about its usual latency).
+    public var succeeded: Bool
+
+    public init(features: PlacementFeatures, provisionUs: Double, execUs: Double, succeeded: Bool) {
+        self.features = features
+        self.provisionUs = provisionUs
+        self.execUs = execUs
+        self.succeeded = succeeded
+    }
+}
+
+/// Predicts how long an invocation takes on a candidate VM, including one that does not exist
+/// yet, and learns from every outcome. Implementations must be cheap: the scheduler asks for
+/// every candidate of every invocation.
+public protocol LatencyPredictor: Sendable {
+    /// The estimate for running `features.method` on the candidate `features` describes.
+    func predict(_ features: PlacementFeatures) -> LatencyPrediction
+
+    /// Learns from a finished invocation.
+    func observe(_ outcome: ExecutionOutcome)
+
+    /// Learns from a VM provisioned ahead of demand (most are: the pool keeps them warm).
+    func observeProvisioning(backend: String, profile: String, durationUs: Double)
+
+    /// A short name for logs and explanations, such as `ewma`.
+    var name: String { get }
+}
