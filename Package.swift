@@ -15,6 +15,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
     ],
     targets: [
         .systemLibrary(
@@ -44,6 +45,18 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        .target(
+            name: "KilnWorker",
+            dependencies: [
+                "KilnWire",
+                "KilnAMQP",
+                "KilnPool",
+                "KilnPredict",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
         .executableTarget(
             name: "kiln-bench",
             dependencies: [
@@ -64,6 +77,10 @@ let package = Package(
         .testTarget(
             name: "KilnPoolTests",
             dependencies: ["KilnPool"]
+        ),
+        .testTarget(
+            name: "KilnWorkerTests",
+            dependencies: ["KilnWorker"]
         ),
         .testTarget(
             name: "KilnAMQPTests",

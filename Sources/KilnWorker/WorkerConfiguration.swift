@@ -1,0 +1,317 @@
+import Foundation
+import Yams
+
+/// Everything a worker is configured with: one YAML file, with `KILN_*` environment variables
+/// over it, validated at start. Every field has a default; see `deploy/worker.yaml`.
+///
+/// An environment variable names a field by its path, upper-cased, with `_` between the parts:
+/// `KILN_AMQP_URL` sets `amqp.url`, `KILN_METRICS_LISTEN` sets `metrics.listen`,
+/// `KILN_POOL_MEMORY_RESERVE_MB` sets `pool.memory_reserve_mb`.
+public struct WorkerConfiguration: Codable, Sendable, Equatable {
+    public struct Worker: Codable, Sendable, Equatable {
+        /// This worker's name in results and telemetry; empty for the host name and PID.
+        public var name = ""
+        /// The host name in telemetry routing keys; empty for the machine's.
+        public var host = ""
+    }
+
+    public struct AMQP: Codable, Sendable, Equatable {
+        public var url = "amqp://guest:guest@127.0.0.1:5672/%2f"
+        /// The prefix of the topology's names (`kiln` → `kiln.invoke`, `kiln.invocations`, …).
+        public var prefix = "kiln"
+        /// Unsettled deliveries at most; 0 derives it from the pools' capacity.
+        public var prefetch = 0
+        public var heartbeatSeconds = 10
+        /// Result and telemetry publishes awaiting confirmation at most.
+        public var publishWindow = 512
+        /// Deliveries of one invocation before the broker dead-letters it.
+        public var deliveryLimit = 5
+
+        enum CodingKeys: String, CodingKey {
+            case url, prefix, prefetch
+            case heartbeatSeconds = "heartbeat_s"
+            case publishWindow = "publish_window"
+            case deliveryLimit = "delivery_limit"
+        }
+    }
+
+    public struct VM: Codable, Sendable, Equatable {
+        /// `qemu`, `process`, or `auto` (qemu where it works, else process).
+        public var backend = "auto"
+        /// The method manifest (see schemas/method-manifest.schema.json).
+        public var manifest = "examples/methods.json"
+        /// Where built guest images and templates are kept.
+        public var imageCache = ".local/images"
+    }
+
+    public struct Profile: Codable, Sendable, Equatable {
+        public var vcpus = 1
+        public var memoryMB = 128
+        /// Idle VMs kept even without demand.
+        public var minIdle = 1
+        /// VMs of this profile at most, idle and busy.
+        public var maxTotal = 8
+
+        enum CodingKeys: String, CodingKey {
+            case vcpus
+            case memoryMB = "memory_mb"
+            case minIdle = "min_idle"
+            case maxTotal = "max_total"
+        }
+    }
+
+    public struct Pool: Codable, Sendable, Equatable {
+        /// Host memory never planned for VMs.
+        public var memoryReserveMB = 1_024
+        /// Idle CPU, in cores, below which the pool provisions no more.
+        public var cpuReserveCores = 0.25
+        /// Seconds between pool sizing decisions.
+        public var sizingIntervalSeconds = 2.0
+        /// Seconds of demand the sizing looks back on.
+        public var demandWindowSeconds = 30.0
+        /// VMs provisioned at the same time at most.
+        public var provisionConcurrency = 2
+
+        enum CodingKeys: String, CodingKey {
+            case memoryReserveMB = "memory_reserve_mb"
+            case cpuReserveCores = "cpu_reserve_cores"
+            case sizingIntervalSeconds = "sizing_interval_s"
+            case demandWindowSeconds = "demand_window_s"
+            case provisionConcurrency = "provision_concurrency"
+        }
+    }
+
+    public struct Lifecycle: Codable, Sendable, Equatable {
+        /// Invocations a VM runs before it is destroyed.
+        public var maxUses = 100
+        /// Seconds an idle VM is kept beyond the pool's target.
+        public var idleTTLSeconds = 300.0
+
+        enum CodingKeys: String, CodingKey {
+            case maxUses = "max_uses"
+            case idleTTLSeconds = "idle_ttl_s"
+        }
+    }
+
+    public struct Metrics: Codable, Sendable, Equatable {
+        /// `host:port` for /metrics and /healthz; empty turns the server off.
+        public var listen = "127.0.0.1:9464"
+    }
+
+    public struct Limits: Codable, Sendable, Equatable {
+        /// Invocations waiting for a VM on this worker at most.
+        public var localQueue = 256
+        public var maxBodyBytes = 16 << 20
+        public var maxDepth = 24
+
+        enum CodingKeys: String, CodingKey {
+            case localQueue = "local_queue"
+            case maxBodyBytes = "max_body_bytes"
+            case maxDepth = "max_depth"
+        }
+    }
+
+    public var worker = Worker()
+    public var amqp = AMQP()
+    public var vm = VM()
+    public var profiles: [String: Profile] = ["small": Profile()]
+    public var pool = Pool()
+    /// The default lifecycle, and per-method overrides under `methods`.
+    public var lifecycle = Lifecycle()
+    public var methodLifecycles: [String: Lifecycle] = [:]
+    public var metrics = Metrics()
+    public var limits = Limits()
+
+    enum CodingKeys: String, CodingKey {
+        case worker, amqp, vm, profiles, pool, lifecycle
+        case methodLifecycles = "method_lifecycles"
+        case metrics, limits
+    }
+
+    public init() {}
+}
+
+/// A configuration that cannot be used, naming the field.
+public struct ConfigurationError: Error, CustomStringConvertible, Equatable {
+    /// The field's path, such as `profiles.small.memory_mb`.
+    public let field: String
+    public let problem: String
+
+    public init(field: String, problem: String) {
+        self.field = field
+        self.problem = problem
+    }
+
+    public var description: String { "configuration field \(field): \(problem)" }
+}
+
+extension WorkerConfiguration {
+    /// Loads `file` (YAML; `nil` for defaults only), applies `KILN_*` variables from
+    /// `environment`, and validates the result.
+    public static func load(file: String?, environment: [String: String]) throws -> WorkerConfiguration {
+        var tree: [String: Any] = [:]
+        if let file {
+            let text: String
+            do {
+                text = try String(contentsOfFile: file, encoding: .utf8)
+            } catch {
+                throw ConfigurationError(field: "(file)", problem: "cannot read \(file): \(error.localizedDescription)")
+            }
+            do {
+                guard let loaded = try Yams.load(yaml: text) else { return try validated(decode([:])) }
+                guard let map = loaded as? [String: Any] else {
+                    throw ConfigurationError(field: "(file)", problem: "\(file) is not a YAML mapping")
+                }
+                tree = map
+            } catch let error as ConfigurationError {
+                throw error
+            } catch {
+                throw ConfigurationError(field: "(file)", problem: "\(file) is not valid YAML: \(error)")
+            }
+        }
+        for (name, value) in environment where name.hasPrefix("KILN_") {
+            try applyOverride(name: name, value: value, to: &tree)
+        }
+        return try validated(decode(tree))
+    }
+
+    /// Sets the field a `KILN_*` variable names. Variables that name no field are ignored:
+    /// the environment also carries settings of other tools (KILN_AMQP_PORT for the local broker).
+    private static func applyOverride(name: String, value: String, to tree: inout [String: Any]) throws {
+        let words = name.dropFirst("KILN_".count).lowercased().split(separator: "_").map(String.init)
+        guard let section = words.first, sectionKeys[section] != nil, words.count > 1 else { return }
+        let key = words.dropFirst().joined(separator: "_")
+        guard sectionKeys[section]!.contains(key) else { return }
+        var map = tree[section] as? [String: Any] ?? [:]
+        map[key] = scalar(value)
+        tree[section] = map
+    }
+
+    /// The keys of each section that environment variables may set.
+    private static let sectionKeys: [String: Set<String>] = [
+        "worker": ["name", "host"],
+        "amqp": ["url", "prefix", "prefetch", "heartbeat_s", "publish_window", "delivery_limit"],
+        "vm": ["backend", "manifest", "image_cache"],
+        "pool": ["memory_reserve_mb", "cpu_reserve_cores", "sizing_interval_s", "demand_window_s", "provision_concurrency"],
+        "lifecycle": ["max_uses", "idle_ttl_s"],
+        "metrics": ["listen"],
+        "limits": ["local_queue", "max_body_bytes", "max_depth"],
+    ]
+
+    private static func scalar(_ text: String) -> Any {
+        if let int = Int(text) { return int }
+        if let double = Double(text) { return double }
+        if text == "true" || text == "false" { return text == "true" }
+        return text
+    }
+
+    /// Decodes `tree` laid over the defaults: a missing field keeps its default, an unknown one
+    /// is an error (it is usually a typo).
+    private static func decode(_ tree: [String: Any]) throws -> WorkerConfiguration {
+        let defaults = try JSONSerialization.jsonObject(with: JSONEncoder().encode(WorkerConfiguration())) as! [String: Any]
+        let profileDefaults = try JSONSerialization.jsonObject(with: JSONEncoder().encode(Profile())) as! [String: Any]
+        let lifecycleDefaults = defaults["lifecycle"] as! [String: Any]
+        var merged = defaults
+        for (key, value) in tree {
+            guard let base = defaults[key] else {
+                throw ConfigurationError(field: key, problem: "is not a configuration section")
+            }
+            switch key {
+            case "profiles", "method_lifecycles":
+                guard let entries = value as? [String: Any] else {
+                    throw ConfigurationError(field: key, problem: "expected a mapping of names to settings")
+                }
+                let entryDefaults = key == "profiles" ? profileDefaults : lifecycleDefaults
+                var overlaid: [String: Any] = [:]
+                for (name, entry) in entries {
+                    overlaid[name] = try overlay(entry, on: entryDefaults, path: "\(key).\(name)")
+                }
+                merged[key] = overlaid
+            default:
+                merged[key] = base is [String: Any] ? try overlay(value, on: base as! [String: Any], path: key) : value
+            }
+        }
+        let data = try JSONSerialization.data(withJSONObject: merged)
+        do {
+            return try JSONDecoder().decode(WorkerConfiguration.self, from: data)
+        } catch let DecodingError.typeMismatch(type, context) {
+            throw ConfigurationError(field: context.codingPath.map(\.stringValue).joined(separator: "."), problem: "expected \(readable(type))")
+        } catch let DecodingError.valueNotFound(type, context) {
+            throw ConfigurationError(field: context.codingPath.map(\.stringValue).joined(separator: "."), problem: "expected \(readable(type))")
+        } catch let DecodingError.dataCorrupted(context) {
+            throw ConfigurationError(field: context.codingPath.map(\.stringValue).joined(separator: "."), problem: context.debugDescription)
+        }
+    }
+
+    private static func overlay(_ value: Any, on defaults: [String: Any], path: String) throws -> [String: Any] {
+        guard let map = value as? [String: Any] else {
+            throw ConfigurationError(field: path, problem: "expected a mapping")
+        }
+        var merged = defaults
+        for (key, field) in map {
+            guard defaults.keys.contains(key) else {
+                throw ConfigurationError(field: "\(path).\(key)", problem: "is not a known setting")
+            }
+            merged[key] = field
+        }
+        return merged
+    }
+
+    private static func readable(_ type: Any.Type) -> String {
+        switch type {
+        case is Int.Type: return "a whole number"
+        case is Double.Type: return "a number"
+        case is String.Type: return "text"
+        case is Bool.Type: return "true or false"
+        default: return "a \(type)"
+        }
+    }
+
+    private static func validated(_ configuration: WorkerConfiguration) throws -> WorkerConfiguration {
+        func require(_ condition: Bool, _ field: String, _ problem: String) throws {
+            if !condition { throw ConfigurationError(field: field, problem: problem) }
+        }
+        try require(configuration.amqp.url.hasPrefix("amqp://") || configuration.amqp.url.hasPrefix("amqps://"),
+                    "amqp.url", "must start with amqp:// or amqps://")
+        try require(!configuration.amqp.prefix.isEmpty, "amqp.prefix", "must not be empty")
+        try require((0...65_535).contains(configuration.amqp.prefetch), "amqp.prefetch", "must be 0 (automatic) to 65535")
+        try require(configuration.amqp.publishWindow >= 1, "amqp.publish_window", "must be at least 1")
+        try require(configuration.amqp.deliveryLimit >= 1, "amqp.delivery_limit", "must be at least 1")
+        try require(["auto", "qemu", "process"].contains(configuration.vm.backend), "vm.backend", "must be auto, qemu or process, not \(configuration.vm.backend)")
+        try require(!configuration.profiles.isEmpty, "profiles", "needs at least one profile")
+        for (name, profile) in configuration.profiles {
+            try require(profile.vcpus >= 1, "profiles.\(name).vcpus", "must be at least 1")
+            try require(profile.memoryMB >= 64, "profiles.\(name).memory_mb", "must be at least 64")
+            try require(profile.minIdle >= 0, "profiles.\(name).min_idle", "must not be negative")
+            try require(profile.maxTotal >= max(1, profile.minIdle), "profiles.\(name).max_total", "must be at least 1 and at least min_idle")
+        }
+        try require(configuration.pool.memoryReserveMB >= 0, "pool.memory_reserve_mb", "must not be negative")
+        try require(configuration.pool.sizingIntervalSeconds > 0, "pool.sizing_interval_s", "must be positive")
+        try require(configuration.pool.provisionConcurrency >= 1, "pool.provision_concurrency", "must be at least 1")
+        for (name, lifecycle) in [("lifecycle", configuration.lifecycle)] + configuration.methodLifecycles.map({ ("method_lifecycles.\($0.key)", $0.value) }) {
+            try require(lifecycle.maxUses >= 1, "\(name).max_uses", "must be at least 1")
+            try require(lifecycle.idleTTLSeconds >= 0, "\(name).idle_ttl_s", "must not be negative")
+        }
+        try require(configuration.limits.localQueue >= 0, "limits.local_queue", "must not be negative")
+        try require(configuration.limits.maxBodyBytes >= 1_024, "limits.max_body_bytes", "must be at least 1024")
+        try require((1...31).contains(configuration.limits.maxDepth), "limits.max_depth", "must be 1 to 31")
+        if !configuration.metrics.listen.isEmpty {
+            try require(HostAndPort(configuration.metrics.listen) != nil, "metrics.listen", "must be host:port, not \(configuration.metrics.listen)")
+        }
+        return configuration
+    }
+}
+
+/// `host:port`.
+public struct HostAndPort: Sendable, Equatable {
+    public var host: String
+    public var port: Int
+
+    public init?(_ text: String) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+              (0...65_535).contains(port) else { return nil }
+        host = String(text[..<colon])
+        self.port = port
+        if host.isEmpty { host = "0.0.0.0" }
+    }
+}

@@ -1,0 +1,72 @@
+import Foundation
+import KilnWorker
+import Testing
+
+@Suite("Worker configuration")
+struct WorkerConfigurationTests {
+    func file(_ yaml: String) throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("kiln-\(UUID().uuidString).yaml").path
+        try yaml.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    @Test func defaultsNeedNoFile() throws {
+        let configuration = try WorkerConfiguration.load(file: nil, environment: [:])
+        #expect(configuration == WorkerConfiguration())
+        #expect(configuration.profiles["small"]?.memoryMB == 128)
+    }
+
+    @Test func fileValuesOverDefaultsAndEnvironmentOverTheFile() throws {
+        let path = try file("""
+        amqp:
+          url: amqp://kiln:pw@broker:5672/prod
+          prefetch: 32
+        profiles:
+          large: {vcpus: 2, memory_mb: 512}
+        method_lifecycles:
+          burn: {max_uses: 1}
+        metrics:
+          listen: 0.0.0.0:9500
+        """)
+        let configuration = try WorkerConfiguration.load(file: path, environment: [
+            "KILN_AMQP_PREFETCH": "64", "KILN_POOL_MEMORY_RESERVE_MB": "2048", "KILN_AMQP_PORT": "5999", "HOME": "/root",
+        ])
+        #expect(configuration.amqp.url == "amqp://kiln:pw@broker:5672/prod")
+        #expect(configuration.amqp.prefetch == 64)
+        #expect(configuration.amqp.heartbeatSeconds == 10)
+        #expect(configuration.pool.memoryReserveMB == 2_048)
+        #expect(configuration.profiles.keys.sorted() == ["large"])
+        #expect(configuration.profiles["large"]?.minIdle == 1)
+        #expect(configuration.methodLifecycles["burn"]?.maxUses == 1)
+        #expect(configuration.methodLifecycles["burn"]?.idleTTLSeconds == 300)
+        #expect(configuration.metrics.listen == "0.0.0.0:9500")
+    }
+
+    @Test(arguments: [
+        ("amqp:\n  prefetch: lots\n", ConfigurationError(field: "amqp.prefetch", problem: "expected a whole number")),
+        ("amqp:\n  prefetchh: 3\n", ConfigurationError(field: "amqp.prefetchh", problem: "is not a known setting")),
+        ("pools:\n  x: 1\n", ConfigurationError(field: "pools", problem: "is not a configuration section")),
+        ("vm:\n  backend: docker\n", ConfigurationError(field: "vm.backend", problem: "must be auto, qemu or process, not docker")),
+        ("profiles:\n  tiny: {memory_mb: 16}\n", ConfigurationError(field: "profiles.tiny.memory_mb", problem: "must be at least 64")),
+        ("profiles:\n  p: {min_idle: 3, max_total: 2}\n", ConfigurationError(field: "profiles.p.max_total", problem: "must be at least 1 and at least min_idle")),
+        ("amqp:\n  url: http://x\n", ConfigurationError(field: "amqp.url", problem: "must start with amqp:// or amqps://")),
+        ("metrics:\n  listen: nowhere\n", ConfigurationError(field: "metrics.listen", problem: "must be host:port, not nowhere")),
+        ("- a list\n", ConfigurationError(field: "(file)", problem: "")),
+    ])
+    func badValuesNameTheField(yaml: String, expected: ConfigurationError) throws {
+        let path = try file(yaml)
+        do {
+            _ = try WorkerConfiguration.load(file: path, environment: [:])
+            Issue.record("\(yaml) was accepted")
+        } catch let error as ConfigurationError {
+            #expect(error.field == expected.field)
+            if !expected.problem.isEmpty { #expect(error.problem == expected.problem) }
+        }
+    }
+
+    @Test func badEnvironmentValuesNameTheField() {
+        #expect(throws: ConfigurationError(field: "limits.max_depth", problem: "must be 1 to 31")) {
+            try WorkerConfiguration.load(file: nil, environment: ["KILN_LIMITS_MAX_DEPTH": "99"])
+        }
+    }
+}
