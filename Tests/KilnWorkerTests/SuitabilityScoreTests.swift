@@ -1,0 +1,74 @@
+import KilnPool
+import KilnPredict
+import KilnWorker
+import Testing
+
+@Suite("Suitability score")
+struct SuitabilityScoreTests {
+    let quiet = HostSample(cpuUtilization: 0.1, cpuCount: 2, memoryTotalMB: 24_000, memoryAvailableMB: 20_000,
+                           memoryPressure: 0, networkReceiveBps: 0, networkTransmitBps: 0)
+
+    func features(_ warmth: VMWarmth, method: String = "echo") -> PlacementFeatures {
+        PlacementFeatures(method: method, profile: "small", backend: "qemu", warmth: warmth)
+    }
+
+    /// A predictor with fixed figures.
+    struct Fixed: LatencyPredictor {
+        var exec: [VMWarmth: Double]
+        var provision: Double
+        var name: String { "fixed" }
+        func predict(_ features: PlacementFeatures) -> LatencyPrediction {
+            LatencyPrediction(provisionUs: features.warmth == .notProvisioned ? provision : 0,
+                              execUs: exec[features.warmth] ?? 1_000, uncertaintyUs: 0)
+        }
+        func observe(_ outcome: ExecutionOutcome) {}
+        func observeProvisioning(backend: String, profile: String, durationUs: Double) {}
+    }
+
+    @Test func aVMWarmForTheMethodBeatsAnotherIdleVMAndANewOne() throws {
+        let predictor = Fixed(exec: [.warmForMethod: 300, .warm: 2_000, .fresh: 2_500, .notProvisioned: 2_500], provision: 45_000)
+        let candidates = [
+            PlacementCandidate(kind: .idle(vm: "a"), profile: "small", features: features(.warm)),
+            PlacementCandidate(kind: .idle(vm: "b"), profile: "small", features: features(.warmForMethod)),
+            PlacementCandidate(kind: .provision, profile: "small", features: features(.notProvisioned)),
+        ]
+        let decision = try #require(SuitabilityScorer().choose(from: candidates, predictor: predictor, host: quiet))
+        #expect(decision.winner.candidate.kind == .idle(vm: "b"))
+        #expect(decision.candidates.count == 3)
+        #expect(decision.explanation.first?.hasPrefix("idle b (warm_method): predicted 300 µs") == true)
+        #expect(decision.explanation.last?.hasPrefix("new small VM: predicted 47500 µs (+45000 µs provision") == true)
+    }
+
+    @Test func affinityTipsTheBalanceBetweenEquals() throws {
+        let predictor = Fixed(exec: [.warm: 1_000], provision: 45_000)
+        let candidates = [
+            PlacementCandidate(kind: .idle(vm: "a"), profile: "small", features: features(.warm)),
+            PlacementCandidate(kind: .idle(vm: "b"), profile: "small", features: features(.warm), affinityMatch: true),
+        ]
+        let decision = try #require(SuitabilityScorer().choose(from: candidates, predictor: predictor, host: quiet))
+        #expect(decision.winner.candidate.kind == .idle(vm: "b"))
+    }
+
+    @Test func aLoadedHostMakesANewVMCostlier() {
+        let scorer = SuitabilityScorer()
+        let candidate = PlacementCandidate(kind: .provision, profile: "small", features: features(.notProvisioned))
+        let prediction = LatencyPrediction(provisionUs: 40_000, execUs: 1_000, uncertaintyUs: 2_000)
+        var loaded = quiet
+        loaded.cpuUtilization = 0.95
+        loaded.memoryPressure = 0.3
+        let calm = scorer.score(candidate, prediction: prediction, host: quiet)
+        let busy = scorer.score(candidate, prediction: prediction, host: loaded)
+        #expect(calm.resourceFactor < busy.resourceFactor)
+        #expect(calm.suitability > busy.suitability)
+        // Uncertainty counts against a candidate: 41 ms + 0.5 × 2 ms.
+        #expect(calm.effectiveLatencyUs == 42_000)
+        // An idle VM's resources are already spent.
+        let idle = scorer.score(PlacementCandidate(kind: .idle(vm: "x"), profile: "small", features: features(.warm)),
+                                prediction: prediction, host: loaded)
+        #expect(idle.resourceFactor == 1)
+    }
+
+    @Test func noCandidatesNoDecision() {
+        #expect(SuitabilityScorer().choose(from: [], predictor: EWMAPredictor(), host: quiet) == nil)
+    }
+}
