@@ -420,6 +420,11 @@ final class ConnectionLoop: @unchecked Sendable {
     }
 
     private func sendQueuedPublishes(on session: RabbitMQSession) throws {
+        guard outstanding.count < publishWindow, !queuedPublishes.isEmpty else { return }
+        // Several publishes at once go out in full TCP segments rather than one per frame.
+        let corked = queuedPublishes.count > 1 && publishWindow - outstanding.count > 1
+        if corked { session.cork(true) }
+        defer { if corked { session.cork(false) } }
         while outstanding.count < publishWindow, let pending = queuedPublishes.popFirst() {
             do {
                 try session.publish(pending.message)

@@ -252,6 +252,12 @@ final class RabbitMQSession {
         return (message.body.array, message.properties.swiftProperties)
     }
 
+    /// Holds back partial TCP segments while `on` (TCP_CORK); turning it off sends what is held.
+    func cork(_ on: Bool) {
+        var value: Int32 = on ? 1 : 0
+        _ = setsockopt(descriptor, Int32(IPPROTO_TCP), TCP_CORK, &value, socklen_t(MemoryLayout<Int32>.size))
+    }
+
     /// Whether frames are waiting in rabbitmq-c's buffers, so that `poll` would not see them.
     var hasBufferedFrames: Bool { amqp_frames_enqueued(state) != 0 || amqp_data_in_buffer(state) != 0 }
 
