@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "KilnAMQP", targets: ["KilnAMQP"]),
         .library(name: "KilnPredict", targets: ["KilnPredict"]),
         .library(name: "KilnPool", targets: ["KilnPool"]),
+        .executable(name: "kiln", targets: ["kiln"]),
         .executable(name: "kiln-bench", targets: ["kiln-bench"]),
     ],
     dependencies: [
@@ -62,6 +63,17 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
+        .executableTarget(
+            name: "kiln",
+            dependencies: [
+                "KilnWire",
+                "KilnAMQP",
+                "KilnWorker",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
         .executableTarget(
