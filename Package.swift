@@ -6,6 +6,8 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .library(name: "KilnWire", targets: ["KilnWire"]),
+        .executable(name: "kiln-agent", targets: ["kiln-agent"]),
+        .executable(name: "kiln-examples", targets: ["kiln-examples"]),
         .executable(name: "kiln-bench", targets: ["kiln-bench"]),
     ],
     dependencies: [
@@ -25,6 +27,20 @@ let package = Package(
         .target(
             name: "KilnWire",
             dependencies: ["CMsgPack"]
+        ),
+        // SHA-256 in plain Swift, without Foundation: image hashes on the host, the sha256
+        // example method in the guest.
+        .target(name: "KilnDigest"),
+        // The guest agent: KilnWire and Glibc only, no Foundation (it is linked with the Swift
+        // stdlib statically and shipped into the guest image).
+        .executableTarget(
+            name: "kiln-agent",
+            dependencies: ["KilnWire"]
+        ),
+        // The example method programs (echo, sleep, fail, burn, sha256), one static binary.
+        .executableTarget(
+            name: "kiln-examples",
+            dependencies: ["KilnWire", "KilnDigest"]
         ),
         .executableTarget(
             name: "kiln-bench",
