@@ -6,12 +6,15 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .library(name: "KilnWire", targets: ["KilnWire"]),
+        .library(name: "KilnVM", targets: ["KilnVM"]),
         .executable(name: "kiln-agent", targets: ["kiln-agent"]),
         .executable(name: "kiln-examples", targets: ["kiln-examples"]),
+        .executable(name: "kiln-image", targets: ["kiln-image"]),
         .executable(name: "kiln-bench", targets: ["kiln-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         .systemLibrary(
@@ -24,6 +27,10 @@ let package = Package(
             pkgConfig: "librabbitmq",
             providers: [.apt(["librabbitmq-dev"])]
         ),
+        // Linux calls the Glibc module lacks (epoll, eventfd, clone flags, pidfd), and fork/clone +
+        // exec, which Swift cannot do safely itself: namespaces, cgroup placement
+        // before exec, the death signal, the descriptor table of the child.
+        .target(name: "CKilnHost"),
         .target(
             name: "KilnWire",
             dependencies: ["CMsgPack"]
@@ -31,6 +38,15 @@ let package = Package(
         // SHA-256 in plain Swift, without Foundation: image hashes on the host, the sha256
         // example method in the guest.
         .target(name: "KilnDigest"),
+        .target(
+            name: "KilnVM",
+            dependencies: [
+                "KilnWire",
+                "KilnDigest",
+                "CKilnHost",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // The guest agent: KilnWire and Glibc only, no Foundation (it is linked with the Swift
         // stdlib statically and shipped into the guest image).
         .executableTarget(
@@ -43,10 +59,20 @@ let package = Package(
             dependencies: ["KilnWire", "KilnDigest"]
         ),
         .executableTarget(
+            name: "kiln-image",
+            dependencies: [
+                "KilnVM",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
             name: "kiln-bench",
             dependencies: [
                 "KilnWire",
+                "KilnVM",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(
@@ -56,6 +82,17 @@ let package = Package(
         .testTarget(
             name: "KilnAMQPTests",
             dependencies: ["KilnWire", "CRabbitMQ"]
+        ),
+        .testTarget(
+            name: "KilnVMTests",
+            dependencies: ["KilnVM", "KilnDigest", "KilnWire"]
+        ),
+        .testTarget(
+            name: "KilnVMIntegrationTests",
+            dependencies: [
+                "KilnVM", "KilnWire",
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]

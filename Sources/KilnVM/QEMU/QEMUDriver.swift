@@ -1,0 +1,294 @@
+import Foundation
+import Glibc
+import KilnWire
+import Logging
+
+/// The `qemu` backend: QEMU's microvm machine. The first VM of each profile boots once to make a
+/// ``SnapshotTemplate``; every VM after it is restored from that template (tens of ms instead of
+/// a second or more under TCG). A fresh boot is the fallback when no template can be had.
+public actor QEMUDriver: MicroVMDriver {
+    /// Memory QEMU itself needs beside the guest's RAM (TCG's translation cache, devices).
+    public static let qemuOverheadMB = 256
+
+    /// Time limits; each VM that misses one is killed.
+    public struct Timeouts: Sendable {
+        /// Fresh boot to the agent's hello.
+        public var boot: Duration = .seconds(60)
+        /// Restore to the agent's hello.
+        public var restore: Duration = .seconds(10)
+        /// ping and reset.
+        public var request: Duration = .seconds(10)
+        /// Added to an exec's deadline before the host gives up on the VM.
+        public var execGrace: Duration = .seconds(5)
+        /// The KVM test boot.
+        public var probe: Duration = .seconds(10)
+        /// Saving a template after its boot.
+        public var save: Duration = .seconds(30)
+
+        public init() {}
+    }
+
+    /// Which accelerator to use.
+    public enum AcceleratorChoice: Sendable {
+        /// KVM when a test boot works, else TCG.
+        case auto
+        case kvm
+        case tcg
+    }
+
+    public struct Configuration: Sendable {
+        public var qemu = "qemu-system-x86_64"
+        public var accelerator = AcceleratorChoice.auto
+        /// Provision by snapshot restore (building the template on first use).
+        public var snapshots = true
+        /// Where templates live; default: `templates/` beside the image folder.
+        public var templateRoot: String?
+        /// The base of the run directory (per-VM folders, sockets).
+        public var runBase = RunDirectory.defaultBase
+        /// Put each QEMU into a cgroup with CPU and memory limits (when cgroups are usable).
+        public var cgroups = true
+        public var timeouts = Timeouts()
+
+        public init() {}
+    }
+
+    public nonisolated let image: GuestImage
+    public nonisolated let configuration: Configuration
+    private let logger: Logger
+    private let run: RunDirectory
+    private let launcher: QEMULauncher
+    private let templates: SnapshotTemplateStore
+    private var resolvedAccelerator: (Accelerator, String)?
+    private var qemuVersion: String?
+    private var live: [String: QEMUMicroVM] = [:]
+    private var counter = 0
+
+    /// - Throws: ``VMError`` when the run directory cannot be made or the host CPU clock is unknown.
+    public init(image: GuestImage, configuration: Configuration = Configuration(), logger: Logger) throws(VMError) {
+        self.image = image
+        self.configuration = configuration
+        self.logger = logger
+        self.run = try RunDirectory(base: configuration.runBase)
+        guard let khz = HostFacts.cpuKHz() else {
+            throw .hostFailure("no 'cpu MHz' in /proc/cpuinfo: cannot set the guest's tsc_early_khz")
+        }
+        var layout: CgroupLayout?
+        if configuration.cgroups, getuid() == 0, let found = CgroupLayout.current() {
+            CgroupCage.sweep(layout: found)
+            layout = found
+        }
+        self.launcher = QEMULauncher(qemu: configuration.qemu, hostKHz: khz, cgroups: layout, logger: logger)
+        let templateRoot = configuration.templateRoot
+            ?? (image.directory as NSString).deletingLastPathComponent + "/templates"
+        self.templates = SnapshotTemplateStore(root: templateRoot)
+    }
+
+    public var backend: VMBackend {
+        get async { .qemu(await accelerator()) }
+    }
+
+    /// The accelerator in use; probed with a test boot the first time under `.auto`.
+    public func accelerator() async -> Accelerator {
+        if let (accelerator, _) = resolvedAccelerator { return accelerator }
+        let result: (Accelerator, String)
+        switch configuration.accelerator {
+        case .kvm: result = (.kvm, "configured")
+        case .tcg: result = (.tcg, "configured")
+        case .auto: result = await probeKVM()
+        }
+        resolvedAccelerator = result
+        logger.info("qemu accelerator", metadata: ["accelerator": "\(result.0.rawValue)", "reason": "\(result.1)"])
+        return result.0
+    }
+
+    /// Why the accelerator was chosen (after ``accelerator()``).
+    public var acceleratorReason: String? { resolvedAccelerator?.1 }
+
+    public func provision(_ profile: VMProfile) async throws -> any MicroVM {
+        if configuration.snapshots {
+            do {
+                return try await restore(profile)
+            } catch {
+                logger.warning("restore failed; booting instead", metadata: ["error": "\(error)"])
+            }
+        }
+        return try await boot(profile)
+    }
+
+    /// Boots a fresh VM from the kernel.
+    public func boot(_ profile: VMProfile) async throws(VMError) -> QEMUMicroVM {
+        let accelerator = await accelerator()
+        let id = nextID()
+        let started = ContinuousClock.now
+        let directory = try run.makeVMDirectory(id: id)
+        let (launched, _) = try await launcher.launch(
+            id: id, profile: profile, accelerator: accelerator, start: .boot(image: image, sharedMemoryFile: nil),
+            directory: directory, timeout: configuration.timeouts.boot)
+        return adopt(id: id, profile: profile, accelerator: accelerator, launched: launched,
+                     provisioning: Provisioning(method: .boot, duration: started.duration(to: .now)))
+    }
+
+    /// Restores a VM from the profile's snapshot template, building the template first if needed.
+    public func restore(_ profile: VMProfile) async throws(VMError) -> QEMUMicroVM {
+        let template = try await template(for: profile)
+        let accelerator = await accelerator()
+        let id = nextID()
+        let started = ContinuousClock.now
+        let directory = try run.makeVMDirectory(id: id)
+        let (launched, _) = try await launcher.launch(
+            id: id, profile: profile, accelerator: accelerator, start: .restore(template),
+            directory: directory, timeout: configuration.timeouts.restore)
+        return adopt(id: id, profile: profile, accelerator: accelerator, launched: launched,
+                     provisioning: Provisioning(method: .restore, duration: started.duration(to: .now)))
+    }
+
+    /// The snapshot template for `profile`, booting and saving it when there is none yet.
+    public func template(for profile: VMProfile) async throws(VMError) -> SnapshotTemplate {
+        let accelerator = await accelerator()
+        let version = try await qemuVersionString()
+        let key = SnapshotTemplate.key(image: image, profile: profile, accelerator: accelerator, qemuVersion: version)
+        do {
+            return try await templates.template(key: key) { staging in
+                try await self.saveTemplate(profile: profile, accelerator: accelerator, into: staging)
+            }
+        } catch let error as VMError {
+            throw error
+        } catch {
+            throw .hostFailure("snapshot template \(key): \(error)")
+        }
+    }
+
+    public func shutdown() async {
+        let vms = Array(live.values)
+        for vm in vms { await vm.destroy() }
+        live.removeAll()
+    }
+
+    /// The number of VMs alive.
+    public var liveCount: Int { live.count }
+
+    private func adopt(id: String, profile: VMProfile, accelerator: Accelerator, launched: QEMULaunch,
+                       provisioning: Provisioning) -> QEMUMicroVM {
+        let vm = QEMUMicroVM(id: id, backend: .qemu(accelerator), profile: profile, provisioning: provisioning,
+                             launched: launched, timeouts: configuration.timeouts, logger: logger) { [weak self] id in
+            await self?.forget(id)
+        }
+        live[id] = vm
+        ExitCleanup.shared.removeAtExit(path: launched.directory)
+        logger.debug("vm ready", metadata: ["vm": "\(id)", "how": "\(provisioning.method.rawValue)",
+                                            "ms": "\(provisioning.duration.milliseconds)"])
+        return vm
+    }
+
+    private func forget(_ id: String) { live[id] = nil }
+
+    private func nextID() -> String {
+        counter += 1
+        return "q\(counter)-\(String(UInt16.random(in: 0...UInt16.max), radix: 16))"
+    }
+
+    /// Boots the template's source VM with its RAM in `staging/ram.img` (shared), lets the agent
+    /// greet, disconnects so that the agent waits for the next host, and saves the device state.
+    private func saveTemplate(profile: VMProfile, accelerator: Accelerator, into staging: String) async throws {
+        let id = nextID() + "-template"
+        let started = ContinuousClock.now
+        logger.info("building a snapshot template", metadata: ["profile": "\(profile)", "dir": "\(staging)"])
+        let directory = try run.makeVMDirectory(id: id)
+        let (launched, _) = try await launcher.launch(
+            id: id, profile: profile, accelerator: accelerator,
+            start: .boot(image: image, sharedMemoryFile: staging + "/ram.img"),
+            directory: directory, timeout: configuration.timeouts.boot)
+        defer { launched.cage?.remove() }
+        let deadline = ContinuousClock.now + configuration.timeouts.save
+        do {
+            let consoleLog = directory + "/console.log"
+            let before = fileSize(consoleLog) ?? 0
+            await launched.session.close()
+            // The agent saw EOF and now waits for a host: a clone resumes right there.
+            try await waitForConsole(consoleLog, after: before, marker: "kiln-agent: waiting for a host", until: deadline, vm: id)
+            try await launched.monitor.execute(
+                "migrate-set-capabilities",
+                arguments: #"{"capabilities":[{"capability":"x-ignore-shared","state":true}]}"#, until: deadline)
+            try await launched.monitor.execute("stop", until: deadline)
+            let state = staging + "/vm.state"
+            guard !state.contains("'") else { throw VMError.hostFailure("template path holds a quote: \(state)") }
+            try await launched.monitor.execute("migrate", arguments: #"{"uri":"exec:cat > '\#(state)'"}"#, until: deadline)
+            while true {
+                let reply = try await launched.monitor.execute("query-migrate", until: deadline)
+                let status = reply.string("status") ?? "?"
+                if status == "completed" { break }
+                if status == "failed" || status == "cancelled" {
+                    throw VMError.monitorError(vm: id, command: "migrate", detail: "status \(status)")
+                }
+                try await Task.sleep(for: .milliseconds(2))
+            }
+        } catch {
+            await launched.monitor.close()
+            await launched.process.kill()
+            removeTree(directory)
+            throw error
+        }
+        await launched.monitor.close()
+        await launched.process.kill()
+        removeTree(directory)
+        logger.info("snapshot template saved", metadata: [
+            "profile": "\(profile)", "ms": "\(started.duration(to: .now).milliseconds)",
+            "state_bytes": "\(fileSize(staging + "/vm.state") ?? 0)"])
+    }
+
+    private func waitForConsole(_ path: String, after offset: Int, marker: String, until deadline: ContinuousClock.Instant, vm: String) async throws(VMError) {
+        while ContinuousClock.now < deadline {
+            if let bytes = readFile(path), bytes.count > offset,
+               String(decoding: bytes[offset...], as: UTF8.self).contains(marker) {
+                return
+            }
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        throw .timedOut(vm: vm, step: "waiting for the agent to detach before the snapshot", after: configuration.timeouts.save, detail: "")
+    }
+
+    private func qemuVersionString() async throws(VMError) -> String {
+        if let qemuVersion { return qemuVersion }
+        let scratch = run.path
+        let output = try await HostCommand(configuration.qemu, ["--version"], timeout: .seconds(20)).run(scratch: scratch)
+        let version = output.stdoutText.split(separator: "\n").first.map(String.init) ?? "unknown"
+        qemuVersion = version
+        return version
+    }
+
+    /// Boots the image once under KVM: only a guest that greets proves KVM works here (a
+    /// /dev/kvm that opens may still abort QEMU or crawl, as on PVM hosts).
+    private func probeKVM() async -> (Accelerator, String) {
+        guard HostFacts.kvmDeviceOpens else { return (.tcg, "/dev/kvm is missing or not accessible") }
+        let id = nextID() + "-probe"
+        let started = ContinuousClock.now
+        do {
+            let directory = try run.makeVMDirectory(id: id)
+            let (launched, _) = try await launcher.launch(
+                id: id, profile: .small, accelerator: .kvm, start: .boot(image: image, sharedMemoryFile: nil),
+                directory: directory, timeout: configuration.timeouts.probe)
+            await launched.session.close()
+            await launched.monitor.close()
+            await launched.process.kill()
+            launched.cage?.remove()
+            removeTree(directory)
+            return (.kvm, "a KVM test boot greeted in \(started.duration(to: .now).milliseconds) ms")
+        } catch {
+            return (.tcg, "the KVM test boot failed: \(String(describing: error).prefix(300))")
+        }
+    }
+}
+
+extension Duration {
+    /// Whole milliseconds.
+    public var milliseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
+    }
+
+    /// Microseconds, as a Double.
+    public var microseconds: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) * 1e6 + Double(attoseconds) / 1e12
+    }
+}

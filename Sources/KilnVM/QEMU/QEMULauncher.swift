@@ -1,0 +1,157 @@
+import Glibc
+import KilnWire
+import Logging
+
+/// Starts one QEMU and brings its agent to `hello`: sockets, the process (in its cgroup), the QMP
+/// handshake, the incoming migration for a restore. On any failure, or when the agent has not
+/// greeted by the deadline, QEMU is killed by PID and its folder removed; the error carries the
+/// ends of the console and QEMU logs.
+struct QEMULauncher: Sendable {
+    /// How the guest starts.
+    enum Start: Sendable {
+        case boot(image: GuestImage, sharedMemoryFile: String?)
+        case restore(SnapshotTemplate)
+    }
+
+    let qemu: String
+    let hostKHz: Int
+    let cgroups: CgroupLayout?
+    let logger: Logger
+
+    func launch(
+        id: String, profile: VMProfile, accelerator: Accelerator, start: Start, directory: String,
+        timeout: Duration
+    ) async throws(VMError) -> (QEMULaunch, GuestFrame.Hello) {
+        let deadline = ContinuousClock.now + timeout
+        let agentPath = directory + "/agent.sock"
+        let consoleLog = directory + "/console.log"
+        let qemuLog = directory + "/qemu.log"
+        for path in [directory, consoleLog] where path.contains(",") {
+            throw .hostFailure("QEMU option values cannot hold commas: \(path)")
+        }
+
+        var toClose: [Int32] = []
+        defer { toClose.forEach { close($0) } }
+        let listener = try UnixSocket.listen(path: agentPath)
+        toClose.append(listener)
+        let (qmpHost, qmpGuest) = try UnixSocket.pair()
+        toClose.append(qmpGuest)
+        let logFD = open(qemuLog, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard logFD >= 0 else {
+            close(qmpHost)
+            throw .hostFailure("cannot create \(qemuLog): \(String(cString: strerror(errno)))")
+        }
+        toClose.append(logFD)
+        var descriptors: [Int32?] = [nil, logFD, logFD, listener, qmpGuest]
+        let commandStart: QEMUCommandLine.Start
+        switch start {
+        case .boot(let image, let shared):
+            commandStart = .boot(kernel: image.kernel, initrd: image.initrd,
+                                 append: QEMUCommandLine.kernelArguments(hostKHz: hostKHz), sharedMemoryFile: shared)
+        case .restore(let template):
+            let stateFD = open(template.stateFile, O_RDONLY | O_CLOEXEC)
+            guard stateFD >= 0 else {
+                close(qmpHost)
+                throw .hostFailure("cannot open \(template.stateFile): \(String(cString: strerror(errno)))")
+            }
+            toClose.append(stateFD)
+            descriptors.append(stateFD)
+            commandStart = .restore(memoryFile: template.memoryFile)
+        }
+        let command = QEMUCommandLine(qemu: qemu, accelerator: accelerator, vcpus: profile.vcpus,
+                                      memoryMB: profile.memoryMB, start: commandStart, consoleLog: consoleLog,
+                                      agentSocketFD: 3, qmpSocketFD: 4)
+
+        var cage: CgroupCage?
+        if let cgroups {
+            do {
+                cage = try CgroupCage(layout: cgroups, name: "\(getpid())-\(id)", limits: ResourceLimits(
+                    cpus: Double(profile.vcpus), memoryMB: profile.memoryMB + QEMUDriver.qemuOverheadMB))
+            } catch {
+                logger.warning("vm runs without a cgroup", metadata: ["vm": "\(id)", "reason": "\(error)"])
+            }
+        }
+        guard let executable = HostCommand.resolve(qemu) else {
+            close(qmpHost)
+            cage?.remove()
+            throw .spawnFailed("\(qemu) not found; install qemu-system-x86 (deploy/local/install-deps.sh)")
+        }
+        let process: ChildProcess
+        do {
+            process = try await ProcessLauncher.shared.spawn(SpawnSpec(
+                executable: executable, arguments: command.arguments, environment: ["PATH": "/usr/bin:/bin"],
+                descriptors: descriptors, cgroupProcsFiles: cage?.procsFiles ?? []))
+        } catch {
+            close(qmpHost)
+            cage?.remove()
+            throw .spawnFailed("\(error)")
+        }
+        toClose.forEach { close($0) }
+        toClose.removeAll()
+
+        let monitor = QMPClient(fd: qmpHost, vmID: id)
+        let session: AgentSession
+        do {
+            let agentFD = try UnixSocket.connect(path: agentPath)
+            unlink(agentPath)  // QEMU holds the listening socket; nothing needs the name any more
+            let logs = (console: consoleLog, qemu: qemuLog)
+            session = AgentSession(vmID: id, channel: GuestChannel(fd: agentFD), logger: logger) {
+                guard let status = process.exitStatus else { return nil }
+                return "QEMU \(status); \(Self.logTails(console: logs.console, qemu: logs.qemu))"
+            }
+        } catch {
+            await abandon(process: process, cage: cage, monitor: monitor, directory: directory)
+            throw error
+        }
+
+        do {
+            try await monitor.handshake(until: deadline)
+            if case .restore = start {
+                try await monitor.execute("migrate-set-capabilities",
+                                          arguments: #"{"capabilities":[{"capability":"x-ignore-shared","state":true}]}"#,
+                                          until: deadline)
+                try await monitor.execute("migrate-incoming", arguments: #"{"uri":"fd:5"}"#, until: deadline)
+            }
+            let hello = try await session.awaitHello(within: ContinuousClock.now.duration(to: deadline),
+                                                     step: start.isRestore ? "restore" : "boot")
+            return (QEMULaunch(process: process, directory: directory, session: session, monitor: monitor, cage: cage), hello)
+        } catch {
+            let tails = Self.logTails(console: consoleLog, qemu: qemuLog)
+            await session.close()
+            await abandon(process: process, cage: cage, monitor: monitor, directory: directory)
+            switch error {
+            case .timedOut(let vm, let step, let after, _):
+                throw .timedOut(vm: vm, step: step, after: after == .zero ? timeout : after, detail: tails)
+            case .vmDied(let vm, let during, let detail):
+                throw .vmDied(vm: vm, during: during, detail: detail.contains("console:") ? detail : "\(detail); \(tails)")
+            case .monitorError(let vm, let command, let detail):
+                throw .monitorError(vm: vm, command: command, detail: "\(detail); \(tails)")
+            default:
+                throw error
+            }
+        }
+    }
+
+    private func abandon(process: ChildProcess, cage: CgroupCage?, monitor: QMPClient, directory: String) async {
+        await monitor.close()
+        await process.kill(timeout: .seconds(5))
+        cage?.remove()
+        removeTree(directory)
+    }
+
+    /// The last lines of the guest console and of QEMU's own output, for error messages.
+    static func logTails(console: String, qemu: String) -> String {
+        func tail(_ path: String) -> String {
+            let text = readFile(path).map { String(decoding: $0.suffix(600), as: UTF8.self) } ?? ""
+            return text.split(separator: "\n").suffix(6).joined(separator: " | ")
+        }
+        return "console: \(tail(console)); qemu: \(tail(qemu))"
+    }
+}
+
+extension QEMULauncher.Start {
+    var isRestore: Bool {
+        if case .restore = self { return true }
+        return false
+    }
+}
