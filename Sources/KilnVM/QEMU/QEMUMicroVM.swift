@@ -92,6 +92,12 @@ public actor QEMUMicroVM: MicroVM {
         try cage.apply(limits)
     }
 
+    /// Raw access to the agent, for tests of its error handling.
+    public func rawRequest(_ bytes: [UInt8]) async throws -> GuestFrame {
+        try checkAlive()
+        return try await session.rawRequest(bytes, timeout: timeouts.request)
+    }
+
     /// True while QEMU runs.
     public var isRunning: Bool { !destroyed && process.isRunning }
 
