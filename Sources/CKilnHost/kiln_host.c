@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -29,25 +30,37 @@ static void fail_child(int error_pipe, unsigned char code, int err) {
 
 static const char *const step_names[] = {"clone", "cgroup", "signals", "session", "hold", "fds", "exec"};
 
-static void run_child(const kiln_spawn_request *request, int error_pipe, int hold_pipe, pid_t parent) {
+/// What the child needs; it lives on the parent's stack, which the child shares (CLONE_VM) while
+/// the parent is suspended (CLONE_VFORK).
+typedef struct {
+    const kiln_spawn_request *request;
+    int error_pipe;
+    pid_t parent;
+} child_context;
+
+static int run_child(void *argument) {
+    const child_context *context = argument;
+    const kiln_spawn_request *request = context->request;
+    int error_pipe = context->error_pipe;
+    // Join the cgroups first: "0" names the writing process itself, in any PID namespace.
+    for (int i = 0; i < request->cgroup_procs_count; i++) {
+        if (write(request->cgroup_procs_fds[i], "0", 1) != 1) fail_child(error_pipe, 1, errno);
+    }
+    // Own copies of the signal dispositions (no CLONE_SIGHAND): reset them all, unblock all.
+    struct sigaction fallback;
+    memset(&fallback, 0, sizeof fallback);
+    fallback.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++) sigaction(sig, &fallback, NULL);
     sigset_t all;
     sigemptyset(&all);
     if (sigprocmask(SIG_SETMASK, &all, NULL) != 0) fail_child(error_pipe, 2, errno);
-    for (int sig = 1; sig < NSIG; sig++) signal(sig, SIG_DFL);
     if (request->die_with_parent) {
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) fail_child(error_pipe, 2, errno);
         // The parent may have died before the death signal was armed. In a new PID namespace
-        // getppid() is 0, and the parent is certainly waiting on the hold pipe.
-        if (!(request->namespace_flags & CLONE_NEWPID) && getppid() != parent) _exit(127);
+        // getppid() is 0.
+        if (!(request->namespace_flags & CLONE_NEWPID) && getppid() != context->parent) _exit(127);
     }
     if (setsid() < 0) fail_child(error_pipe, 3, errno);
-    if (hold_pipe >= 0) {
-        char go;
-        ssize_t got;
-        do { got = read(hold_pipe, &go, 1); } while (got < 0 && errno == EINTR);
-        if (got != 1) _exit(127);  // the parent gave up (its cgroup write failed)
-        close(hold_pipe);
-    }
     // Move every source descriptor out of the way first, so that fds[i] == j for j < i works.
     int moved[64];
     if (request->fd_count > 64) fail_child(error_pipe, 5, EMFILE);
@@ -67,56 +80,38 @@ static void run_child(const kiln_spawn_request *request, int error_pipe, int hol
     }
     execve(request->path, request->argv, request->envp);
     fail_child(error_pipe, 6, errno);
+    return 127;
 }
 
 pid_t kiln_spawn(const kiln_spawn_request *request, int *error, const char **step) {
     int error_pipe[2];
-    int hold_pipe[2] = {-1, -1};
     if (pipe2(error_pipe, O_CLOEXEC) != 0) {
         *error = errno;
         *step = "pipe";
         return -1;
     }
-    if (request->cgroup_procs_count > 0 && pipe2(hold_pipe, O_CLOEXEC) != 0) {
+    // Like posix_spawn: the child borrows the parent's memory until it executes (no page tables
+    // are copied), on a stack of its own.
+    enum { STACK_SIZE = 256 * 1024 };
+    void *stack = mmap(NULL, STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) {
         *error = errno;
-        *step = "pipe";
+        *step = "mmap";
         close(error_pipe[0]);
         close(error_pipe[1]);
         return -1;
     }
-    pid_t parent = getpid();
-    pid_t pid = (pid_t)syscall(SYS_clone, (unsigned long)SIGCHLD | request->namespace_flags, NULL, NULL, NULL, NULL);
-    if (pid == 0) {
-        close(error_pipe[0]);
-        if (hold_pipe[1] >= 0) close(hold_pipe[1]);
-        run_child(request, error_pipe[1], hold_pipe[0], parent);
-    }
+    child_context context = {request, error_pipe[1], getpid()};
+    pid_t pid = clone(run_child, (char *)stack + STACK_SIZE,
+                      CLONE_VM | CLONE_VFORK | SIGCHLD | (int)request->namespace_flags, &context);
     int clone_errno = errno;
+    munmap(stack, STACK_SIZE);
     close(error_pipe[1]);
-    if (hold_pipe[0] >= 0) close(hold_pipe[0]);
     if (pid < 0) {
         *error = clone_errno;
         *step = "clone";
         close(error_pipe[0]);
-        if (hold_pipe[1] >= 0) close(hold_pipe[1]);
         return -1;
-    }
-    if (hold_pipe[1] >= 0) {
-        char text[24];
-        int length = snprintf(text, sizeof text, "%d\n", (int)pid);
-        for (int i = 0; i < request->cgroup_procs_count; i++) {
-            if (write(request->cgroup_procs_fds[i], text, (size_t)length) != length) {
-                *error = errno;
-                *step = "cgroup";
-                close(hold_pipe[1]);  // the child sees EOF and exits
-                close(error_pipe[0]);
-                kill(pid, SIGKILL);
-                while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
-                return -1;
-            }
-        }
-        (void)!write(hold_pipe[1], "g", 1);
-        close(hold_pipe[1]);
     }
     unsigned char message[1 + sizeof(int)];
     ssize_t got;

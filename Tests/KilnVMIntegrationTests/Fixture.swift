@@ -22,9 +22,7 @@ enum Fixture {
     }
 
     private static let qemuDriver: Result<QEMUDriver, any Error> = Result {
-        var configuration = QEMUDriver.Configuration()
-        configuration.templateRoot = repositoryRoot + "/.local/templates"
-        return try QEMUDriver(image: try image(), configuration: configuration, logger: logger)
+        try QEMUDriver(image: try image(), logger: logger)
     }
 
     /// The QEMU driver every test in this process shares.

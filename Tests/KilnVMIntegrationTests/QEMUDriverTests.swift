@@ -59,7 +59,6 @@ struct QEMUDriverTests {
 
     @Test func aGuestThatStopsAnsweringIsKilledAtTheDeadline() async throws {
         var configuration = QEMUDriver.Configuration()
-        configuration.templateRoot = Fixture.repositoryRoot + "/.local/templates"
         configuration.accelerator = await (try Fixture.qemu()).accelerator() == .kvm ? .kvm : .tcg
         configuration.timeouts.execGrace = .milliseconds(500)
         let driver = try QEMUDriver(image: try Fixture.image(), configuration: configuration, logger: Fixture.logger)
@@ -87,7 +86,6 @@ struct QEMUDriverTests {
 
     @Test func shutdownDestroysWhatIsLeft() async throws {
         var configuration = QEMUDriver.Configuration()
-        configuration.templateRoot = Fixture.repositoryRoot + "/.local/templates"
         configuration.accelerator = await (try Fixture.qemu()).accelerator() == .kvm ? .kvm : .tcg
         let driver = try QEMUDriver(image: try Fixture.image(), configuration: configuration, logger: Fixture.logger)
         let vms = [try await driver.restore(.small), try await driver.restore(.small)]

@@ -20,7 +20,7 @@ typedef struct {
     int fd_count;
     /// CLONE_NEW* flags for the child (0 for a plain fork).
     unsigned long namespace_flags;
-    /// Open `cgroup.procs` files the parent writes the child's PID into before the child may exec.
+    /// Open `cgroup.procs` files the child joins before it executes anything.
     const int *cgroup_procs_fds;
     int cgroup_procs_count;
     /// Non-zero: the child gets SIGKILL when the thread that spawned it ends.

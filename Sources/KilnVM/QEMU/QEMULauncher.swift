@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import KilnWire
 import Logging
@@ -22,7 +23,8 @@ struct QEMULauncher: Sendable {
         id: String, profile: VMProfile, accelerator: Accelerator, start: Start, directory: String,
         timeout: Duration
     ) async throws(VMError) -> (QEMULaunch, GuestFrame.Hello) {
-        let deadline = ContinuousClock.now + timeout
+        let began = ContinuousClock.now
+        let deadline = began + timeout
         let agentPath = directory + "/agent.sock"
         let consoleLog = directory + "/console.log"
         let qemuLog = directory + "/qemu.log"
@@ -62,6 +64,7 @@ struct QEMULauncher: Sendable {
                                       memoryMB: profile.memoryMB, start: commandStart, consoleLog: consoleLog,
                                       agentSocketFD: 3, qmpSocketFD: 4)
 
+        let beforeCage = ContinuousClock.now
         var cage: CgroupCage?
         if let cgroups {
             do {
@@ -76,6 +79,7 @@ struct QEMULauncher: Sendable {
             cage?.remove()
             throw .spawnFailed("\(qemu) not found; install qemu-system-x86 (deploy/local/install-deps.sh)")
         }
+        let beforeSpawn = ContinuousClock.now
         let process: ChildProcess
         do {
             process = try await ProcessLauncher.shared.spawn(SpawnSpec(
@@ -88,6 +92,7 @@ struct QEMULauncher: Sendable {
         }
         toClose.forEach { close($0) }
         toClose.removeAll()
+        let spawned = ContinuousClock.now
 
         let monitor = QMPClient(fd: qmpHost, vmID: id)
         let session: AgentSession
@@ -106,14 +111,21 @@ struct QEMULauncher: Sendable {
 
         do {
             try await monitor.handshake(until: deadline)
+            let monitorReady = ContinuousClock.now
             if case .restore = start {
                 try await monitor.execute("migrate-set-capabilities",
                                           arguments: #"{"capabilities":[{"capability":"x-ignore-shared","state":true}]}"#,
                                           until: deadline)
                 try await monitor.execute("migrate-incoming", arguments: #"{"uri":"fd:5"}"#, until: deadline)
             }
+            let incoming = ContinuousClock.now
             let hello = try await session.awaitHello(within: ContinuousClock.now.duration(to: deadline),
                                                      step: start.isRestore ? "restore" : "boot")
+            let greeted = ContinuousClock.now
+            logger.debug("qemu launched", metadata: [
+                "vm": "\(id)", "prep_ms": "\(Self.ms(began, beforeCage))", "cage_ms": "\(Self.ms(beforeCage, beforeSpawn))", "spawn_ms": "\(Self.ms(beforeSpawn, spawned))", "qmp_ms": "\(Self.ms(spawned, monitorReady))",
+                "incoming_ms": "\(Self.ms(monitorReady, incoming))", "hello_ms": "\(Self.ms(incoming, greeted))",
+            ])
             return (QEMULaunch(process: process, directory: directory, session: session, monitor: monitor, cage: cage), hello)
         } catch {
             let tails = Self.logTails(console: consoleLog, qemu: qemuLog)
@@ -130,6 +142,10 @@ struct QEMULauncher: Sendable {
                 throw error
             }
         }
+    }
+
+    private static func ms(_ from: ContinuousClock.Instant, _ to: ContinuousClock.Instant) -> String {
+        String(format: "%.1f", from.duration(to: to).microseconds / 1000)
     }
 
     private func abandon(process: ChildProcess, cage: CgroupCage?, monitor: QMPClient, directory: String) async {
