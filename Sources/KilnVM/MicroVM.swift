@@ -125,10 +125,14 @@ public struct Provisioning: Sendable, Equatable {
     public var method: Method
     /// From the request to the agent's hello.
     public var duration: Duration
+    /// A restore into a QEMU that was started beforehand and waited (its start-up is not in
+    /// `duration`).
+    public var fromStandby: Bool
 
-    public init(method: Method, duration: Duration) {
+    public init(method: Method, duration: Duration, fromStandby: Bool = false) {
         self.method = method
         self.duration = duration
+        self.fromStandby = fromStandby
     }
 }
 

@@ -50,7 +50,9 @@ struct VMBenchmark: AsyncParsableCommand {
         var memory = TextTable("backend", "idle VMs", "RSS MiB (median)", "PSS MiB (median)", "RSS MiB (max)")
 
         if backend != .process {
-            let driver = try QEMUDriver(image: guestImage, logger: logger)
+            var onDemand = QEMUDriver.Configuration()
+            onDemand.standbyPerTemplate = 0
+            let driver = try QEMUDriver(image: guestImage, configuration: onDemand, logger: logger)
             let accelerator = await driver.accelerator()
             print("qemu: accelerator \(accelerator.rawValue) (\(await driver.acceleratorReason ?? ""))")
             let clock = ContinuousClock()
@@ -59,22 +61,37 @@ struct VMBenchmark: AsyncParsableCommand {
             print("qemu: snapshot template ready in \(templateStart.duration(to: clock.now).milliseconds) ms (0 if cached)")
             let name = "qemu/\(accelerator.rawValue)"
             provisioning.addSummary(name, "fresh boot", try await timeProvisioning(boots, progress: "boot") { try await driver.boot(.small) })
-            provisioning.addSummary(name, "snapshot restore", try await timeProvisioning(restores, progress: "restore") { try await driver.restore(.small) })
-            let vm = try await driver.restore(.small)
-            let (exec, ping) = try await timeRoundTrips(on: vm, image: guestImage)
-            roundTrip.addSummary(name, "exec echo", exec)
-            roundTrip.addSummary(name, "ping", ping)
-            await vm.destroy()
-            memory.addMemory(name + " (restored)", try await idleMemory { try await driver.restore(.small) })
+            provisioning.addSummary(name, "restore, QEMU started on demand",
+                                    try await timeProvisioning(restores, progress: "restore") { try await driver.restore(.small) })
             await driver.shutdown()
+
+            var standby = QEMUDriver.Configuration()
+            standby.accelerator = accelerator == .kvm ? .kvm : .tcg
+            let warm = try QEMUDriver(image: guestImage, configuration: standby, logger: logger)
+            await warm.destroyAfterWarmUp()
+            provisioning.addSummary(name, "restore into a standby QEMU",
+                                    try await timeProvisioning(restores, progress: "standby restore", settle: .milliseconds(100)) {
+                                        try await warm.restore(.small)
+                                    })
+            let vm = try await warm.restore(.small)
+            let trips = try await timeRoundTrips(on: vm, image: guestImage)
+            roundTrip.addSummary(name, "exec echo (host round trip)", trips.exec)
+            roundTrip.addSummary(name, "exec echo (agent's exec_us)", trips.guestExec)
+            roundTrip.addSummary(name, "exec busybox true (host)", trips.execTrue)
+            roundTrip.addSummary(name, "ping", trips.ping)
+            await vm.destroy()
+            memory.addMemory(name + " (restored)", try await idleMemory { try await warm.restore(.small) })
+            await warm.shutdown()
         }
         if backend != .qemu {
             let driver = try ProcessSandboxDriver(image: guestImage, logger: logger)
             provisioning.addSummary("process", "sandbox start", try await timeProvisioning(boots, progress: "start") { try await driver.start(.small) })
             let vm = try await driver.start(.small)
-            let (exec, ping) = try await timeRoundTrips(on: vm, image: guestImage)
-            roundTrip.addSummary("process", "exec echo", exec)
-            roundTrip.addSummary("process", "ping", ping)
+            let trips = try await timeRoundTrips(on: vm, image: guestImage)
+            roundTrip.addSummary("process", "exec echo (host round trip)", trips.exec)
+            roundTrip.addSummary("process", "exec echo (agent's exec_us)", trips.guestExec)
+            roundTrip.addSummary("process", "exec busybox true (host)", trips.execTrue)
+            roundTrip.addSummary("process", "ping", trips.ping)
             await vm.destroy()
             memory.addMemory("process", try await idleMemory { try await driver.start(.small) })
             await driver.shutdown()
@@ -88,9 +105,13 @@ struct VMBenchmark: AsyncParsableCommand {
     }
 
     /// Times `count` provisions (each destroyed at once), in microseconds.
-    private func timeProvisioning(_ count: Int, progress: String, _ make: () async throws -> any MicroVM) async throws -> [Double] {
+    private func timeProvisioning(
+        _ count: Int, progress: String, settle: Duration = .zero, _ make: () async throws -> any MicroVM
+    ) async throws -> [Double] {
         var samples: [Double] = []
         for index in 0..<count {
+            // Give background work (a standby QEMU starting) time to finish, as a pool would.
+            if settle > .zero { try await Task.sleep(for: settle) }
             let vm = try await make()
             samples.append(vm.provisioning.duration.microseconds)
             await vm.destroy()
@@ -99,12 +120,17 @@ struct VMBenchmark: AsyncParsableCommand {
         return samples
     }
 
-    /// Times exec of echo and ping on one VM, in microseconds.
-    private func timeRoundTrips(on vm: any MicroVM, image: GuestImage) async throws -> (exec: [Double], ping: [Double]) {
+    /// Times exec of echo (host round trip and the agent's own exec_us), exec of busybox `true`
+    /// (the cost of starting any program), and ping, on one VM, in microseconds.
+    private func timeRoundTrips(on vm: any MicroVM, image: GuestImage) async throws
+        -> (exec: [Double], guestExec: [Double], execTrue: [Double], ping: [Double])
+    {
         guard let entry = image.manifest.guestEntry(for: "echo") else { throw ValidationError("the image has no echo method") }
         let payload = try MessagePackEncoder().encode(["args": ["text": "ping"]] as MessagePackValue)
         let clock = ContinuousClock()
         var exec: [Double] = []
+        var guestExec: [Double] = []
+        var execTrue: [Double] = []
         var ping: [Double] = []
         for round in 0..<(roundTrips + 20) {
             let request = GuestFrame.ExecRequest(id: "bench-\(round)", method: "echo", entry: entry, payload: payload, deadlineMs: 5_000)
@@ -112,14 +138,23 @@ struct VMBenchmark: AsyncParsableCommand {
             let result = try await vm.exec(request)
             let elapsed = start.duration(to: clock.now)
             guard result.status == .ok else { throw ValidationError("echo failed: \(result.stderr)") }
-            if round >= 20 { exec.append(elapsed.microseconds) }
+            if round >= 20 {
+                exec.append(elapsed.microseconds)
+                guestExec.append(Double(result.execUs))
+            }
+        }
+        for round in 0..<(roundTrips + 20) {
+            let request = GuestFrame.ExecRequest(id: "true-\(round)", method: "true", entry: ["/bin/true"], payload: [], deadlineMs: 5_000)
+            let start = clock.now
+            _ = try await vm.exec(request)
+            if round >= 20 { execTrue.append(start.duration(to: clock.now).microseconds) }
         }
         for round in 0..<(roundTrips + 20) {
             let start = clock.now
             _ = try await vm.ping()
             if round >= 20 { ping.append(start.duration(to: clock.now).microseconds) }
         }
-        return (exec, ping)
+        return (exec, guestExec, execTrue, ping)
     }
 
     /// RSS and PSS (KiB) of `idle` VMs running at once, after a second of rest.
@@ -151,6 +186,13 @@ struct Summary {
         median = sorted.isEmpty ? 0 : (sorted.count % 2 == 1
             ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2)
         p99 = sorted.isEmpty ? 0 : sorted[Swift.max(0, Int((Double(sorted.count) * 0.99).rounded(.up)) - 1)]
+    }
+}
+
+extension QEMUDriver {
+    /// Restores and destroys one VM, which starts the standby QEMU.
+    func destroyAfterWarmUp() async {
+        if let vm = try? await restore(.small) { await vm.destroy() }
     }
 }
 

@@ -47,6 +47,10 @@ public actor QEMUDriver: MicroVMDriver {
         public var runBase = RunDirectory.defaultBase
         /// Put each QEMU into a cgroup with CPU and memory limits (when cgroups are usable).
         public var cgroups = true
+        /// QEMU processes kept started and waiting for their incoming state, per template: a
+        /// restore then skips QEMU's own start-up (~25 ms of CPU). They use no CPU while they
+        /// wait; 0 turns this off.
+        public var standbyPerTemplate = 1
         public var timeouts = Timeouts()
 
         public init() {}
@@ -61,6 +65,9 @@ public actor QEMUDriver: MicroVMDriver {
     private var resolvedAccelerator: (Accelerator, String)?
     private var qemuVersion: String?
     private var live: [String: QEMUMicroVM] = [:]
+    private var standbys: [String: [QEMULauncher.Started]] = [:]
+    private var refilling: Set<String> = []
+    private var closed = false
     private var counter = 0
 
     /// - Throws: ``VMError`` when the run directory cannot be made or the host CPU clock is unknown.
@@ -129,17 +136,68 @@ public actor QEMUDriver: MicroVMDriver {
     }
 
     /// Restores a VM from the profile's snapshot template, building the template first if needed.
+    /// A standby QEMU (already started, waiting for its state) is used when one is ready.
     public func restore(_ profile: VMProfile) async throws(VMError) -> QEMUMicroVM {
+        if closed { throw .hostFailure("the QEMU driver is shut down") }
         let template = try await template(for: profile)
         let accelerator = await accelerator()
-        let id = nextID()
         let started = ContinuousClock.now
-        let directory = try run.makeVMDirectory(id: id)
-        let (launched, _) = try await launcher.launch(
-            id: id, profile: profile, accelerator: accelerator, start: .restore(template),
-            directory: directory, timeout: configuration.timeouts.restore)
-        return adopt(id: id, profile: profile, accelerator: accelerator, launched: launched,
-                     provisioning: Provisioning(method: .restore, duration: started.duration(to: .now)))
+        let deadline = started + configuration.timeouts.restore
+        let start = QEMULauncher.Start.restore(template)
+        var waiting = await takeStandby(template.key)
+        let fromStandby = waiting != nil
+        if waiting == nil {
+            let id = nextID()
+            waiting = try await launcher.start(
+                id: id, profile: profile, accelerator: accelerator, start: start,
+                directory: try run.makeVMDirectory(id: id), deadline: deadline, timeout: configuration.timeouts.restore)
+        }
+        refillStandby(template: template, profile: profile, accelerator: accelerator)
+        let (launched, _) = try await launcher.finish(waiting!, start: start, deadline: deadline,
+                                                      timeout: configuration.timeouts.restore)
+        return adopt(id: waiting!.id, profile: profile, accelerator: accelerator, launched: launched,
+                     provisioning: Provisioning(method: .restore, duration: started.duration(to: .now), fromStandby: fromStandby))
+    }
+
+    /// A standby QEMU for `key` that is still alive, if any.
+    private func takeStandby(_ key: String) async -> QEMULauncher.Started? {
+        while var queue = standbys[key], !queue.isEmpty {
+            let candidate = queue.removeFirst()
+            standbys[key] = queue
+            if candidate.process.isRunning { return candidate }
+            await launcher.abandon(candidate)
+        }
+        return nil
+    }
+
+    /// Starts standby QEMUs for `template` in the background, up to the configured number.
+    private func refillStandby(template: SnapshotTemplate, profile: VMProfile, accelerator: Accelerator) {
+        let key = template.key
+        guard configuration.standbyPerTemplate > 0, !closed, !refilling.contains(key) else { return }
+        guard (standbys[key]?.count ?? 0) < configuration.standbyPerTemplate else { return }
+        refilling.insert(key)
+        Task {
+            defer { self.refilling.remove(key) }
+            while !self.closed, (self.standbys[key]?.count ?? 0) < self.configuration.standbyPerTemplate {
+                let id = self.nextID()
+                do {
+                    let directory = try self.run.makeVMDirectory(id: id)
+                    ExitCleanup.shared.removeAtExit(path: directory)
+                    let started = try await self.launcher.start(
+                        id: id, profile: profile, accelerator: accelerator, start: .restore(template),
+                        directory: directory, deadline: .now + self.configuration.timeouts.restore,
+                        timeout: self.configuration.timeouts.restore)
+                    if self.closed {
+                        await self.launcher.abandon(started)
+                        return
+                    }
+                    self.standbys[key, default: []].append(started)
+                } catch {
+                    self.logger.warning("could not start a standby QEMU", metadata: ["error": "\(error)"])
+                    return
+                }
+            }
+        }
     }
 
     /// The snapshot template for `profile`, booting and saving it when there is none yet.
@@ -158,11 +216,19 @@ public actor QEMUDriver: MicroVMDriver {
         }
     }
 
+    /// Destroys every VM and standby QEMU this driver started. The driver refuses new VMs after.
     public func shutdown() async {
+        closed = true
         let vms = Array(live.values)
         for vm in vms { await vm.destroy() }
         live.removeAll()
+        let waiting = standbys.values.flatMap { $0 }
+        standbys.removeAll()
+        for started in waiting { await launcher.abandon(started) }
     }
+
+    /// Standby QEMUs ready now (all templates).
+    public var standbyCount: Int { standbys.values.reduce(0) { $0 + $1.count } }
 
     /// The number of VMs alive.
     public var liveCount: Int { live.count }

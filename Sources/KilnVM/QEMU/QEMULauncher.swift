@@ -19,12 +19,37 @@ struct QEMULauncher: Sendable {
     let cgroups: CgroupLayout?
     let logger: Logger
 
+    /// A QEMU that runs and answers QMP, with the agent socket connected; for a restore, it waits
+    /// for its incoming migration (a standby can wait there as long as it likes: no vCPU runs).
+    struct Started: Sendable {
+        let id: String
+        let process: ChildProcess
+        let directory: String
+        let session: AgentSession
+        let monitor: QMPClient
+        let cage: CgroupCage?
+        let consoleLog: String
+        let qemuLog: String
+    }
+
+    /// Starts QEMU and brings it to `hello`.
     func launch(
         id: String, profile: VMProfile, accelerator: Accelerator, start: Start, directory: String,
         timeout: Duration
     ) async throws(VMError) -> (QEMULaunch, GuestFrame.Hello) {
+        let deadline = ContinuousClock.now + timeout
+        let started = try await self.start(id: id, profile: profile, accelerator: accelerator, start: start,
+                                           directory: directory, deadline: deadline, timeout: timeout)
+        return try await finish(started, start: start, deadline: deadline, timeout: timeout)
+    }
+
+    /// Starts QEMU up to the point where it waits: for a boot, the guest is already booting; for
+    /// a restore, QEMU waits for ``finish(_:start:deadline:timeout:)`` to send the state.
+    func start(
+        id: String, profile: VMProfile, accelerator: Accelerator, start: Start, directory: String,
+        deadline: ContinuousClock.Instant, timeout: Duration
+    ) async throws(VMError) -> Started {
         let began = ContinuousClock.now
-        let deadline = began + timeout
         let agentPath = directory + "/agent.sock"
         let consoleLog = directory + "/console.log"
         let qemuLog = directory + "/qemu.log"
@@ -111,36 +136,69 @@ struct QEMULauncher: Sendable {
 
         do {
             try await monitor.handshake(until: deadline)
-            let monitorReady = ContinuousClock.now
             if case .restore = start {
                 try await monitor.execute("migrate-set-capabilities",
                                           arguments: #"{"capabilities":[{"capability":"x-ignore-shared","state":true}]}"#,
                                           until: deadline)
-                try await monitor.execute("migrate-incoming", arguments: #"{"uri":"fd:5"}"#, until: deadline)
             }
-            let incoming = ContinuousClock.now
-            let hello = try await session.awaitHello(within: ContinuousClock.now.duration(to: deadline),
-                                                     step: start.isRestore ? "restore" : "boot")
-            let greeted = ContinuousClock.now
-            logger.debug("qemu launched", metadata: [
-                "vm": "\(id)", "prep_ms": "\(Self.ms(began, beforeCage))", "cage_ms": "\(Self.ms(beforeCage, beforeSpawn))", "spawn_ms": "\(Self.ms(beforeSpawn, spawned))", "qmp_ms": "\(Self.ms(spawned, monitorReady))",
-                "incoming_ms": "\(Self.ms(monitorReady, incoming))", "hello_ms": "\(Self.ms(incoming, greeted))",
-            ])
-            return (QEMULaunch(process: process, directory: directory, session: session, monitor: monitor, cage: cage), hello)
         } catch {
-            let tails = Self.logTails(console: consoleLog, qemu: qemuLog)
             await session.close()
             await abandon(process: process, cage: cage, monitor: monitor, directory: directory)
-            switch error {
-            case .timedOut(let vm, let step, let after, _):
-                throw .timedOut(vm: vm, step: step, after: after == .zero ? timeout : after, detail: tails)
-            case .vmDied(let vm, let during, let detail):
-                throw .vmDied(vm: vm, during: during, detail: detail.contains("console:") ? detail : "\(detail); \(tails)")
-            case .monitorError(let vm, let command, let detail):
-                throw .monitorError(vm: vm, command: command, detail: "\(detail); \(tails)")
-            default:
-                throw error
+            throw Self.enrich(error, console: consoleLog, qemu: qemuLog, timeout: timeout)
+        }
+        logger.debug("qemu started", metadata: [
+            "vm": "\(id)", "prep_ms": "\(Self.ms(began, beforeCage))", "cage_ms": "\(Self.ms(beforeCage, beforeSpawn))",
+            "spawn_ms": "\(Self.ms(beforeSpawn, spawned))", "qmp_ms": "\(Self.ms(spawned, .now))",
+        ])
+        return Started(id: id, process: process, directory: directory, session: session, monitor: monitor, cage: cage,
+                       consoleLog: consoleLog, qemuLog: qemuLog)
+    }
+
+    /// Sends the snapshot state (for a restore) and waits for the agent's hello.
+    func finish(
+        _ started: Started, start: Start, deadline: ContinuousClock.Instant, timeout: Duration
+    ) async throws(VMError) -> (QEMULaunch, GuestFrame.Hello) {
+        let began = ContinuousClock.now
+        do throws(VMError) {
+            if case .restore = start {
+                guard started.process.isRunning else {
+                    throw .vmDied(vm: started.id, during: "restore", detail: "QEMU \(started.process.exitStatus?.description ?? "ended") before the restore")
+                }
+                try await started.monitor.execute("migrate-incoming", arguments: #"{"uri":"fd:5"}"#, until: deadline)
             }
+            let incoming = ContinuousClock.now
+            let hello = try await started.session.awaitHello(within: ContinuousClock.now.duration(to: deadline),
+                                                             step: start.isRestore ? "restore" : "boot")
+            logger.debug("qemu greeted", metadata: [
+                "vm": "\(started.id)", "incoming_ms": "\(Self.ms(began, incoming))", "hello_ms": "\(Self.ms(incoming, .now))",
+            ])
+            return (QEMULaunch(process: started.process, directory: started.directory, session: started.session,
+                               monitor: started.monitor, cage: started.cage), hello)
+        } catch {
+            await started.session.close()
+            await abandon(started)
+            throw Self.enrich(error, console: started.consoleLog, qemu: started.qemuLog, timeout: timeout)
+        }
+    }
+
+    /// Kills a started QEMU and removes its folder.
+    func abandon(_ started: Started) async {
+        await started.session.close()
+        await abandon(process: started.process, cage: started.cage, monitor: started.monitor, directory: started.directory)
+    }
+
+    /// Adds the ends of the logs to an error.
+    private static func enrich(_ error: VMError, console: String, qemu: String, timeout: Duration) -> VMError {
+        let tails = logTails(console: console, qemu: qemu)
+        switch error {
+        case .timedOut(let vm, let step, let after, _):
+            return .timedOut(vm: vm, step: step, after: after == .zero ? timeout : after, detail: tails)
+        case .vmDied(let vm, let during, let detail):
+            return .vmDied(vm: vm, during: during, detail: detail.contains("console:") ? detail : "\(detail); \(tails)")
+        case .monitorError(let vm, let command, let detail):
+            return .monitorError(vm: vm, command: command, detail: "\(detail); \(tails)")
+        default:
+            return error
         }
     }
 
