@@ -17,6 +17,9 @@ export KILN_INTEROP_OUT=$root/.local/interop-out
 rm -rf "$KILN_INTEROP_OUT"
 mkdir -p "$KILN_INTEROP_OUT"
 
+# The guest image the VM tests boot (built once, then found in the cache by content).
+make --no-print-directory image
+
 swift build --build-tests
 swift test --skip-build
 .local/venv/bin/python -m pytest -q Tests/interop
