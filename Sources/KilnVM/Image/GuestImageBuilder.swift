@@ -50,7 +50,7 @@ public struct GuestImageBuilder: Sendable {
         let manifest = try MethodManifest.load(path: inputs.manifestPath)
         let kernel = try await KernelPackage.fetch(cache: cache, package: inputs.kernelPackage, logger: logger)
         let guestManifest = try guestForm(of: manifest)
-        let plan = try await makePlan(inputs: inputs, manifest: manifest, guestManifest: guestManifest, scratch: scratch)
+        let plan = try await makePlan(inputs: inputs, kernel: kernel, manifest: manifest, guestManifest: guestManifest, scratch: scratch)
 
         logger.info("image: hashing \(plan.hostFiles.count) input files")
         let hashes = try await hashFiles(plan.hostFiles, scratch: scratch)
@@ -123,7 +123,7 @@ public struct GuestImageBuilder: Sendable {
     }
 
     private func makePlan(
-        inputs: Inputs, manifest: MethodManifest, guestManifest: MethodManifest, scratch: String
+        inputs: Inputs, kernel: KernelPackage, manifest: MethodManifest, guestManifest: MethodManifest, scratch: String
     ) async throws(VMError) -> RootFilesystemPlan {
         var plan = RootFilesystemPlan()
         for folder in ["/proc", "/sys", "/dev", "/run", "/etc", "/bin", "/sbin", "/usr/bin", "/usr/sbin"] {
@@ -161,7 +161,6 @@ public struct GuestImageBuilder: Sendable {
             }
         }
 
-        let kernel = try await KernelPackage.fetch(cache: cache, package: inputs.kernelPackage, logger: logger)
         for module in KernelPackage.moduleLoadOrder {
             plan.add(GuestLayout.modules + "/\(module).ko", .hostFile(kernel.module(module), mode: 0o644, strip: false))
         }
