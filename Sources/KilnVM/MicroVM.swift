@@ -13,6 +13,8 @@ public protocol MicroVM: AnyObject, Sendable {
     var profile: VMProfile { get }
     /// How it came to be and how long that took.
     var provisioning: Provisioning { get }
+    /// The agent's latest greeting (version, vCPUs and memory as the guest sees them).
+    var hello: GuestFrame.Hello? { get async }
 
     /// Runs a method program inside the VM.
     /// - Parameter request: the entry, payload and deadline; the agent kills the program's

@@ -29,6 +29,8 @@ struct Agent {
         // What the greeting reports about the machine does not change across a restore: read it
         // once, so that a restored clone only takes the time before it greets.
         var greeting = Housekeeping.hello(version: Self.version)
+        if let vcpus = options.reportedVCPUs { greeting.vcpus = vcpus }
+        if let memory = options.reportedMemoryMB { greeting.memoryMB = memory }
         var connections = 0
         while true {
             port.open()

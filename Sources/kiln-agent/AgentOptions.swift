@@ -20,12 +20,16 @@ struct AgentOptions {
           --scratch DIR   the methods' working directory, wiped by reset (default: /tmp)
           --sandbox ROOT  process backend: private mounts, /proc, /dev, /tmp, then chroot to ROOT
           --hostname NAME set the (namespaced) host name
+          --vcpus N, --memory-mb N
+                          what hello reports (a sandbox's limits; default: what the kernel sees)
         """
 
     var channel: ChannelSource = .virtioPort(name: "agent")
     var scratch = "/tmp"
     var sandboxRoot: String?
     var hostname: String?
+    var reportedVCPUs: UInt32?
+    var reportedMemoryMB: UInt32?
 
     init(arguments: [String]) throws(AgentOptionError) {
         var remaining = arguments[...]
@@ -44,6 +48,10 @@ struct AgentOptions {
             case "--scratch": scratch = try value(for: flag)
             case "--sandbox": sandboxRoot = try value(for: flag)
             case "--hostname": hostname = try value(for: flag)
+            case "--vcpus", "--memory-mb":
+                let text = try value(for: flag)
+                guard let number = UInt32(text), number > 0 else { throw .badValue(flag, text) }
+                if flag == "--vcpus" { reportedVCPUs = number } else { reportedMemoryMB = number }
             case "-h", "--help":
                 print(Self.usage)
                 exit(0)

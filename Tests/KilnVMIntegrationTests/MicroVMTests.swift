@@ -12,6 +12,10 @@ struct MicroVMTests {
         let image = try Fixture.image()
         try await withVM(backend) { vm in
             #expect(vm.backend.name == backend.rawValue)
+            let hello = try #require(await vm.hello)
+            #expect(hello.vcpus == UInt32(vm.profile.vcpus))
+            #expect((64...UInt32(vm.profile.memoryMB)).contains(hello.memoryMB), "memory \(hello.memoryMB) MiB")
+            #expect(!hello.agentVersion.isEmpty)
             let args: MessagePackValue = ["text": "hello from the guest", "n": 42, "blob": .binary([0, 1, 2, 255])]
             let result = try await vm.exec(try Fixture.request("echo", args, image: image))
             #expect(result.status == .ok, "stderr: \(result.stderr)")
@@ -91,6 +95,7 @@ struct MicroVMTests {
             if case .error = unknown {} else { Issue.record("expected an error frame for an unknown type, got \(unknown)") }
             let pong = try await vm.ping()
             #expect(pong.uptimeUs > 0)
+            #expect(pong.load1 >= 0)
             #expect(pong.memAvailableKB > 0)
         }
     }

@@ -85,7 +85,7 @@ public actor ProcessSandboxDriver: MicroVMDriver {
         }
         let arguments = [
             GuestLayout.agent, "--fd", "3", "--sandbox", image.rootFilesystem, "--hostname", "kiln-\(id)",
-            "--scratch", GuestLayout.scratch,
+            "--scratch", GuestLayout.scratch, "--vcpus", "\(profile.vcpus)", "--memory-mb", "\(profile.memoryMB)",
         ]
         let process: ChildProcess
         do {

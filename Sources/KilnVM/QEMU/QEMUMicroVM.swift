@@ -38,6 +38,10 @@ public actor QEMUMicroVM: MicroVM {
         self.onDestroy = onDestroy
     }
 
+    public var hello: GuestFrame.Hello? {
+        get async { await session.hello }
+    }
+
     public func exec(_ request: GuestFrame.ExecRequest) async throws -> GuestFrame.ExecResult {
         try checkAlive()
         do {
