@@ -8,7 +8,7 @@ struct KilnImage: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kiln-image",
         abstract: "Build and inspect Kiln guest images.",
-        subcommands: [Build.self, Show.self]
+        subcommands: [Build.self, Show.self, Prune.self]
     )
 
     struct Build: AsyncParsableCommand {
@@ -52,6 +52,23 @@ struct KilnImage: AsyncParsableCommand {
             print("  initramfs  \(image.metadata.initrd), \(image.metadata.initrdBytes / 1024) KiB")
             print("  methods    \(image.manifest.methods.keys.sorted().joined(separator: ", "))")
             print("  took       \(started.duration(to: clock.now))")
+        }
+    }
+
+    struct Prune: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Remove images and snapshot templates other than the kept ones (skipping any in use).")
+
+        @Option(help: "The image cache folder.")
+        var cache = ".local/images"
+
+        @Option(help: "Images to keep: ids or links in the cache.")
+        var keep: [String] = ["current"]
+
+        func run() throws {
+            let removed = ImageCachePruner(cache: cache).prune(keep: keep)
+            for path in removed { print("removed \(path)") }
+            print("\(removed.count) removed")
         }
     }
 
