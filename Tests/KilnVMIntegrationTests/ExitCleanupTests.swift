@@ -37,6 +37,12 @@ struct ExitCleanupTests {
         return (process, vms)
     }
 
+    /// The VM cgroups a worker process made (named `<pid>-<vm>`), in every hierarchy.
+    static func cgroups(of owner: Int32) -> [String] {
+        ["/sys/fs/cgroup/cpu/kiln", "/sys/fs/cgroup/memory/kiln", "/sys/fs/cgroup/pids/kiln", "/sys/fs/cgroup/kiln"]
+            .flatMap { group in ((try? FileManager.default.contentsOfDirectory(atPath: group)) ?? []).filter { $0.hasPrefix("\(owner)-") } }
+    }
+
     private func waitUntilGone(_ pids: [Int32]) async {
         for _ in 0..<200 where pids.contains(where: processExists) {
             try? await Task.sleep(for: .milliseconds(25))
@@ -56,6 +62,7 @@ struct ExitCleanupTests {
         }
         let runFolder = (vms.first.map { ($0.directory as NSString).deletingLastPathComponent }) ?? "/nonexistent"
         #expect(!FileManager.default.fileExists(atPath: runFolder))
+        #expect(Self.cgroups(of: process.processIdentifier).isEmpty, "cgroups left by the exited worker")
     }
 
     @Test(arguments: Backend.allCases)
@@ -66,8 +73,10 @@ struct ExitCleanupTests {
         process.waitUntilExit()
         await waitUntilGone(vms.map(\.pid))
         for vm in vms { #expect(!processExists(vm.pid), "VM process \(vm.pid) outlived its killed worker") }
-        // The files stay until the next worker starts: its run directory sweeps them.
+        // The files and cgroups stay until the next worker starts: it sweeps them.
         _ = try RunDirectory()
+        if let layout = CgroupLayout.current() { CgroupCage.sweep(layout: layout) }
         for vm in vms { #expect(!FileManager.default.fileExists(atPath: vm.directory), "\(vm.directory) was not swept") }
+        #expect(Self.cgroups(of: process.processIdentifier).isEmpty, "cgroups were not swept")
     }
 }

@@ -28,7 +28,11 @@ public final class CgroupCage: Sendable {
             try Self.enableControllers(in: root + "/" + Self.group)
             directories = ["\(root)/\(Self.group)/\(name)"]
         }
-        for directory in directories { try makeDirectories(directory) }
+        for directory in directories {
+            try makeDirectories(directory)
+            // rmdir works on a cgroup folder once its processes are gone (its files go with it).
+            ExitCleanup.shared.removeAtExit(path: directory)
+        }
         do {
             try apply(limits)
             try writeControl(file: "pids.max", value: "\(Self.pidsMax)", optional: true)
@@ -57,7 +61,10 @@ public final class CgroupCage: Sendable {
     /// Kills every process in the cage, waits until it is empty (up to two seconds), and
     /// removes its folders. Safe to call more than once.
     public func remove() {
-        for directory in directories { Self.removeGroup(directory) }
+        for directory in directories {
+            Self.removeGroup(directory)
+            ExitCleanup.shared.forget(path: directory)
+        }
     }
 
     /// Removes the cages of processes that no longer exist (left by a worker that was killed).
