@@ -143,8 +143,8 @@ struct QEMULauncher: Sendable {
             }
         } catch {
             await session.close()
-            await abandon(process: process, cage: cage, monitor: monitor, directory: directory)
-            throw Self.enrich(error, console: consoleLog, qemu: qemuLog, timeout: timeout)
+            throw await abandon(process: process, cage: cage, monitor: monitor, directory: directory,
+                                explaining: error, timeout: timeout)
         }
         logger.debug("qemu started", metadata: [
             "vm": "\(id)", "prep_ms": "\(Self.ms(began, beforeCage))", "cage_ms": "\(Self.ms(beforeCage, beforeSpawn))",
@@ -176,8 +176,8 @@ struct QEMULauncher: Sendable {
                                monitor: started.monitor, cage: started.cage), hello)
         } catch {
             await started.session.close()
-            await abandon(started)
-            throw Self.enrich(error, console: started.consoleLog, qemu: started.qemuLog, timeout: timeout)
+            throw await abandon(process: started.process, cage: started.cage, monitor: started.monitor,
+                                directory: started.directory, explaining: error, timeout: timeout)
         }
     }
 
@@ -204,6 +204,20 @@ struct QEMULauncher: Sendable {
 
     private static func ms(_ from: ContinuousClock.Instant, _ to: ContinuousClock.Instant) -> String {
         String(format: "%.1f", from.duration(to: to).microseconds / 1000)
+    }
+
+    /// Kills QEMU, then — once it has ended and its logs are complete — adds their ends to
+    /// `error`, and removes the VM's folder.
+    private func abandon(
+        process: ChildProcess, cage: CgroupCage?, monitor: QMPClient, directory: String,
+        explaining error: VMError, timeout: Duration
+    ) async -> VMError {
+        await monitor.close()
+        await process.kill(timeout: .seconds(5))
+        let explained = Self.enrich(error, console: directory + "/console.log", qemu: directory + "/qemu.log", timeout: timeout)
+        cage?.remove()
+        removeTree(directory)
+        return explained
     }
 
     private func abandon(process: ChildProcess, cage: CgroupCage?, monitor: QMPClient, directory: String) async {
