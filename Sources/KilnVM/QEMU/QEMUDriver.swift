@@ -58,16 +58,16 @@ public actor QEMUDriver: MicroVMDriver {
 
     public nonisolated let image: GuestImage
     public nonisolated let configuration: Configuration
-    private let logger: Logger
-    private let run: RunDirectory
-    private let launcher: QEMULauncher
+    let logger: Logger
+    let run: RunDirectory
+    let launcher: QEMULauncher
     private let templates: SnapshotTemplateStore
     private var resolvedAccelerator: (Accelerator, String)?
     private var qemuVersion: String?
     private var live: [String: QEMUMicroVM] = [:]
-    private var standbys: [String: [QEMULauncher.Started]] = [:]
-    private var refilling: Set<String> = []
-    private var closed = false
+    var standbys: [String: [QEMULauncher.Started]] = [:]
+    var refilling: Set<String> = []
+    var closed = false
     private var counter = 0
 
     /// - Throws: ``VMError`` when the run directory cannot be made or the host CPU clock is unknown.
@@ -159,47 +159,6 @@ public actor QEMUDriver: MicroVMDriver {
                      provisioning: Provisioning(method: .restore, duration: started.duration(to: .now), fromStandby: fromStandby))
     }
 
-    /// A standby QEMU for `key` that is still alive, if any.
-    private func takeStandby(_ key: String) async -> QEMULauncher.Started? {
-        while var queue = standbys[key], !queue.isEmpty {
-            let candidate = queue.removeFirst()
-            standbys[key] = queue
-            if candidate.process.isRunning { return candidate }
-            await launcher.abandon(candidate)
-        }
-        return nil
-    }
-
-    /// Starts standby QEMUs for `template` in the background, up to the configured number.
-    private func refillStandby(template: SnapshotTemplate, profile: VMProfile, accelerator: Accelerator) {
-        let key = template.key
-        guard configuration.standbyPerTemplate > 0, !closed, !refilling.contains(key) else { return }
-        guard (standbys[key]?.count ?? 0) < configuration.standbyPerTemplate else { return }
-        refilling.insert(key)
-        Task {
-            defer { self.refilling.remove(key) }
-            while !self.closed, (self.standbys[key]?.count ?? 0) < self.configuration.standbyPerTemplate {
-                let id = self.nextID()
-                do {
-                    let directory = try self.run.makeVMDirectory(id: id)
-                    ExitCleanup.shared.removeAtExit(path: directory)
-                    let started = try await self.launcher.start(
-                        id: id, profile: profile, accelerator: accelerator, start: .restore(template),
-                        directory: directory, deadline: .now + self.configuration.timeouts.restore,
-                        timeout: self.configuration.timeouts.restore)
-                    if self.closed {
-                        await self.launcher.abandon(started)
-                        return
-                    }
-                    self.standbys[key, default: []].append(started)
-                } catch {
-                    self.logger.warning("could not start a standby QEMU", metadata: ["error": "\(error)"])
-                    return
-                }
-            }
-        }
-    }
-
     /// The snapshot template for `profile`, booting and saving it when there is none yet.
     public func template(for profile: VMProfile) async throws(VMError) -> SnapshotTemplate {
         let accelerator = await accelerator()
@@ -248,69 +207,9 @@ public actor QEMUDriver: MicroVMDriver {
 
     private func forget(_ id: String) { live[id] = nil }
 
-    private func nextID() -> String {
+    func nextID() -> String {
         counter += 1
         return "q\(counter)-\(String(UInt16.random(in: 0...UInt16.max), radix: 16))"
-    }
-
-    /// Boots the template's source VM with its RAM in `staging/ram.img` (shared), lets the agent
-    /// greet, disconnects so that the agent waits for the next host, and saves the device state.
-    private func saveTemplate(profile: VMProfile, accelerator: Accelerator, into staging: String) async throws {
-        let id = nextID() + "-template"
-        let started = ContinuousClock.now
-        logger.info("building a snapshot template", metadata: ["profile": "\(profile)", "dir": "\(staging)"])
-        let directory = try run.makeVMDirectory(id: id)
-        let (launched, _) = try await launcher.launch(
-            id: id, profile: profile, accelerator: accelerator,
-            start: .boot(image: image, sharedMemoryFile: staging + "/ram.img"),
-            directory: directory, timeout: configuration.timeouts.boot)
-        defer { launched.cage?.remove() }
-        let deadline = ContinuousClock.now + configuration.timeouts.save
-        do {
-            let consoleLog = directory + "/console.log"
-            let before = fileSize(consoleLog) ?? 0
-            await launched.session.close()
-            // The agent saw EOF and now waits for a host: a clone resumes right there.
-            try await waitForConsole(consoleLog, after: before, marker: "kiln-agent: waiting for a host", until: deadline, vm: id)
-            try await launched.monitor.execute(
-                "migrate-set-capabilities",
-                arguments: #"{"capabilities":[{"capability":"x-ignore-shared","state":true}]}"#, until: deadline)
-            try await launched.monitor.execute("stop", until: deadline)
-            let state = staging + "/vm.state"
-            guard !state.contains("'") else { throw VMError.hostFailure("template path holds a quote: \(state)") }
-            try await launched.monitor.execute("migrate", arguments: #"{"uri":"exec:cat > '\#(state)'"}"#, until: deadline)
-            while true {
-                let reply = try await launched.monitor.execute("query-migrate", until: deadline)
-                let status = reply.string("status") ?? "?"
-                if status == "completed" { break }
-                if status == "failed" || status == "cancelled" {
-                    throw VMError.monitorError(vm: id, command: "migrate", detail: "status \(status)")
-                }
-                try await Task.sleep(for: .milliseconds(2))
-            }
-        } catch {
-            await launched.monitor.close()
-            await launched.process.kill()
-            removeTree(directory)
-            throw error
-        }
-        await launched.monitor.close()
-        await launched.process.kill()
-        removeTree(directory)
-        logger.info("snapshot template saved", metadata: [
-            "profile": "\(profile)", "ms": "\(started.duration(to: .now).milliseconds)",
-            "state_bytes": "\(fileSize(staging + "/vm.state") ?? 0)"])
-    }
-
-    private func waitForConsole(_ path: String, after offset: Int, marker: String, until deadline: ContinuousClock.Instant, vm: String) async throws(VMError) {
-        while ContinuousClock.now < deadline {
-            if let bytes = readFile(path), bytes.count > offset,
-               String(decoding: bytes[offset...], as: UTF8.self).contains(marker) {
-                return
-            }
-            try? await Task.sleep(for: .milliseconds(5))
-        }
-        throw .timedOut(vm: vm, step: "waiting for the agent to detach before the snapshot", after: configuration.timeouts.save, detail: "")
     }
 
     private func qemuVersionString() async throws(VMError) -> String {
@@ -322,27 +221,6 @@ public actor QEMUDriver: MicroVMDriver {
         return version
     }
 
-    /// Boots the image once under KVM: only a guest that greets proves KVM works here (a
-    /// /dev/kvm that opens may still abort QEMU or crawl, as on PVM hosts).
-    private func probeKVM() async -> (Accelerator, String) {
-        guard HostFacts.kvmDeviceOpens else { return (.tcg, "/dev/kvm is missing or not accessible") }
-        let id = nextID() + "-probe"
-        let started = ContinuousClock.now
-        do {
-            let directory = try run.makeVMDirectory(id: id)
-            let (launched, _) = try await launcher.launch(
-                id: id, profile: .small, accelerator: .kvm, start: .boot(image: image, sharedMemoryFile: nil),
-                directory: directory, timeout: configuration.timeouts.probe)
-            await launched.session.close()
-            await launched.monitor.close()
-            await launched.process.kill()
-            launched.cage?.remove()
-            removeTree(directory)
-            return (.kvm, "a KVM test boot greeted in \(started.duration(to: .now).milliseconds) ms")
-        } catch {
-            return (.tcg, "the KVM test boot failed: \(String(describing: error).prefix(300))")
-        }
-    }
 }
 
 extension Duration {
