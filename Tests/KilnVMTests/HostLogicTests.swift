@@ -57,6 +57,20 @@ struct QEMUCommandLineTests {
         #expect(value(arguments, after: "-cpu") == "host")
     }
 
+    @Test func templateKeysFollowTheMachine() throws {
+        let metadata = GuestImage.Metadata(id: String(repeating: "c", count: 64), kernelPackage: "k", kernelVersion: "1",
+                                           initrd: "initrd.cpio", initrdBytes: 1, agentVersion: nil,
+                                           manifest: MethodManifest(programs: [:], methods: ["a": .init(entry: ["/x"])]))
+        let image = GuestImage(id: metadata.id, directory: "/img", metadata: metadata)
+        let small = SnapshotTemplate.key(image: image, profile: .small, accelerator: .tcg, qemuVersion: "QEMU 7.2.22")
+        #expect(small.hasPrefix("cccccccccccccccc-1c128m-tcg-"))
+        #expect(small == SnapshotTemplate.key(image: image, profile: .small, accelerator: .tcg, qemuVersion: "QEMU 7.2.22"))
+        #expect(small != SnapshotTemplate.key(image: image, profile: .small, accelerator: .tcg, qemuVersion: "QEMU 8.0.0"))
+        #expect(small != SnapshotTemplate.key(image: image, profile: .small, accelerator: .kvm, qemuVersion: "QEMU 7.2.22"))
+        let big = VMProfile(name: "big", vcpus: 2, memoryMB: 256)
+        #expect(SnapshotTemplate.key(image: image, profile: big, accelerator: .tcg, qemuVersion: "QEMU 7.2.22").contains("-2c256m-"))
+    }
+
     @Test func kernelArgumentsCarryTheTSCFrequency() {
         let append = QEMUCommandLine.kernelArguments(hostKHz: 2_596_150)
         #expect(append.contains("tsc_early_khz=2596150"))

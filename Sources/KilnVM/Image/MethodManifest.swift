@@ -86,6 +86,11 @@ public struct MethodManifest: Codable, Sendable, Equatable {
             self.memoryMB = memoryMB
         }
 
+        /// The VM profile these resources call for, named `<vcpus>c<memory>m`.
+        public var profile: VMProfile {
+            VMProfile(name: "\(vcpus)c\(memoryMB)m", vcpus: vcpus, memoryMB: memoryMB)
+        }
+
         enum CodingKeys: String, CodingKey {
             case vcpus
             case memoryMB = "memory_mb"

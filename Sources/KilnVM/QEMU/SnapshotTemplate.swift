@@ -12,10 +12,15 @@ public struct SnapshotTemplate: Sendable, Equatable {
     public var memoryFile: String { directory + "/ram.img" }
     public var stateFile: String { directory + "/vm.state" }
 
-    /// The key for an image, profile, accelerator and QEMU version string.
+    /// The key for an image, profile, accelerator and QEMU build. The last part also hashes the
+    /// restore command line's shape (machine, CPU, devices; not paths): a template saved by code
+    /// that built a different machine is never restored into this one.
     public static func key(image: GuestImage, profile: VMProfile, accelerator: Accelerator, qemuVersion: String) -> String {
-        let qemu = SHA256Text.hex(qemuVersion).prefix(8)
-        return "\(image.id.prefix(16))-\(profile.vcpus)c\(profile.memoryMB)m-\(accelerator.rawValue)-\(qemu)"
+        let shape = QEMUCommandLine(accelerator: accelerator, vcpus: profile.vcpus, memoryMB: profile.memoryMB,
+                                    start: .restore(memoryFile: "RAM"), consoleLog: "CONSOLE",
+                                    agentSocketFD: 3, qmpSocketFD: 4).arguments.joined(separator: " ")
+        let machine = SHA256Text.hex(qemuVersion + "\n" + shape).prefix(8)
+        return "\(image.id.prefix(16))-\(profile.vcpus)c\(profile.memoryMB)m-\(accelerator.rawValue)-\(machine)"
     }
 
     /// The template in `root` for `key`, when a complete one is there.
@@ -65,10 +70,23 @@ actor SnapshotTemplateStore {
             guard let template = SnapshotTemplate.existing(root: root, key: key) else {
                 throw VMError.hostFailure("snapshot template \(final) is incomplete after building it")
             }
+            SnapshotTemplateStore.removeSuperseded(by: key, in: root)
             return template
         }
         building[key] = task
         defer { building[key] = nil }
         return try await task.value
+    }
+
+    /// Removes templates of the same image, profile and accelerator made for another machine
+    /// shape or QEMU build (their key differs only in its last part), unless a process maps them.
+    static func removeSuperseded(by key: String, in root: String) {
+        guard let cut = key.lastIndex(of: "-") else { return }
+        let prefix = key[...cut]
+        let inUse = ImageCachePruner.pathsInUse()
+        for name in listDirectory(root) where name.hasPrefix(prefix) && name != key && !name.contains(".tmp-") {
+            let path = root + "/" + name
+            if !inUse.contains(where: { $0.hasPrefix(path) }) { removeTree(path) }
+        }
     }
 }
