@@ -53,8 +53,14 @@ struct QEMULauncher: Sendable {
         let agentPath = directory + "/agent.sock"
         let consoleLog = directory + "/console.log"
         let qemuLog = directory + "/qemu.log"
-        for path in [directory, consoleLog] where path.contains(",") {
-            throw .hostFailure("QEMU option values cannot hold commas: \(path)")
+        var optionPaths = [directory, consoleLog]
+        switch start {
+        case .boot(_, let shared?): optionPaths.append(shared)
+        case .restore(let template): optionPaths.append(template.memoryFile)
+        case .boot(_, nil): break
+        }
+        for path in optionPaths where path.contains(",") {
+            throw .hostFailure("QEMU option values cannot hold commas; move \(path) to a path without one")
         }
 
         var toClose: [Int32] = []
