@@ -85,7 +85,11 @@ struct GuestPort {
     /// - Throws: a ``WireError`` when a length prefix is over the limit: the stream is out of step.
     mutating func nextFrame() throws(WireError) -> [UInt8]? {
         while true {
-            if let body = try frames.nextFrame() { return body }
+            if let body = try frames.nextFrame() {
+                // A large frame leaves its capacity behind; a guest has little memory to spare.
+                if body.count > 1 << 20 && frames.bufferedCount == 0 { frames = FrameBuffer() }
+                return body
+            }
             let count = readBuffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
             if count > 0 {
                 readBuffer.withUnsafeBytes { frames.append(UnsafeRawBufferPointer(rebasing: $0[0..<count])) }

@@ -70,6 +70,25 @@ struct MicroVMTests {
     }
 
     @Test(arguments: Backend.allCases)
+    func largePayloadsAndOutputsCrossTheChannel(backend: Backend) async throws {
+        let image = try Fixture.image()
+        try await withVM(backend) { vm in
+            // 1 MiB: a 128 MiB guest leaves methods ~30 MiB (its kernel and its 21 MiB root file
+            // system in RAM take the rest), and echo holds a few copies of its input.
+            let blob = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 9) }
+            let echo = try await vm.exec(try Fixture.request("echo", ["blob": .binary(blob)], deadlineMs: 20_000, image: image))
+            #expect(echo.status == .ok, "exit \(echo.exitCode), stderr: \(echo.stderr), maxrss \(echo.maxrssKB) KiB")
+            #expect(try Fixture.output(of: echo)?["blob"] == .binary(blob))
+
+            // More stdout than the agent keeps: the program is stopped and the exec is an error.
+            let flood = try await vm.exec(Fixture.shell("head -c 9000000 /dev/zero", deadlineMs: 20_000))
+            #expect(flood.status == .error)
+            #expect(flood.stderr.contains("exceeded"), "\(flood.stderr)")
+            _ = try await vm.ping()
+        }
+    }
+
+    @Test(arguments: Backend.allCases)
     func aMissingProgramIsAnErrorNotACrash(backend: Backend) async throws {
         try await withVM(backend) { vm in
             let result = try await vm.exec(GuestFrame.ExecRequest(

@@ -81,7 +81,13 @@ public actor GuestChannel {
         defer { end() }
         while true {
             do {
-                if let body = try frames.nextFrame() { return body }
+                if let body = try frames.nextFrame() {
+                    // Do not keep a large frame's capacity for the life of the VM.
+                    if body.count > 1 << 20 && frames.bufferedCount == 0 {
+                        frames = FrameBuffer(maxFrameBytes: frames.maxFrameBytes)
+                    }
+                    return body
+                }
             } catch {
                 throw .malformed(error)
             }
