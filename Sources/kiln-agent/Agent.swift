@@ -2,7 +2,7 @@ import Glibc
 import KilnWire
 
 /// The agent's main loop: greet, then serve one frame at a time until the host goes away; on a
-/// virtio port, wait for the next host (after a snapshot restore) and greet it again.
+/// virtio port, wait for the next host (a restored clone's) and greet it again.
 struct Agent {
     static let version = "0.1.0"
 

@@ -3,7 +3,8 @@ import KilnWire
 
 /// The agent's end of the guest channel: one descriptor, read and written with blocking calls
 /// (the agent serves one request at a time). A virtio port is reopened after the host goes away
-/// — after a snapshot restore the guest sees EOF on it, and greets the new host again.
+/// (EOF): the snapshot template builder disconnects before it saves the VM, so every restored
+/// clone resumes waiting for a host, and greets its own.
 struct GuestPort {
     private let source: ChannelSource
     private var fd: Int32 = -1
