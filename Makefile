@@ -2,7 +2,7 @@
 SWIFT ?= swift
 FUZZ_SECONDS ?= 60
 
-.PHONY: test demo build release bench-wire bench-amqp fuzz broker-start broker-stop vectors clean
+.PHONY: test demo build release bench-wire bench-amqp bench-vm guest-binaries image fuzz broker-start broker-stop vectors clean
 
 test:
 	Tests/run-all.sh
@@ -28,6 +28,24 @@ bench-amqp: release
 	deploy/local/rabbitmq.sh start
 	.build/release/kiln-bench amqp
 
+# The guest side, built for the guest image: kiln-agent with the Swift stdlib linked statically
+# (glibc and libstdc++ are copied into the image from ldd), the example methods fully static.
+# Each has its own build folder so that their flags do not rebuild each other.
+guest-binaries:
+	$(SWIFT) build -c release --scratch-path .build-guest/agent --static-swift-stdlib --product kiln-agent
+	$(SWIFT) build -c release --scratch-path .build-guest/methods --static-swift-stdlib -Xswiftc -static-executable --product kiln-examples
+
+# The guest image for examples/methods.json, cached by content in .local/images/<sha256>;
+# .local/images/current points at it (tests and benchmarks use that).
+image: guest-binaries
+	deploy/local/install-deps.sh
+	$(SWIFT) build --product kiln-image
+	.build/debug/kiln-image build --agent .build-guest/agent/release/kiln-agent --manifest examples/methods.json --link current
+	.build/debug/kiln-image prune --keep current
+
+bench-vm: release image
+	.build/release/kiln-bench vm
+
 fuzz:
 	deploy/local/install-deps.sh
 	Tests/Fuzz/run.sh $(FUZZ_SECONDS)
@@ -44,4 +62,4 @@ vectors:
 	cd schemas/vectors && ../../.local/venv/bin/python generate.py
 
 clean:
-	rm -rf .build .local/fuzz .local/interop-out
+	rm -rf .build .build-guest .local/fuzz .local/interop-out .local/images

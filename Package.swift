@@ -7,9 +7,14 @@ let package = Package(
     products: [
         .library(name: "KilnWire", targets: ["KilnWire"]),
         .library(name: "KilnAMQP", targets: ["KilnAMQP"]),
+        .library(name: "KilnVM", targets: ["KilnVM"]),
         .library(name: "KilnPredict", targets: ["KilnPredict"]),
         .library(name: "KilnPool", targets: ["KilnPool"]),
+        .library(name: "KilnWorker", targets: ["KilnWorker"]),
         .executable(name: "kiln", targets: ["kiln"]),
+        .executable(name: "kiln-agent", targets: ["kiln-agent"]),
+        .executable(name: "kiln-examples", targets: ["kiln-examples"]),
+        .executable(name: "kiln-image", targets: ["kiln-image"]),
         .executable(name: "kiln-bench", targets: ["kiln-bench"]),
     ],
     dependencies: [
@@ -32,6 +37,10 @@ let package = Package(
             pkgConfig: "librabbitmq",
             providers: [.apt(["librabbitmq-dev"])]
         ),
+        // Linux calls the Glibc module lacks (epoll, eventfd, clone flags, pidfd), and fork/clone +
+        // exec, which Swift cannot do safely itself: namespaces, cgroup placement
+        // before exec, the death signal, the descriptor table of the child.
+        .target(name: "CKilnHost"),
         .target(
             name: "KilnWire",
             dependencies: ["CMsgPack"]
@@ -40,11 +49,25 @@ let package = Package(
             name: "KilnAMQP",
             dependencies: ["CRabbitMQ", .product(name: "Logging", package: "swift-log")]
         ),
+        // SHA-256 in plain Swift, without Foundation: image hashes on the host, the sha256
+        // example method in the guest.
+        .target(name: "KilnDigest"),
+        .target(
+            name: "KilnVM",
+            dependencies: [
+                "KilnWire",
+                "KilnDigest",
+                "CKilnHost",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .target(name: "KilnPredict"),
         .target(
             name: "KilnPool",
             dependencies: [
+                "KilnVM",
                 "KilnPredict",
+                "KilnWire",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
@@ -54,6 +77,7 @@ let package = Package(
             dependencies: [
                 "KilnWire",
                 "KilnAMQP",
+                "KilnVM",
                 "KilnPool",
                 "KilnPredict",
                 .product(name: "Logging", package: "swift-log"),
@@ -70,10 +94,30 @@ let package = Package(
             dependencies: [
                 "KilnWire",
                 "KilnAMQP",
+                "KilnVM",
                 "KilnWorker",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+            ]
+        ),
+        // The guest agent: KilnWire and Glibc only, no Foundation (it is linked with the Swift
+        // stdlib statically and shipped into the guest image).
+        .executableTarget(
+            name: "kiln-agent",
+            dependencies: ["KilnWire"]
+        ),
+        // The example method programs (echo, sleep, fail, burn, sha256), one static binary.
+        .executableTarget(
+            name: "kiln-examples",
+            dependencies: ["KilnWire", "KilnDigest"]
+        ),
+        .executableTarget(
+            name: "kiln-image",
+            dependencies: [
+                "KilnVM",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(
@@ -81,13 +125,29 @@ let package = Package(
             dependencies: [
                 "KilnWire",
                 "KilnAMQP",
-                .product(name: "Logging", package: "swift-log"),
+                "KilnVM",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(
             name: "KilnWireTests",
             dependencies: ["KilnWire"]
+        ),
+        .testTarget(
+            name: "KilnAMQPTests",
+            dependencies: ["KilnAMQP", "KilnWire", "CRabbitMQ", .product(name: "Logging", package: "swift-log")]
+        ),
+        .testTarget(
+            name: "KilnVMTests",
+            dependencies: ["KilnVM", "KilnDigest", "KilnWire"]
+        ),
+        .testTarget(
+            name: "KilnVMIntegrationTests",
+            dependencies: [
+                "KilnVM", "KilnWire",
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .testTarget(
             name: "KilnPredictTests",
@@ -100,10 +160,6 @@ let package = Package(
         .testTarget(
             name: "KilnWorkerTests",
             dependencies: ["KilnWorker"]
-        ),
-        .testTarget(
-            name: "KilnAMQPTests",
-            dependencies: ["KilnAMQP", "KilnWire", "CRabbitMQ", .product(name: "Logging", package: "swift-log")]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -18,6 +18,9 @@ export KILN_INTEROP_PYTHON=$root/.local/venv/bin/python
 rm -rf "$KILN_INTEROP_OUT"
 mkdir -p "$KILN_INTEROP_OUT"
 
+# The guest image the VM tests boot (built once, then found in the cache by content).
+make --no-print-directory image
+
 swift build --build-tests
 swift test --skip-build
 .local/venv/bin/python -m pytest -q Tests/interop

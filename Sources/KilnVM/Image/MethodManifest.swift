@@ -1,0 +1,169 @@
+import Foundation
+
+/// A method manifest: which methods a guest image carries, how each is started, its default
+/// deadline, lifecycle mode and resources. JSON, read by the image builder and by the worker.
+///
+/// ```json
+/// {
+///   "version": 1,
+///   "programs": { "kiln-examples": "../.build-guest/methods/release/kiln-examples" },
+///   "methods": {
+///     "echo":  { "entry": ["kiln-examples", "echo"], "deadline_ms": 5000 },
+///     "sleep": { "entry": ["kiln-examples", "sleep"], "deadline_ms": 10000, "mode": "fresh",
+///                "resources": { "vcpus": 1, "memory_mb": 128 } }
+///   }
+/// }
+/// ```
+///
+/// `programs` maps a program name to a host file (relative to the manifest's folder); the image
+/// holds it as `/kiln/bin/<name>`. An entry's first element names a program, or is an absolute
+/// path inside the guest (`/bin/sh`).
+public struct MethodManifest: Codable, Sendable, Equatable {
+    /// The format version; 1.
+    public var version: Int
+    /// Program name → host path.
+    public var programs: [String: String]
+    /// Method name → how to run it.
+    public var methods: [String: Method]
+
+    /// Where programs live inside the guest.
+    public static let guestProgramFolder = "/kiln/bin"
+
+    public init(version: Int = 1, programs: [String: String], methods: [String: Method]) {
+        self.version = version
+        self.programs = programs
+        self.methods = methods
+    }
+
+    /// One method.
+    public struct Method: Codable, Sendable, Equatable {
+        /// argv: a program name from `programs` (or an absolute guest path) and its arguments.
+        public var entry: [String]
+        /// The deadline when an invocation gives none.
+        public var deadlineMs: UInt64
+        /// What happens to the VM after an invocation.
+        public var mode: Mode
+        /// The VM profile the method needs.
+        public var resources: Resources
+
+        public init(entry: [String], deadlineMs: UInt64 = 30_000, mode: Mode = .reuse, resources: Resources = .init()) {
+            self.entry = entry
+            self.deadlineMs = deadlineMs
+            self.mode = mode
+            self.resources = resources
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case entry
+            case deadlineMs = "deadline_ms"
+            case mode, resources
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            entry = try container.decode([String].self, forKey: .entry)
+            deadlineMs = try container.decodeIfPresent(UInt64.self, forKey: .deadlineMs) ?? 30_000
+            mode = try container.decodeIfPresent(Mode.self, forKey: .mode) ?? .reuse
+            resources = try container.decodeIfPresent(Resources.self, forKey: .resources) ?? .init()
+        }
+    }
+
+    /// The VM lifecycle of a method.
+    public enum Mode: String, Codable, Sendable, Equatable {
+        /// The VM is reset (processes killed, scratch wiped) and reused.
+        case reuse
+        /// The VM is destroyed after one invocation.
+        case fresh
+    }
+
+    /// The resources a method's VM gets.
+    public struct Resources: Codable, Sendable, Equatable {
+        public var vcpus: Int
+        public var memoryMB: Int
+
+        public init(vcpus: Int = 1, memoryMB: Int = 128) {
+            self.vcpus = vcpus
+            self.memoryMB = memoryMB
+        }
+
+        /// The VM profile these resources call for, named `<vcpus>c<memory>m`.
+        public var profile: VMProfile {
+            VMProfile(name: "\(vcpus)c\(memoryMB)m", vcpus: vcpus, memoryMB: memoryMB)
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case vcpus
+            case memoryMB = "memory_mb"
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            vcpus = try container.decodeIfPresent(Int.self, forKey: .vcpus) ?? 1
+            memoryMB = try container.decodeIfPresent(Int.self, forKey: .memoryMB) ?? 128
+        }
+    }
+
+    /// Parses and checks a manifest; `path` names it in errors.
+    public static func parse(_ data: Data, path: String = "manifest") throws(VMError) -> MethodManifest {
+        let manifest: MethodManifest
+        do {
+            manifest = try JSONDecoder().decode(MethodManifest.self, from: data)
+        } catch let DecodingError.keyNotFound(key, context) {
+            let at = (context.codingPath.map(\.stringValue) + [key.stringValue]).joined(separator: ".")
+            throw .manifestInvalid(path: path, reason: "missing key \(at)")
+        } catch let DecodingError.typeMismatch(type, context) {
+            throw .manifestInvalid(path: path, reason: "\(context.codingPath.map(\.stringValue).joined(separator: ".")) must be \(type)")
+        } catch let DecodingError.dataCorrupted(context) {
+            throw .manifestInvalid(path: path, reason: "\(context.debugDescription) at \(context.codingPath.map(\.stringValue).joined(separator: "."))")
+        } catch {
+            throw .manifestInvalid(path: path, reason: "\(error)")
+        }
+        try manifest.validate(path: path)
+        return manifest
+    }
+
+    /// Reads and checks the manifest at `path`.
+    public static func load(path: String) throws(VMError) -> MethodManifest {
+        guard let bytes = readFile(path) else {
+            throw .manifestInvalid(path: path, reason: "cannot read the file")
+        }
+        return try parse(Data(bytes), path: path)
+    }
+
+    /// Checks names, entries and resources.
+    public func validate(path: String = "manifest") throws(VMError) {
+        guard version == 1 else { throw .manifestInvalid(path: path, reason: "version \(version) is not 1") }
+        guard !methods.isEmpty else { throw .manifestInvalid(path: path, reason: "no methods") }
+        for name in programs.keys where !Self.isPlainName(name) {
+            throw .manifestInvalid(path: path, reason: "program name '\(name)' must be letters, digits, '-', '_' or '.'")
+        }
+        for (name, method) in methods.sorted(by: { $0.key < $1.key }) {
+            guard Self.isPlainName(name) else {
+                throw .manifestInvalid(path: path, reason: "method name '\(name)' must be letters, digits, '-', '_' or '.'")
+            }
+            guard let program = method.entry.first, !program.isEmpty else {
+                throw .manifestInvalid(path: path, reason: "methods.\(name).entry is empty")
+            }
+            guard program.hasPrefix("/") || programs[program] != nil else {
+                throw .manifestInvalid(path: path, reason: "methods.\(name).entry names program '\(program)', which is not in programs")
+            }
+            guard method.deadlineMs > 0 else {
+                throw .manifestInvalid(path: path, reason: "methods.\(name).deadline_ms must be positive")
+            }
+            guard (1...64).contains(method.resources.vcpus), (32...65_536).contains(method.resources.memoryMB) else {
+                throw .manifestInvalid(path: path, reason: "methods.\(name).resources: vcpus 1–64, memory_mb 32–65536")
+            }
+        }
+    }
+
+    /// The argv of `method` inside the guest: program names resolved to `/kiln/bin/<name>`.
+    public func guestEntry(for method: String) -> [String]? {
+        guard let entry = methods[method]?.entry, let program = entry.first else { return nil }
+        let resolved = program.hasPrefix("/") ? program : Self.guestProgramFolder + "/" + program
+        return [resolved] + entry.dropFirst()
+    }
+
+    private static func isPlainName(_ name: String) -> Bool {
+        !name.isEmpty && name != "." && name != ".." && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }
+    }
+}

@@ -1,0 +1,146 @@
+import Glibc
+import KilnWire
+import Logging
+
+/// A QEMU microvm guest: its QEMU process, the agent session over the virtio-serial port, the
+/// QMP monitor, and its folder in the run directory (console log, QEMU log).
+public actor QEMUMicroVM: MicroVM {
+    public nonisolated let id: String
+    public nonisolated let backend: VMBackend
+    public nonisolated let profile: VMProfile
+    public nonisolated let provisioning: Provisioning
+    /// The QEMU process.
+    public nonisolated let process: ChildProcess
+    /// The VM's folder (removed on destroy).
+    public nonisolated let directory: String
+
+    let session: AgentSession
+    let monitor: QMPClient
+    private let timeouts: QEMUDriver.Timeouts
+    private let logger: Logger
+    private let cage: CgroupCage?
+    private let onDestroy: @Sendable (String) async -> Void
+    private var destroyed = false
+
+    init(id: String, backend: VMBackend, profile: VMProfile, provisioning: Provisioning, launched: QEMULaunch,
+         timeouts: QEMUDriver.Timeouts, logger: Logger, onDestroy: @escaping @Sendable (String) async -> Void) {
+        self.id = id
+        self.backend = backend
+        self.profile = profile
+        self.provisioning = provisioning
+        self.process = launched.process
+        self.directory = launched.directory
+        self.session = launched.session
+        self.monitor = launched.monitor
+        self.cage = launched.cage
+        self.timeouts = timeouts
+        self.logger = logger
+        self.onDestroy = onDestroy
+    }
+
+    public var hello: GuestFrame.Hello? {
+        get async { await session.hello }
+    }
+
+    public func exec(_ request: GuestFrame.ExecRequest) async throws -> GuestFrame.ExecResult {
+        try checkAlive()
+        do {
+            return try await session.exec(request, grace: timeouts.execGrace)
+        } catch {
+            await failed(error)
+            throw error
+        }
+    }
+
+    public func reset() async throws {
+        try checkAlive()
+        do {
+            try await session.reset(timeout: timeouts.request)
+        } catch {
+            await failed(error)
+            throw error
+        }
+    }
+
+    public func ping() async throws -> GuestFrame.Pong {
+        try checkAlive()
+        do {
+            return try await session.ping(timeout: timeouts.request)
+        } catch {
+            await failed(error)
+            throw error
+        }
+    }
+
+    public func stats() async throws -> VMStats {
+        try checkAlive()
+        guard let memory = ProcessFigures.memory(pid: process.pid) else {
+            throw VMError.vmDied(vm: id, during: "stats", detail: process.exitStatus?.description ?? "no /proc entry")
+        }
+        return VMStats(pid: process.pid, rssKB: memory.rssKB, pssKB: memory.pssKB,
+                       cpuTimeUs: ProcessFigures.cpuTimeUs(pid: process.pid) ?? 0)
+    }
+
+    /// Changes the CPU bandwidth and memory cap of the QEMU process's cgroup. The guest keeps
+    /// the vCPUs and RAM it booted with (microvm has no hotplug): a cap below the guest's RAM
+    /// plus QEMU's own needs is refused.
+    public func resize(_ limits: ResourceLimits) async throws {
+        try checkAlive()
+        guard let cage else {
+            throw VMError.unsupported("VM \(id) runs without a cgroup (cgroups unavailable or disabled): nothing to resize")
+        }
+        guard limits.memoryMB >= profile.memoryMB + QEMUDriver.qemuOverheadMB else {
+            throw VMError.unsupported(
+                "VM \(id) has \(profile.memoryMB) MiB of guest RAM; a cap under \(profile.memoryMB + QEMUDriver.qemuOverheadMB) MiB would kill it. Provision a smaller profile instead")
+        }
+        try cage.apply(limits)
+    }
+
+    /// Raw access to the agent, for tests of its error handling.
+    public func rawRequest(_ bytes: [UInt8]) async throws -> GuestFrame {
+        try checkAlive()
+        return try await session.rawRequest(bytes, timeout: timeouts.request)
+    }
+
+    /// True while QEMU runs.
+    public var isRunning: Bool { !destroyed && process.isRunning }
+
+    public func destroy() async {
+        guard !destroyed else { return }
+        destroyed = true
+        await session.close()
+        await monitor.close()
+        await process.kill(timeout: .seconds(5))
+        cage?.remove()
+        removeTree(directory)
+        ExitCleanup.shared.forget(path: directory)
+        await onDestroy(id)
+        logger.debug("vm destroyed", metadata: ["vm": "\(id)"])
+    }
+
+    private func checkAlive() throws(VMError) {
+        if destroyed { throw .destroyed(vm: id) }
+    }
+
+    /// A VM that timed out or died is of no further use: kill it now, so that it cannot burn a
+    /// core, and leave the removal of its files to `destroy()`.
+    private func failed(_ error: any Error) async {
+        guard let error = error as? VMError else { return }
+        switch error {
+        case .timedOut, .vmDied, .protocolViolation:
+            logger.warning("vm failed; killing it", metadata: ["vm": "\(id)", "error": "\(error)"])
+            await process.kill(timeout: .seconds(5))
+        default:
+            break
+        }
+    }
+}
+
+/// A started QEMU with its channels, before the agent greeted.
+struct QEMULaunch: Sendable {
+    let process: ChildProcess
+    let directory: String
+    let session: AgentSession
+    let monitor: QMPClient
+    let cage: CgroupCage?
+}

@@ -1,0 +1,132 @@
+import Glibc
+import KilnWire
+
+/// The guest's state between methods: what `hello` and `pong` report, what `reset` cleans.
+struct Housekeeping {
+    let scratch: String
+    /// True inside a VM: the agent is the guest's init, and `shutdown` powers the machine off.
+    let ownsMachine: Bool
+
+    /// The greeting: agent version, uptime, CPUs and memory as the guest sees them.
+    static func hello(version: String) -> GuestFrame.Hello {
+        GuestFrame.Hello(
+            agentVersion: version, uptimeUs: uptimeMicroseconds(),
+            vcpus: UInt32(max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))),
+            memoryMB: UInt32((meminfoKB("MemTotal:") ?? 0) / 1024)
+        )
+    }
+
+    /// The answer to `ping`: uptime, one-minute load, MemAvailable.
+    static func pong() -> GuestFrame.Pong {
+        let load1 = readSmallFile("/proc/loadavg")?.split(separator: " ").first.flatMap { Double($0) }
+        return GuestFrame.Pong(
+            uptimeUs: uptimeMicroseconds(), load1: load1 ?? 0,
+            memAvailableKB: meminfoKB("MemAvailable:") ?? meminfoKB("MemFree:") ?? 0
+        )
+    }
+
+    /// Kills every other process of this guest (when the agent is its PID 1), reaps them, and
+    /// empties the scratch folder.
+    func reset() {
+        if getpid() == 1 {
+            // As PID 1, kill(-1) reaches every process of the guest (or PID namespace) but this one.
+            kill(-1, SIGKILL)
+            let giveUp = monotonicMicroseconds() + 2_000_000
+            while monotonicMicroseconds() < giveUp {
+                var status: Int32 = 0
+                let reaped = waitpid(-1, &status, WNOHANG)
+                if reaped < 0 { break }  // ECHILD: nothing left
+                if reaped == 0 {
+                    var pause = timespec(tv_sec: 0, tv_nsec: 200_000)
+                    nanosleep(&pause, nil)
+                }
+            }
+        }
+        reapOrphans()
+        let fd = open(scratch, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else {
+            _ = mkdir(scratch, 0o1777)
+            return
+        }
+        removeContents(of: fd)
+        close(fd)
+    }
+
+    /// Reaps exited children that are not a method's main process (orphans re-parented to PID 1).
+    func reapOrphans() {
+        var status: Int32 = 0
+        while waitpid(-1, &status, WNOHANG) > 0 {}
+    }
+
+    /// Powers the guest off (as PID 1 in a VM), or ends the agent.
+    func powerOff() -> Never {
+        sync()
+        if ownsMachine && getpid() == 1 {
+            // Glibc's module has no reboot(2); the magic SysRq key powers off just the same.
+            let fd = open("/proc/sysrq-trigger", O_WRONLY | O_CLOEXEC)
+            if fd >= 0 {
+                var key: UInt8 = UInt8(ascii: "o")
+                _ = write(fd, &key, 1)
+                close(fd)
+            }
+            var pause = timespec(tv_sec: 5, tv_nsec: 0)
+            nanosleep(&pause, nil)
+        }
+        exit(0)
+    }
+
+    /// Removes everything below the directory `fd`, without following symbolic links.
+    private func removeContents(of fd: Int32) {
+        guard let directory = fdopendir(dup(fd)) else { return }
+        defer { closedir(directory) }
+        var names: [String] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        for name in names {
+            var info = stat()
+            guard fstatat(fd, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
+            if info.st_mode & S_IFMT == S_IFDIR {
+                let child = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                if child >= 0 {
+                    removeContents(of: child)
+                    close(child)
+                }
+                _ = unlinkat(fd, name, AT_REMOVEDIR)
+            } else {
+                _ = unlinkat(fd, name, 0)
+            }
+        }
+    }
+
+    static func uptimeMicroseconds() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_BOOTTIME, &now)
+        return UInt64(now.tv_sec) * 1_000_000 + UInt64(now.tv_nsec) / 1000
+    }
+
+    /// A field of /proc/meminfo, in KiB (scanned as bytes: this runs right after a restore,
+    /// when every new code path costs translation time under TCG).
+    private static func meminfoKB(_ field: String) -> UInt64? {
+        guard let text = readSmallFile("/proc/meminfo") else { return nil }
+        let bytes = Array(text.utf8)
+        let key = Array(field.utf8)
+        var index = 0
+        while index + key.count <= bytes.count {
+            if bytes[index..<index + key.count].elementsEqual(key) {
+                var cursor = index + key.count
+                while cursor < bytes.count && bytes[cursor] == UInt8(ascii: " ") { cursor += 1 }
+                var value: UInt64 = 0
+                while cursor < bytes.count, bytes[cursor] >= UInt8(ascii: "0"), bytes[cursor] <= UInt8(ascii: "9") {
+                    value = value * 10 + UInt64(bytes[cursor] - UInt8(ascii: "0"))
+                    cursor += 1
+                }
+                return value
+            }
+            while index < bytes.count && bytes[index] != UInt8(ascii: "\n") { index += 1 }
+            index += 1
+        }
+        return nil
+    }
+}

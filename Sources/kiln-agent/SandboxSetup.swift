@@ -1,0 +1,42 @@
+import Glibc
+
+/// The `process` backend's half of the sandbox, done by the agent itself as PID 1 of fresh
+/// PID, mount, network, IPC and UTS namespaces (the host created them): private mounts, the image
+/// root read-only, its own /proc, a minimal /dev, a tmpfs /tmp, then chroot.
+struct SandboxSetup {
+    let root: String
+    let hostname: String?
+
+    /// What failed, with errno.
+    struct Failure: Error, CustomStringConvertible {
+        let step: String
+        let code: Int32
+        var description: String { "\(step): \(describeErrno(code))" }
+    }
+
+    func enter() throws(Failure) {
+        // Nothing mounted here may propagate back to the host.
+        try check(mount(nil, "/", nil, UInt(MS_REC | MS_PRIVATE), nil), "make / private")
+        try check(mount(root, root, nil, UInt(MS_BIND | MS_REC), nil), "bind \(root)")
+        try check(mount(nil, root, nil, UInt(MS_REMOUNT | MS_BIND | MS_RDONLY), nil), "remount \(root) read-only")
+        try check(mount("proc", root + "/proc", "proc", UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC), nil), "mount /proc")
+        try check(mount("tmpfs", root + "/tmp", "tmpfs", UInt(MS_NOSUID | MS_NODEV), "mode=1777,size=256m"), "mount /tmp")
+        try check(mount("tmpfs", root + "/dev", "tmpfs", UInt(MS_NOSUID | MS_NOEXEC), "mode=755,size=64k"), "mount /dev")
+        for device in ["null", "zero", "full", "random", "urandom"] {
+            let target = root + "/dev/" + device
+            let fd = open(target, O_CREAT | O_WRONLY | O_CLOEXEC, 0o666)
+            if fd >= 0 { close(fd) }
+            try check(mount("/dev/" + device, target, nil, UInt(MS_BIND), nil), "bind /dev/\(device)")
+        }
+        _ = symlink("/proc/self/fd", root + "/dev/fd")
+        try check(chroot(root), "chroot \(root)")
+        try check(chdir("/"), "chdir /")
+        if let hostname {
+            _ = hostname.withCString { sethostname($0, strlen($0)) }
+        }
+    }
+
+    private func check(_ result: Int32, _ step: String) throws(Failure) {
+        if result != 0 { throw Failure(step: step, code: errno) }
+    }
+}

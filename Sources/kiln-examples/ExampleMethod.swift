@@ -1,0 +1,53 @@
+import Glibc
+import KilnDigest
+import KilnWire
+
+/// The example methods.
+enum ExampleMethod: String, CaseIterable {
+    /// Returns its args as its output.
+    case echo
+    /// Sleeps `args.ms` milliseconds.
+    case sleep
+    /// Exits 3 with a message on stderr.
+    case fail
+    /// Keeps a CPU busy for `args.ms` milliseconds.
+    case burn
+    /// The SHA-256 of `args.data` (a bin or a str), as lower-case hex.
+    case sha256
+
+    func run(args: MessagePackValue) -> MessagePackValue {
+        switch self {
+        case .echo:
+            return args
+        case .sleep:
+            let milliseconds = args["ms"]?.uint64Value ?? 0
+            var pause = timespec(tv_sec: Int(milliseconds / 1000), tv_nsec: Int(milliseconds % 1000) * 1_000_000)
+            var remaining = timespec()
+            while nanosleep(&pause, &remaining) != 0 && errno == EINTR { pause = remaining }
+            return ["slept_ms": .uint(milliseconds)]
+        case .fail:
+            let reason = args["message"]?.stringValue ?? "the fail method always fails"
+            MethodIO.fail("fail: \(reason)", exitCode: 3)
+        case .burn:
+            let milliseconds = args["ms"]?.uint64Value ?? 0
+            let end = MethodIO.monotonicNanoseconds() + milliseconds * 1_000_000
+            var rounds: UInt64 = 0
+            var hash = SHA256()
+            var block = [UInt8](repeating: 0x5a, count: 64)
+            while MethodIO.monotonicNanoseconds() < end {
+                for _ in 0..<64 { hash.update(block) }
+                block[0] &+= 1
+                rounds += 1
+            }
+            return ["burned_ms": .uint(milliseconds), "rounds": .uint(rounds)]
+        case .sha256:
+            let data: [UInt8]
+            switch args["data"] {
+            case .binary(let bytes): data = bytes
+            case .string(let text): data = Array(text.utf8)
+            default: MethodIO.fail("sha256: args.data must be a bin or a str", exitCode: 2)
+            }
+            return .string(SHA256.hash(data).hexString)
+        }
+    }
+}

@@ -1,0 +1,91 @@
+import ArgumentParser
+import KilnVM
+import Logging
+
+/// `kiln-image`: builds the guest image (until the `kiln` CLI arrives with `kiln image build`).
+@main
+struct KilnImage: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kiln-image",
+        abstract: "Build and inspect Kiln guest images.",
+        subcommands: [Build.self, Show.self, Prune.self]
+    )
+
+    struct Build: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Build the guest image for a method manifest (cached by content).")
+
+        @Option(help: "The kiln-agent binary, built with the Swift stdlib linked statically.")
+        var agent = ".build-guest/agent/release/kiln-agent"
+
+        @Option(help: "The method manifest (JSON).")
+        var manifest = "examples/methods.json"
+
+        @Option(help: "The image cache folder.")
+        var cache = ".local/images"
+
+        @Option(help: "A concrete kernel package; default: what linux-image-amd64 depends on.")
+        var kernelPackage: String?
+
+        @Option(help: "Also point <cache>/NAME at the image (a symbolic link).")
+        var link: String?
+
+        @Flag(help: "gzip the initramfs (smaller, slower to boot under TCG).")
+        var gzip = false
+
+        func run() async throws {
+            LoggingSystem.bootstrap { label in
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = .info
+                return handler
+            }
+            let logger = Logger(label: "kiln-image")
+            let builder = GuestImageBuilder(cache: cache, logger: logger)
+            let clock = ContinuousClock()
+            let started = clock.now
+            let image = try await builder.build(.init(agent: agent, manifestPath: manifest,
+                                                      kernelPackage: kernelPackage, gzip: gzip))
+            if let link { try builder.link(image, as: link) }
+            print("image \(image.id)")
+            print("  directory  \(image.directory)")
+            print("  kernel     \(image.metadata.kernelPackage) \(image.metadata.kernelVersion)")
+            print("  initramfs  \(image.metadata.initrd), \(image.metadata.initrdBytes / 1024) KiB")
+            print("  methods    \(image.manifest.methods.keys.sorted().joined(separator: ", "))")
+            print("  took       \(started.duration(to: clock.now))")
+        }
+    }
+
+    struct Prune: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Remove images and snapshot templates other than the kept ones (skipping any in use).")
+
+        @Option(help: "The image cache folder.")
+        var cache = ".local/images"
+
+        @Option(help: "Images to keep: ids or links in the cache.")
+        var keep: [String] = ["current"]
+
+        func run() throws {
+            let removed = ImageCachePruner(cache: cache).prune(keep: keep)
+            for path in removed { print("removed \(path)") }
+            print("\(removed.count) removed")
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Describe a built image.")
+
+        @Argument(help: "The image folder, e.g. .local/images/current.")
+        var directory = ".local/images/current"
+
+        func run() throws {
+            let image = try GuestImage.open(directory: directory)
+            print("image \(image.id)")
+            print("  kernel     \(image.metadata.kernelPackage) \(image.metadata.kernelVersion)")
+            print("  initramfs  \(image.metadata.initrd), \(image.metadata.initrdBytes / 1024) KiB")
+            for (name, method) in image.manifest.methods.sorted(by: { $0.key < $1.key }) {
+                print("  \(name): \(image.manifest.guestEntry(for: name) ?? []) deadline \(method.deadlineMs) ms, \(method.mode.rawValue)")
+            }
+        }
+    }
+}

@@ -1,0 +1,126 @@
+import Foundation
+import KilnVM
+import KilnWire
+import Logging
+
+/// What the integration tests share: the checkout's guest image (`make image` builds it; `make
+/// test` does so before `swift test`), one QEMU driver and one process driver per test process
+/// (so the snapshot template is built once), and helpers to make requests.
+enum Fixture {
+    static let repositoryRoot = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+
+    static let logger: Logger = {
+        var logger = Logger(label: "kiln-vm-tests")
+        logger.logLevel = ProcessInfo.processInfo.environment["KILN_TEST_LOG"] == "debug" ? .debug : .warning
+        return logger
+    }()
+
+    /// The image, or an error telling how to build it.
+    static func image() throws -> GuestImage {
+        try GuestImage.current(repositoryRoot: repositoryRoot)
+    }
+
+    private static let qemuDriver: Result<QEMUDriver, any Error> = Result {
+        try QEMUDriver(image: try image(), logger: logger)
+    }
+
+    /// The QEMU driver every test in this process shares.
+    static func qemu() throws -> QEMUDriver { try qemuDriver.get() }
+
+    private static let processDriver: Result<ProcessSandboxDriver, any Error> = Result {
+        try ProcessSandboxDriver(image: try image(), logger: logger)
+    }
+
+    /// The process-sandbox driver every test in this process shares.
+    static func process() throws -> ProcessSandboxDriver { try processDriver.get() }
+
+    /// The MessagePack map `{args, context}` a method reads on stdin.
+    static func payload(_ args: MessagePackValue, context: MessagePackValue = .nil) throws -> [UInt8] {
+        var entries: [(key: MessagePackValue, value: MessagePackValue)] = [(key: "args", value: args)]
+        if context != .nil { entries.append((key: "context", value: context)) }
+        return try MessagePackEncoder().encode(MessagePackValue.map(entries))
+    }
+
+    /// An exec request for an example method (entry from the image's manifest).
+    static func request(_ method: String, _ args: MessagePackValue = .map([]), deadlineMs: UInt64 = 5_000,
+                        image: GuestImage) throws -> GuestFrame.ExecRequest {
+        guard let entry = image.manifest.guestEntry(for: method) else {
+            throw VMError.imageMissing(path: image.directory, hint: "the image has no method \(method)")
+        }
+        return GuestFrame.ExecRequest(id: "t-\(UUID().uuidString.prefix(8))", method: method, entry: entry,
+                                      payload: try payload(args), deadlineMs: deadlineMs)
+    }
+
+    /// A request that runs a shell command in the guest (busybox sh).
+    static func shell(_ script: String, deadlineMs: UInt64 = 5_000) -> GuestFrame.ExecRequest {
+        GuestFrame.ExecRequest(id: "sh-\(UUID().uuidString.prefix(8))", method: "shell",
+                               entry: ["/bin/sh", "-c", script], payload: [], deadlineMs: deadlineMs)
+    }
+
+    /// The `output` of a method's answer.
+    static func output(of result: GuestFrame.ExecResult) throws -> MessagePackValue? {
+        try MessagePackDecoder().decodeValue(from: result.output)["output"]
+    }
+}
+
+/// The two backends, for tests that must hold for both.
+enum Backend: String, CaseIterable, Sendable, CustomStringConvertible {
+    case qemu
+    case process
+
+    var description: String { rawValue }
+
+    /// A fresh VM: restored from the snapshot template (qemu) or a new sandbox (process).
+    func provision(_ profile: VMProfile = .small) async throws -> any MicroVM {
+        switch self {
+        case .qemu: return try await Fixture.qemu().restore(profile)
+        case .process: return try await Fixture.process().start(profile)
+        }
+    }
+
+    /// The host PID of a VM's main process.
+    func pid(of vm: any MicroVM) -> Int32 {
+        switch vm {
+        case let vm as QEMUMicroVM: return vm.process.pid
+        case let vm as ProcessMicroVM: return vm.process.pid
+        default: return -1
+        }
+    }
+
+    /// A VM's folder in the run directory.
+    func directory(of vm: any MicroVM) -> String {
+        switch vm {
+        case let vm as QEMUMicroVM: return vm.directory
+        case let vm as ProcessMicroVM: return vm.directory
+        default: return ""
+        }
+    }
+
+    /// Sends raw bytes to a VM's agent and returns its answer.
+    func raw(_ bytes: [UInt8], to vm: any MicroVM) async throws -> GuestFrame {
+        switch vm {
+        case let vm as QEMUMicroVM: return try await vm.rawRequest(bytes)
+        case let vm as ProcessMicroVM: return try await vm.rawRequest(bytes)
+        default: throw VMError.unsupported("raw requests to \(type(of: vm))")
+        }
+    }
+}
+
+/// Runs `body` with a fresh VM and destroys it afterwards, whatever happens.
+func withVM<T>(_ backend: Backend, _ body: (any MicroVM) async throws -> T) async throws -> T {
+    let vm = try await backend.provision()
+    do {
+        let result = try await body(vm)
+        await vm.destroy()
+        return result
+    } catch {
+        await vm.destroy()
+        throw error
+    }
+}
+
+/// True while a process with `pid` exists.
+func processExists(_ pid: Int32) -> Bool {
+    kill(pid, 0) == 0 || errno != ESRCH
+}

@@ -1,0 +1,58 @@
+import Foundation
+import Testing
+
+@testable import KilnVM
+
+@Suite("Method manifest")
+struct MethodManifestTests {
+    private func parse(_ json: String) throws(VMError) -> MethodManifest {
+        try MethodManifest.parse(Data(json.utf8), path: "test.json")
+    }
+
+    @Test func readsTheExamplesManifest() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().path
+        let manifest = try MethodManifest.load(path: root + "/examples/methods.json")
+        #expect(Set(manifest.methods.keys) == ["echo", "sleep", "fail", "burn", "sha256"])
+        #expect(manifest.guestEntry(for: "sleep") == ["/kiln/bin/kiln-examples", "sleep"])
+        #expect(manifest.methods["burn"]?.mode == .fresh)
+        #expect(manifest.methods["echo"]?.deadlineMs == 5000)
+    }
+
+    @Test func fillsDefaults() throws {
+        let manifest = try parse(#"{"version":1,"programs":{},"methods":{"sh":{"entry":["/bin/sh","-c","true"]}}}"#)
+        let method = try #require(manifest.methods["sh"])
+        #expect(method.deadlineMs == 30_000)
+        #expect(method.mode == .reuse)
+        #expect(method.resources == .init(vcpus: 1, memoryMB: 128))
+        #expect(manifest.guestEntry(for: "sh") == ["/bin/sh", "-c", "true"])
+        #expect(manifest.guestEntry(for: "missing") == nil)
+    }
+
+    @Test(arguments: [
+        (#"{"version":2,"programs":{},"methods":{"a":{"entry":["/x"]}}}"#, "version 2"),
+        (#"{"version":1,"programs":{},"methods":{}}"#, "no methods"),
+        (#"{"version":1,"programs":{},"methods":{"a":{"entry":[]}}}"#, "entry is empty"),
+        (#"{"version":1,"programs":{},"methods":{"a":{"entry":["tool"]}}}"#, "not in programs"),
+        (#"{"version":1,"programs":{},"methods":{"a/b":{"entry":["/x"]}}}"#, "method name"),
+        (#"{"version":1,"programs":{"../x":"y"},"methods":{"a":{"entry":["/x"]}}}"#, "program name"),
+        (#"{"version":1,"programs":{},"methods":{"a":{"entry":["/x"],"deadline_ms":0}}}"#, "deadline_ms"),
+        (#"{"version":1,"programs":{},"methods":{"a":{"entry":["/x"],"resources":{"vcpus":0}}}}"#, "vcpus"),
+        (#"{"version":1,"programs":{},"methods":{"a":{"entry":["/x"],"mode":"sometimes"}}}"#, "sometimes"),
+        (#"{"version":1,"methods":{"a":{"entry":["/x"]}}}"#, "programs"),
+        (#"{"version":1,"programs":{},"methods":{"a":{}}}"#, "entry"),
+    ])
+    func rejectsWithAReason(json: String, reason: String) throws {
+        do {
+            _ = try parse(json)
+            Issue.record("accepted: \(json)")
+        } catch {
+            guard case .manifestInvalid(let path, let message) = error else {
+                Issue.record("wrong error \(error)")
+                return
+            }
+            #expect(path == "test.json")
+            #expect(message.contains(reason), "\(message)")
+        }
+    }
+}

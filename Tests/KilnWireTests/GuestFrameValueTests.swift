@@ -1,0 +1,43 @@
+import KilnWire
+import Testing
+
+/// The agent's Codable-free frame path must write and read exactly what the host's Codable path does.
+@Suite("Guest frames without Codable")
+struct GuestFrameValueTests {
+    static let frames: [GuestFrame] = [
+        .hello(.init(agentVersion: "0.1.0", uptimeUs: 1_234_567, vcpus: 2, memoryMB: 128)),
+        .exec(.init(id: "inv-1", method: "echo", entry: ["/kiln/bin/kiln-examples", "echo"], payload: [0x80, 1, 2],
+                    deadlineMs: 5_000)),
+        .result(.init(id: "inv-1", status: .timeout, output: [], exitCode: 137, stderr: "killed", execUs: 9,
+                      maxrssKB: 6_800)),
+        .result(.init(id: "inv-2", status: .error, output: [1], exitCode: -1, stderr: "", execUs: 0, maxrssKB: 0)),
+        .ping,
+        .pong(.init(uptimeUs: UInt64.max, load1: 0.25, memAvailableKB: 100_000)),
+        .reset, .resetOK, .shutdown,
+        .error(.init(message: "malformed frame")),
+    ]
+
+    @Test(arguments: frames)
+    func bothPathsWriteTheSameBytes(frame: GuestFrame) throws {
+        #expect(try frame.valueFramed() == frame.framed())
+    }
+
+    @Test(arguments: frames)
+    func bothPathsReadEachOther(frame: GuestFrame) throws {
+        let body = Array(try frame.framed().dropFirst(4))
+        #expect(try GuestFrame.decodeValue(body: body) == frame)
+        #expect(try GuestFrame.decode(body: Array(try frame.valueFramed().dropFirst(4))) == frame)
+    }
+
+    @Test func rejectsWhatTheCodablePathRejects() throws {
+        let encoder = MessagePackEncoder()
+        let missing = try encoder.encode(["v": 1, "type": "exec", "id": "x"] as MessagePackValue)
+        #expect(throws: WireError.missingKey("method", path: "")) { try GuestFrame.decodeValue(body: missing) }
+        let version = try encoder.encode(["v": 2, "type": "ping"] as MessagePackValue)
+        #expect(throws: WireError.unsupportedVersion(2)) { try GuestFrame.decodeValue(body: version) }
+        let unknown = try encoder.encode(["v": 1, "type": "reboot"] as MessagePackValue)
+        #expect(throws: WireError.self) { try GuestFrame.decodeValue(body: unknown) }
+        let wrongType = try encoder.encode(["v": 1, "type": "exec", "id": 5, "method": "m", "entry": [], "payload": .binary([]), "deadline_ms": 1] as MessagePackValue)
+        #expect(throws: WireError.typeMismatch(expected: "str", found: "int", path: "id")) { try GuestFrame.decodeValue(body: wrongType) }
+    }
+}
