@@ -83,6 +83,14 @@ public final class AMQPConnection: Sendable {
         return AMQPConsumer(stream: stream)
     }
 
+    /// Stops the consumer: the broker sends no more, and the consumer's sequence ends once the
+    /// deliveries already received are handed out. Those can still be settled.
+    public func cancelConsumer() async {
+        await withCheckedContinuation { continuation in
+            if !loop.mailbox.post(.cancelConsumer(continuation)) { continuation.resume() }
+        }
+    }
+
     /// Deletes a queue (for tests and tools).
     public func deleteQueue(_ name: String) async throws {
         try await withCheckedThrowingContinuation { continuation in

@@ -10,6 +10,7 @@ enum ConnectionCommand: Sendable {
     case declare(AMQPTopology, CheckedContinuation<Void, any Error>)
     case consume(ConsumerRequest)
     case maintenance(Maintenance, CheckedContinuation<Void, any Error>)
+    case cancelConsumer(CheckedContinuation<Void, Never>)
     case close(grace: Duration, CheckedContinuation<Void, Never>)
 }
 
@@ -111,6 +112,8 @@ final class ConnectionLoop: @unchecked Sendable {
         let request: ConsumerRequest
         var tag: String?
         var retryAt: ContinuousClock.Instant?
+        /// Cancelled: the stream ends once the deliveries already received are handed out.
+        var cancelled = false
     }
 
     init(configuration: AMQPConfiguration, publishWindow: Int, retryUnconfirmed: Bool, logger: Logger) {
@@ -281,6 +284,10 @@ final class ConnectionLoop: @unchecked Sendable {
             pendingConsumerStart = request.started
         case .maintenance(_, let done):
             done.resume(throwing: AMQPError.connectionLost("not connected"))
+        case .cancelConsumer(let done):
+            consumer?.request.deliveries.finish()
+            consumer = nil
+            done.resume()
         case .close(_, let done):
             closing = (ContinuousClock.now, done)
             finish(with: AMQPError.closed)
@@ -316,6 +323,10 @@ final class ConnectionLoop: @unchecked Sendable {
             try sendQueuedPublishes(on: session)
         }
         if !session.hasBufferedFrames { session.releaseBuffers() }
+        if consumer?.cancelled == true, !session.hasBufferedFrames {
+            consumer?.request.deliveries.finish()
+            consumer = nil
+        }
 
         if let retryAt = consumer?.retryAt, ContinuousClock.now >= retryAt {
             try startConsumer(on: session)
@@ -395,6 +406,12 @@ final class ConnectionLoop: @unchecked Sendable {
                 done.resume(throwing: error)
                 throw error
             }
+        case .cancelConsumer(let done):
+            if let tag = consumer?.tag { try session.cancel(consumerTag: tag) }
+            consumer?.tag = nil
+            consumer?.retryAt = nil
+            consumer?.cancelled = true
+            done.resume()
         case .close(let grace, let done):
             closing = (ContinuousClock.now + grace, done)
             if let tag = consumer?.tag {
@@ -448,7 +465,11 @@ final class ConnectionLoop: @unchecked Sendable {
             let exchange = deliver.exchange.string
             let routingKey = deliver.routing_key.string
             let content = try session.readContent()
-            guard let consumer else { return }
+            guard let consumer else {
+                // Nobody consumes any more (cancelled): give it back to the queue at once.
+                try session.nack(tag, requeue: true)
+                return
+            }
             unacked.insert(tag)
             // The broker sends no more until one is settled: the answer is worth waiting for.
             if unacked.count >= Int(consumer.request.prefetch) { expectingCommand = true }
@@ -551,6 +572,7 @@ final class ConnectionLoop: @unchecked Sendable {
             case .publish(let pending): pending.continuation.resume(throwing: error)
             case .settle: break
             case .declare(_, let done), .maintenance(_, let done): done.resume(throwing: error)
+            case .cancelConsumer(let done): done.resume()
             case .consume(let request):
                 request.started.resume(throwing: error)
                 request.deliveries.finish()

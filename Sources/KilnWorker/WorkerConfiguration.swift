@@ -38,10 +38,17 @@ public struct WorkerConfiguration: Codable, Sendable, Equatable {
     public struct VM: Codable, Sendable, Equatable {
         /// `qemu`, `process`, or `auto` (qemu where it works, else process).
         public var backend = "auto"
-        /// The method manifest (see schemas/method-manifest.schema.json).
+        /// The method manifest the image is built from (see schemas/method-manifest.schema.json).
         public var manifest = "examples/methods.json"
         /// Where built guest images and templates are kept.
         public var imageCache = ".local/images"
+        /// The guest image to run; empty for `<image_cache>/current`, which `kiln image build` links.
+        public var image = ""
+
+        enum CodingKeys: String, CodingKey {
+            case backend, manifest, image
+            case imageCache = "image_cache"
+        }
     }
 
     public struct Profile: Codable, Sendable, Equatable {
@@ -191,7 +198,7 @@ extension WorkerConfiguration {
     private static let sectionKeys: [String: Set<String>] = [
         "worker": ["name", "host"],
         "amqp": ["url", "prefix", "prefetch", "heartbeat_s", "publish_window", "delivery_limit"],
-        "vm": ["backend", "manifest", "image_cache"],
+        "vm": ["backend", "manifest", "image_cache", "image"],
         "pool": ["memory_reserve_mb", "cpu_reserve_cores", "sizing_interval_s", "demand_window_s", "provision_concurrency"],
         "lifecycle": ["max_uses", "idle_ttl_s"],
         "metrics": ["listen"],

@@ -32,7 +32,7 @@ struct SuitabilityScoreTests {
             PlacementCandidate(kind: .idle(vm: "b"), profile: "small", features: features(.warmForMethod)),
             PlacementCandidate(kind: .provision, profile: "small", features: features(.notProvisioned)),
         ]
-        let decision = try #require(SuitabilityScorer().choose(from: candidates, predictor: predictor, host: quiet))
+        let decision = try #require(SuitabilityScorer(predictor: predictor).choose(from: candidates, host: quiet))
         #expect(decision.winner.candidate.kind == .idle(vm: "b"))
         #expect(decision.candidates.count == 3)
         #expect(decision.explanation.first?.hasPrefix("idle b (warm_method): predicted 300 µs") == true)
@@ -45,12 +45,12 @@ struct SuitabilityScoreTests {
             PlacementCandidate(kind: .idle(vm: "a"), profile: "small", features: features(.warm)),
             PlacementCandidate(kind: .idle(vm: "b"), profile: "small", features: features(.warm), affinityMatch: true),
         ]
-        let decision = try #require(SuitabilityScorer().choose(from: candidates, predictor: predictor, host: quiet))
+        let decision = try #require(SuitabilityScorer(predictor: predictor).choose(from: candidates, host: quiet))
         #expect(decision.winner.candidate.kind == .idle(vm: "b"))
     }
 
     @Test func aLoadedHostMakesANewVMCostlier() {
-        let scorer = SuitabilityScorer()
+        let scorer = SuitabilityScorer(predictor: EWMAPredictor())
         let candidate = PlacementCandidate(kind: .provision, profile: "small", features: features(.notProvisioned))
         let prediction = LatencyPrediction(provisionUs: 40_000, execUs: 1_000, uncertaintyUs: 2_000)
         var loaded = quiet
@@ -69,6 +69,6 @@ struct SuitabilityScoreTests {
     }
 
     @Test func noCandidatesNoDecision() {
-        #expect(SuitabilityScorer().choose(from: [], predictor: EWMAPredictor(), host: quiet) == nil)
+        #expect(SuitabilityScorer(predictor: EWMAPredictor()).choose(from: [], host: quiet) == nil)
     }
 }

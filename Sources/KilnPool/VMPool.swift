@@ -1,0 +1,448 @@
+import KilnPredict
+import KilnVM
+import Logging
+
+/// One VM profile the pool serves, with its bounds.
+public struct PoolProfile: Sendable, Equatable {
+    public var vm: VMProfile
+    /// Idle VMs kept even without demand.
+    public var minIdle: Int
+    /// VMs of this profile at most: idle, busy, resetting and being provisioned.
+    public var maxTotal: Int
+
+    public init(vm: VMProfile, minIdle: Int = 1, maxTotal: Int = 8) {
+        self.vm = vm
+        self.minIdle = minIdle
+        self.maxTotal = maxTotal
+    }
+}
+
+/// A VM lent to one invocation. Give it back with ``VMPool/release(_:method:affinityKey:outcome:lifecycle:)``.
+public struct VMLease: Sendable {
+    public let vm: any MicroVM
+    public let profile: VMProfile
+    /// Whether the VM was provisioned for this invocation (a cold start).
+    public let cold: Bool
+    /// Invocations the VM ran before this one.
+    public let reuseCount: Int
+    /// Time spent provisioning for this invocation; zero when warm.
+    public let provisionDuration: Duration
+    /// The placement, with every candidate scored.
+    public let decision: PlacementDecision
+    let leasedAt: ContinuousClock.Instant
+}
+
+/// Why the pool could not lend a VM.
+public enum PoolError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// No profile of that name.
+    case unknownProfile(String)
+    /// Every VM is busy, none can be added, and the local queue is full.
+    case saturated(profile: String, waiting: Int)
+    /// The pool is shutting down.
+    case shutDown
+
+    public var description: String {
+        switch self {
+        case .unknownProfile(let name): return "no VM profile named '\(name)'"
+        case .saturated(let profile, let waiting): return "pool '\(profile)' is saturated with \(waiting) invocations waiting"
+        case .shutDown: return "the VM pool is shutting down"
+        }
+    }
+}
+
+/// What `kiln pool status` shows for one profile.
+public struct PoolStatus: Sendable, Codable, Equatable {
+    public struct VM: Sendable, Codable, Equatable {
+        public var id: String
+        public var state: String
+        public var uses: Int
+        public var lastMethod: String?
+        public var ageSeconds: Double
+    }
+
+    public var profile: String
+    public var backend: String
+    public var idle: Int
+    public var busy: Int
+    public var resetting: Int
+    public var provisioning: Int
+    public var targetIdle: Int
+    public var minIdle: Int
+    public var maxTotal: Int
+    public var waiting: Int
+    public var lastSizing: String
+    public var vms: [VM]
+}
+
+/// Pools of pre-provisioned VMs, one per profile: it lends VMs to invocations by the placement
+/// policy's choice, provisions one for an invocation when that is better than waiting, takes
+/// them back by the lifecycle policy (reset and reuse, or destroy), keeps each profile's idle
+/// VMs at a target set from demand and host headroom, and reports every decision to its
+/// observer.
+public actor VMPool {
+    private struct Entry {
+        let vm: any MicroVM
+        let profile: String
+        let createdAt: ContinuousClock.Instant
+        var uses = 0
+        var lastMethod: String?
+        var lastAffinity: String?
+        var idleSince: ContinuousClock.Instant
+    }
+
+    private struct ProfileState {
+        var settings: PoolProfile
+        var idle: [Entry] = []
+        var busy = 0
+        var resetting = 0
+        var provisioning = 0
+        var targetIdle: Int
+        var lastSizing = "minimum"
+        var waiters: [CheckedContinuation<Void, Never>] = []
+        var demand: DemandTracker
+        var provisionFailures = 0
+        var retryAfter: ContinuousClock.Instant?
+
+        var total: Int { idle.count + busy + resetting + provisioning }
+    }
+
+    private let driver: any MicroVMDriver
+    private let backend: String
+    private let placement: any PlacementPolicy
+    private let predictor: any LatencyPredictor
+    private let sizer: PoolSizer
+    private let host: @Sendable () -> HostSample
+    private let observer: any PoolObserver
+    private let logger: Logger
+    private let idleTTL: Duration
+    private let provisionConcurrency: Int
+    private var profiles: [String: ProfileState]
+    private var busy: [String: Entry] = [:]
+    private var backgroundProvisions = 0
+    private var closed = false
+
+    /// Creates a pool; it provisions nothing until ``replenish()`` or the first ``acquire(_:maxWaiting:)``.
+    /// - Parameters:
+    ///   - driver: Makes the VMs.
+    ///   - backend: The driver's backend name, as results report it.
+    ///   - profiles: The profiles served.
+    ///   - placement: Chooses among candidates.
+    ///   - predictor: Learns provisioning times.
+    ///   - sizer: Sets idle targets from demand and headroom.
+    ///   - demandWindow: The window demand is measured over.
+    ///   - idleTTL: How long a VM above the target may stay idle.
+    ///   - provisionConcurrency: Background provisions at once at most.
+    ///   - host: The latest host sample.
+    ///   - observer: Hears every decision.
+    ///   - logger: For failures.
+    public init(
+        driver: any MicroVMDriver, backend: String, profiles: [PoolProfile], placement: any PlacementPolicy,
+        predictor: any LatencyPredictor, sizer: PoolSizer, demandWindow: Duration = .seconds(30),
+        idleTTL: Duration = .seconds(300), provisionConcurrency: Int = 2, host: @escaping @Sendable () -> HostSample,
+        observer: any PoolObserver, logger: Logger
+    ) {
+        self.driver = driver
+        self.backend = backend
+        self.placement = placement
+        self.predictor = predictor
+        self.sizer = sizer
+        self.host = host
+        self.observer = observer
+        self.logger = logger
+        self.idleTTL = idleTTL
+        self.provisionConcurrency = max(1, provisionConcurrency)
+        self.profiles = Dictionary(uniqueKeysWithValues: profiles.map {
+            ($0.vm.name, ProfileState(settings: $0, targetIdle: $0.minIdle, demand: DemandTracker(window: demandWindow)))
+        })
+    }
+
+    /// The VMs at most, over every profile: the most invocations that can run at once.
+    public var capacity: Int { profiles.values.reduce(0) { $0 + $1.settings.maxTotal } }
+
+    // MARK: Lending
+
+    /// Lends a VM for `request`: the placement policy picks an idle VM or a new one; when it
+    /// picks neither (nothing idle, no room for another), the caller waits for a VM to come
+    /// free, behind at most `maxWaiting` others.
+    public func acquire(_ request: PlacementRequest, maxWaiting: Int) async throws -> VMLease {
+        guard profiles[request.profile] != nil else { throw PoolError.unknownProfile(request.profile) }
+        profiles[request.profile]!.demand.recordArrival()
+        while true {
+            guard !closed else { throw PoolError.shutDown }
+            let sample = host()
+            let state = profiles[request.profile]!
+            var candidates = state.idle.map { candidate(for: $0, request, sample) }
+            if canProvision(state, sample) {
+                candidates.append(PlacementCandidate(
+                    kind: .provision, profile: request.profile,
+                    features: features(request, state.settings.vm, warmth: .notProvisioned, reuse: 0, sample)))
+            }
+            if let decision = placement.place(request, among: candidates, host: sample) {
+                switch decision.winner.candidate.kind {
+                case .idle(let id):
+                    guard let index = profiles[request.profile]!.idle.firstIndex(where: { $0.vm.id == id }) else { continue }
+                    let entry = profiles[request.profile]!.idle.remove(at: index)
+                    return lend(entry, decision: decision, cold: false, provisioned: .zero)
+                case .provision:
+                    return try await provisionForInvocation(request, decision: decision)
+                }
+            }
+            guard state.waiters.count < maxWaiting else {
+                throw PoolError.saturated(profile: request.profile, waiting: state.waiters.count)
+            }
+            await withCheckedContinuation { profiles[request.profile]!.waiters.append($0) }
+        }
+    }
+
+    private func features(
+        _ request: PlacementRequest, _ profile: VMProfile, warmth: VMWarmth, reuse: Int, _ sample: HostSample
+    ) -> PlacementFeatures {
+        let state = profiles[request.profile]!
+        return PlacementFeatures(
+            method: request.method, argsBytes: request.argsBytes, profile: profile.name, vcpus: profile.vcpus,
+            memoryMB: profile.memoryMB, backend: backend, warmth: warmth, reuseCount: reuse,
+            hostCPU: sample.cpuUtilization, memoryPressure: sample.memoryPressure, concurrentExecutions: busy.count,
+            queueDepth: state.waiters.count, idleVMs: state.idle.count)
+    }
+
+    private func candidate(for entry: Entry, _ request: PlacementRequest, _ sample: HostSample) -> PlacementCandidate {
+        let warmth: VMWarmth = entry.lastMethod == request.method ? .warmForMethod : (entry.uses == 0 ? .fresh : .warm)
+        let profile = profiles[request.profile]!.settings.vm
+        return PlacementCandidate(
+            kind: .idle(vm: entry.vm.id), profile: request.profile,
+            features: features(request, profile, warmth: warmth, reuse: entry.uses, sample),
+            affinityMatch: request.affinityKey != nil && entry.lastAffinity == request.affinityKey)
+    }
+
+    /// Whether one more VM of the profile fits: under its maximum and above the memory reserve.
+    private func canProvision(_ state: ProfileState, _ sample: HostSample) -> Bool {
+        guard state.total < state.settings.maxTotal else { return false }
+        if let retryAfter = state.retryAfter, ContinuousClock.now < retryAfter { return false }
+        return sample.memoryAvailableMB - sizer.limits.memoryReserveMB >= sizer.limits.memoryPerVMMB
+    }
+
+    private func lend(_ entry: Entry, decision: PlacementDecision, cold: Bool, provisioned: Duration) -> VMLease {
+        busy[entry.vm.id] = entry
+        profiles[entry.profile]!.busy += 1
+        report(entry.profile)
+        return VMLease(
+            vm: entry.vm, profile: profiles[entry.profile]!.settings.vm, cold: cold, reuseCount: entry.uses,
+            provisionDuration: provisioned, decision: decision, leasedAt: .now)
+    }
+
+    private func provisionForInvocation(_ request: PlacementRequest, decision: PlacementDecision) async throws -> VMLease {
+        let profile = profiles[request.profile]!.settings.vm
+        profiles[request.profile]!.provisioning += 1
+        profiles[request.profile]!.demand.recordColdStart()
+        let started = ContinuousClock.now
+        do {
+            let vm = try await driver.provision(profile)
+            let took = ContinuousClock.now - started
+            profiles[request.profile]!.provisioning -= 1
+            provisioned(vm, profile: profile, took: took, reason: "cold start for \(request.method) (\(request.invocationID))")
+            let entry = Entry(vm: vm, profile: request.profile, createdAt: .now, idleSince: .now)
+            return lend(entry, decision: decision, cold: true, provisioned: took)
+        } catch {
+            profiles[request.profile]!.provisioning -= 1
+            provisioningFailed(request.profile, error)
+            wakeWaiter(request.profile)
+            throw error
+        }
+    }
+
+    private func provisioned(_ vm: any MicroVM, profile: VMProfile, took: Duration, reason: String) {
+        profiles[profile.name]!.provisionFailures = 0
+        profiles[profile.name]!.retryAfter = nil
+        predictor.observeProvisioning(backend: backend, profile: profile.name, durationUs: Double(took.inMicroseconds))
+        observer.vmCreated(id: vm.id, backend: backend, profile: profile, provisioning: vm.provisioning, reason: reason)
+    }
+
+    /// After a failed provision, the profile gets no new VMs for a while (doubling, up to 30 s)
+    /// instead of retrying in a hot loop.
+    private func provisioningFailed(_ profile: String, _ error: any Error) {
+        profiles[profile]!.provisionFailures += 1
+        let failures = profiles[profile]!.provisionFailures
+        let delay = Duration.milliseconds(min(30_000, 250 << min(failures, 7)))
+        profiles[profile]!.retryAfter = .now + delay
+        logger.error("provisioning a \(profile) VM failed (\(failures) in a row); retrying in \(delay): \(error)")
+    }
+
+    // MARK: Taking back
+
+    /// Takes a VM back after an invocation: by `lifecycle`, it is reset and returned to the
+    /// pool, or destroyed. Returns once the VM is idle again or gone.
+    public func release(
+        _ lease: VMLease, method: String, affinityKey: String?, outcome: ExecOutcome, lifecycle: LifecyclePolicy
+    ) async {
+        guard var entry = busy.removeValue(forKey: lease.vm.id) else { return }
+        let profile = entry.profile
+        profiles[profile]!.busy -= 1
+        entry.uses += 1
+        entry.lastMethod = method
+        entry.lastAffinity = affinityKey
+        switch lifecycle.action(after: outcome, uses: entry.uses) {
+        case .destroy(let reason):
+            profiles[profile]!.demand.recordHold(.now - lease.leasedAt)
+            await destroy(entry, reason: reason)
+        case .reuse:
+            profiles[profile]!.resetting += 1
+            let reset: Result<Void, any Error>
+            do {
+                try await entry.vm.reset()
+                reset = .success(())
+            } catch {
+                reset = .failure(error)
+            }
+            profiles[profile]!.resetting -= 1
+            profiles[profile]!.demand.recordHold(.now - lease.leasedAt)
+            switch reset {
+            case .success where !closed:
+                entry.idleSince = .now
+                profiles[profile]!.idle.append(entry)
+                wakeWaiter(profile)
+                report(profile)
+            case .success:
+                await destroy(entry, reason: "shutdown")
+            case .failure(let error):
+                logger.warning("reset of \(entry.vm.id) failed: \(error)")
+                await destroy(entry, reason: "reset_failed")
+            }
+        }
+        replenish()
+    }
+
+    private func destroy(_ entry: Entry, reason: String) async {
+        let started = ContinuousClock.now
+        await entry.vm.destroy()
+        observer.vmDestroyed(
+            id: entry.vm.id, backend: backend, profile: entry.profile, reason: reason, lifetime: .now - entry.createdAt,
+            uses: entry.uses, took: .now - started)
+        // A VM fewer may let a waiting invocation provision one.
+        wakeWaiter(entry.profile)
+        report(entry.profile)
+    }
+
+    private func wakeWaiter(_ profile: String) {
+        guard !(profiles[profile]?.waiters.isEmpty ?? true) else { return }
+        profiles[profile]!.waiters.removeFirst().resume()
+    }
+
+    private func report(_ profile: String) {
+        guard let state = profiles[profile] else { return }
+        observer.poolCounts(profile: profile, idle: state.idle.count, busy: state.busy + state.resetting, target: state.targetIdle)
+    }
+
+    // MARK: Keeping the pools at target
+
+    /// Starts background provisions until each profile's idle VMs (counting those on their way)
+    /// reach its target, within the provisioning concurrency and the host's headroom.
+    public func replenish() {
+        guard !closed else { return }
+        let sample = host()
+        for name in profiles.keys.sorted() {
+            while backgroundProvisions < provisionConcurrency {
+                let state = profiles[name]!
+                guard state.idle.count + state.provisioning < state.targetIdle, canProvision(state, sample) else { break }
+                profiles[name]!.provisioning += 1
+                backgroundProvisions += 1
+                let target = state.targetIdle
+                Task { await self.provisionInBackground(name, target: target) }
+            }
+        }
+    }
+
+    private func provisionInBackground(_ name: String, target: Int) async {
+        let profile = profiles[name]!.settings.vm
+        let started = ContinuousClock.now
+        do {
+            let vm = try await driver.provision(profile)
+            profiles[name]!.provisioning -= 1
+            backgroundProvisions -= 1
+            provisioned(vm, profile: profile, took: .now - started, reason: "replenish to idle target \(target)")
+            if closed {
+                await vm.destroy()
+                return
+            }
+            profiles[name]!.idle.append(Entry(vm: vm, profile: name, createdAt: .now, idleSince: .now))
+            wakeWaiter(name)
+            report(name)
+        } catch {
+            profiles[name]!.provisioning -= 1
+            backgroundProvisions -= 1
+            provisioningFailed(name, error)
+        }
+        replenish()
+    }
+
+    /// Sets each profile's idle target from recent demand and host headroom (reporting every
+    /// change), destroys VMs idle past their TTL above the target, and replenishes.
+    public func resize() async {
+        guard !closed else { return }
+        let sample = host()
+        for name in profiles.keys.sorted() {
+            let state = profiles[name]!
+            let demand = profiles[name]!.demand.snapshot()
+            let decision = PoolSizer(limits: limits(for: state.settings)).decide(
+                demand: demand, busy: state.busy + state.resetting, idle: state.idle.count, host: sample)
+            profiles[name]!.lastSizing = decision.reason
+            if decision.targetIdle != state.targetIdle {
+                profiles[name]!.targetIdle = decision.targetIdle
+                observer.poolResized(profile: name, from: state.targetIdle, to: decision.targetIdle, reason: decision.reason)
+            }
+            // Shrink slowly: only VMs idle past their TTL, and never below the target.
+            let now = ContinuousClock.now
+            while profiles[name]!.idle.count > profiles[name]!.targetIdle,
+                  let oldest = profiles[name]!.idle.indices.min(by: { profiles[name]!.idle[$0].idleSince < profiles[name]!.idle[$1].idleSince }),
+                  now - profiles[name]!.idle[oldest].idleSince > idleTTL {
+                let entry = profiles[name]!.idle.remove(at: oldest)
+                await destroy(entry, reason: "idle_ttl")
+            }
+            report(name)
+        }
+        replenish()
+    }
+
+    private func limits(for profile: PoolProfile) -> PoolLimits {
+        var limits = sizer.limits
+        limits.minIdle = profile.minIdle
+        limits.maxTotal = profile.maxTotal
+        return limits
+    }
+
+    // MARK: Status and shutdown
+
+    /// Counts and VMs per profile.
+    public func status() -> [PoolStatus] {
+        let now = ContinuousClock.now
+        return profiles.keys.sorted().map { name in
+            let state = profiles[name]!
+            let idle = state.idle.map {
+                PoolStatus.VM(id: $0.vm.id, state: "idle", uses: $0.uses, lastMethod: $0.lastMethod, ageSeconds: (now - $0.createdAt).inSeconds)
+            }
+            let lent = busy.values.filter { $0.profile == name }.map {
+                PoolStatus.VM(id: $0.vm.id, state: "busy", uses: $0.uses, lastMethod: $0.lastMethod, ageSeconds: (now - $0.createdAt).inSeconds)
+            }
+            return PoolStatus(
+                profile: name, backend: backend, idle: state.idle.count, busy: state.busy, resetting: state.resetting,
+                provisioning: state.provisioning, targetIdle: state.targetIdle, minIdle: state.settings.minIdle,
+                maxTotal: state.settings.maxTotal, waiting: state.waiters.count, lastSizing: state.lastSizing,
+                vms: (idle + lent).sorted { $0.id < $1.id })
+        }
+    }
+
+    /// Destroys every idle VM and stops lending; VMs still lent are destroyed as they come
+    /// back. Call after in-flight invocations have finished, then the driver's `shutdown`.
+    public func shutdown() async {
+        closed = true
+        for name in profiles.keys.sorted() {
+            for waiter in profiles[name]!.waiters { waiter.resume() }
+            profiles[name]!.waiters.removeAll()
+            let idle = profiles[name]!.idle
+            profiles[name]!.idle.removeAll()
+            for entry in idle { await destroy(entry, reason: "shutdown") }
+        }
+        for entry in busy.values { await destroy(entry, reason: "shutdown") }
+        busy.removeAll()
+        await driver.shutdown()
+    }
+}

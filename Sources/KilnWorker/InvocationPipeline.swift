@@ -1,0 +1,300 @@
+import KilnAMQP
+import KilnPool
+import KilnPredict
+import KilnVM
+import KilnWire
+import Logging
+
+/// What a method program reads on stdin.
+struct MethodInput: Encodable {
+    var args: MessagePackValue
+    var context: ExecutionContext?
+}
+
+/// What a method program writes on stdout when it succeeds.
+struct MethodOutput: Decodable {
+    var output: MessagePackValue?
+    var context: ExecutionContext?
+}
+
+/// Resolves a method to its guest entry, deadline, VM profile and lifecycle.
+public struct MethodCatalog: Sendable {
+    public struct Method: Sendable {
+        public var entry: [String]
+        public var deadlineMs: UInt64
+        public var profile: String
+        public var lifecycle: LifecyclePolicy
+    }
+
+    private let methods: [String: Method]
+    /// Methods that need more than any profile has, with the reason.
+    public let unplaceable: [String: String]
+
+    /// Builds the catalog from the image's manifest: each method gets the smallest configured
+    /// profile with enough vCPUs and memory.
+    public init(manifest: MethodManifest, profiles: [PoolProfile], lifecycle: (String, MethodManifest.Method) -> LifecyclePolicy) {
+        var methods: [String: Method] = [:]
+        var unplaceable: [String: String] = [:]
+        let bySize = profiles.sorted { ($0.vm.memoryMB, $0.vm.vcpus) < ($1.vm.memoryMB, $1.vm.vcpus) }
+        for (name, method) in manifest.methods {
+            guard let entry = manifest.guestEntry(for: name) else { continue }
+            guard let profile = bySize.first(where: { $0.vm.vcpus >= method.resources.vcpus && $0.vm.memoryMB >= method.resources.memoryMB }) else {
+                unplaceable[name] = "needs \(method.resources.vcpus) vCPUs and \(method.resources.memoryMB) MiB; no profile has that"
+                continue
+            }
+            methods[name] = Method(entry: entry, deadlineMs: method.deadlineMs, profile: profile.vm.name, lifecycle: lifecycle(name, method))
+        }
+        self.methods = methods
+        self.unplaceable = unplaceable
+    }
+
+    public subscript(method: String) -> Method? { methods[method] }
+
+    public var names: [String] { methods.keys.sorted() }
+}
+
+/// The path of one invocation: decode, look up, place, execute, publish the result, acknowledge,
+/// then give the VM back. It never throws and never crashes on input: a body it cannot read is
+/// dead-lettered with the reason, anything else becomes a result.
+public struct InvocationPipeline: Sendable {
+    public struct Settings: Sendable {
+        public var names: KilnNames
+        public var worker: String
+        public var decoder: MessagePackDecoder
+        /// Invocations waiting for a VM on this worker at most.
+        public var localQueue: Int
+
+        public init(names: KilnNames, worker: String, decoder: MessagePackDecoder, localQueue: Int) {
+            self.names = names
+            self.worker = worker
+            self.decoder = decoder
+            self.localQueue = localQueue
+        }
+    }
+
+    let settings: Settings
+    let catalog: MethodCatalog
+    let pool: VMPool
+    let publisher: AMQPConnection
+    let predictor: any LatencyPredictor
+    let metrics: WorkerMetrics
+    let logger: Logger
+
+    public init(
+        settings: Settings, catalog: MethodCatalog, pool: VMPool, publisher: AMQPConnection,
+        predictor: any LatencyPredictor, metrics: WorkerMetrics, logger: Logger
+    ) {
+        self.settings = settings
+        self.catalog = catalog
+        self.pool = pool
+        self.publisher = publisher
+        self.predictor = predictor
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    /// Handles one delivery to the end: its result published and confirmed, then acked (or
+    /// dead-lettered, or requeued when this worker cannot take it now).
+    public func handle(_ delivery: AMQPDelivery) async {
+        let received = ContinuousClock.now
+        let receivedAtUs = TelemetrySink.nowMicroseconds()
+        let invocation: Invocation
+        do {
+            invocation = try delivery.body.withUnsafeBytes {
+                try Invocation.decode(body: $0, messageID: delivery.properties.messageID, decoder: settings.decoder)
+            }
+        } catch {
+            await deadLetter(delivery, reason: "\(error)", kind: error.caseName)
+            return
+        }
+        var run = Run(invocation: invocation, delivery: delivery, received: received, receivedAtUs: receivedAtUs)
+
+        guard let method = catalog[invocation.method] else {
+            let reason = catalog.unplaceable[invocation.method] ?? "method '\(invocation.method)' is not in the manifest"
+            run.result = run.failure(.rejected, kind: catalog.unplaceable[invocation.method] == nil ? "unknown_method" : "no_profile", message: reason)
+            await finish(&run, lease: nil)
+            return
+        }
+
+        let request = PlacementRequest(
+            invocationID: invocation.id, method: invocation.method, profile: method.profile,
+            argsBytes: delivery.body.count, affinityKey: invocation.affinity?.key)
+        let lease: VMLease
+        do {
+            lease = try await pool.acquire(request, maxWaiting: settings.localQueue)
+        } catch PoolError.saturated(let profile, let waiting) {
+            logger.warning("pool \(profile) saturated with \(waiting) waiting; requeueing \(invocation.id)")
+            try? delivery.nack(requeue: true)
+            return
+        } catch PoolError.shutDown {
+            try? delivery.nack(requeue: true)
+            return
+        } catch {
+            run.scheduleUs = (ContinuousClock.now - received).inMicroseconds
+            run.result = run.failure(.error, kind: "provision_failed", message: "no VM could be provisioned: \(error)")
+            await finish(&run, lease: nil)
+            return
+        }
+        run.scheduleUs = (ContinuousClock.now - received).inMicroseconds - lease.provisionDuration.inMicroseconds
+        run.result = await execute(invocation, method: method, on: lease, run: &run)
+        await finish(&run, lease: lease)
+        await pool.release(
+            lease, method: invocation.method, affinityKey: invocation.affinity?.key, outcome: run.outcome,
+            lifecycle: method.lifecycle)
+        predictor.observe(ExecutionOutcome(
+            features: lease.decision.winner.candidate.features, provisionUs: Double(lease.provisionDuration.inMicroseconds),
+            execUs: Double(run.execUs), succeeded: run.outcome == .completed))
+    }
+
+    /// Runs the method in the VM and makes its result.
+    private func execute(_ invocation: Invocation, method: MethodCatalog.Method, on lease: VMLease, run: inout Run) async -> InvocationResult {
+        let payload: [UInt8]
+        do {
+            payload = try MessagePackEncoder().encode(MethodInput(args: invocation.args, context: invocation.context))
+        } catch {
+            return run.failure(.error, kind: "encode", message: "cannot encode the method's input: \(error)")
+        }
+        let deadline = invocation.deadlineMs ?? method.deadlineMs
+        let request = GuestFrame.ExecRequest(
+            id: invocation.id, method: invocation.method, entry: method.entry, payload: payload, deadlineMs: deadline)
+        let started = ContinuousClock.now
+        let answer: GuestFrame.ExecResult
+        do {
+            answer = try await lease.vm.exec(request)
+        } catch {
+            run.execUs = (ContinuousClock.now - started).inMicroseconds
+            run.outcome = .vmFailed("\(error)")
+            if case VMError.timedOut = error {
+                return run.failure(.timeout, kind: "deadline", message: "VM did not answer within the deadline of \(deadline) ms; it was destroyed")
+            }
+            return run.failure(.error, kind: "vm_failed", message: "\(error)")
+        }
+        run.execUs = answer.execUs
+        switch answer.status {
+        case .timeout:
+            run.outcome = .timedOut
+            return run.failure(.timeout, kind: "deadline", message: "deadline of \(deadline) ms exceeded; the VM was destroyed",
+                               exitCode: answer.exitCode, stderr: answer.stderr)
+        case .error:
+            return run.failure(.error, kind: "exit", message: "method exited with code \(answer.exitCode)",
+                               exitCode: answer.exitCode, stderr: answer.stderr)
+        case .ok:
+            do {
+                let output = try settings.decoder.decode(MethodOutput.self, from: answer.output)
+                var result = run.result(.ok)
+                result.output = output.output
+                result.context = output.context
+                return result
+            } catch {
+                return run.failure(.error, kind: "bad_output", message: "the method's stdout is not {output, context?}: \(error)",
+                                   exitCode: answer.exitCode, stderr: answer.stderr)
+            }
+        }
+    }
+
+    /// Publishes the result (to `kiln.results` and to `reply_to`), acks the delivery once the
+    /// broker confirmed it, and reports it.
+    private func finish(_ run: inout Run, lease: VMLease?) async {
+        guard var result = run.result else { return }
+        let totalUs = (ContinuousClock.now - run.received).inMicroseconds
+        result.timing = InvocationResult.Timing(
+            queue: run.invocation.submittedAtUs.map { run.receivedAtUs > $0 ? run.receivedAtUs - $0 : 0 },
+            schedule: run.scheduleUs, provision: lease?.provisionDuration.inMicroseconds ?? 0, exec: run.execUs, total: totalUs)
+        if let lease {
+            result.vm = .init(id: lease.vm.id, backend: lease.vm.backend.name, profile: lease.profile.name, cold: lease.cold,
+                              reuseCount: UInt32(lease.reuseCount))
+            result.predictedUs = UInt64(max(0, lease.decision.winner.prediction.totalUs))
+        }
+        result.worker = settings.worker
+        result.finishedAtUs = TelemetrySink.nowMicroseconds()
+        do {
+            let body = try MessagePackEncoder().encode(result)
+            let properties = AMQPProperties.msgpack(messageID: result.id, correlationID: run.delivery.properties.correlationID ?? result.id)
+            let toResults = AMQPMessage(
+                exchange: settings.names.resultsExchange, routingKey: result.routingKey, body: body, properties: properties)
+            async let published: Void = publisher.publish(toResults)
+            if let replyTo = run.delivery.properties.replyTo, !replyTo.isEmpty {
+                do {
+                    try await publisher.publish(AMQPMessage(exchange: "", routingKey: replyTo, body: body, properties: properties, mandatory: true))
+                } catch AMQPError.unroutable {
+                    // The caller stopped waiting (its reply queue is gone): kiln.results still has it.
+                }
+            }
+            try await published
+            try run.delivery.ack()
+        } catch {
+            // Not acked: the broker redelivers it, with a higher attempt.
+            logger.error("result of \(result.id) not published (\(error)); the invocation will be redelivered")
+            return
+        }
+        metrics.invocationCompleted(
+            method: result.method, status: result.status, execUs: run.execUs, totalUs: totalUs,
+            overheadUs: totalUs > run.execUs ? totalUs - run.execUs : 0, cold: lease?.cold ?? false)
+        metrics.telemetry.emit(.invocationCompleted(.init(
+            id: result.id, method: result.method, status: result.status, vm: lease?.vm.id, cold: lease?.cold ?? false,
+            execUs: run.execUs, totalUs: totalUs, predictedUs: result.predictedUs)))
+    }
+
+    private func deadLetter(_ delivery: AMQPDelivery, reason: String, kind: String) async {
+        logger.warning("dead-lettering an unreadable body from \(delivery.routingKey): \(reason)")
+        do {
+            try await publisher.deadLetter(delivery, reason: reason, exchange: settings.names.deadExchange)
+            try delivery.ack()
+            metrics.deadLettered(reason: kind)
+        } catch {
+            logger.error("could not dead-letter (\(error)); rejecting to the queue's dead-letter exchange")
+            try? delivery.reject(requeue: false)
+        }
+    }
+}
+
+/// One invocation in flight: what is known so far.
+struct Run {
+    let invocation: Invocation
+    let delivery: AMQPDelivery
+    let received: ContinuousClock.Instant
+    let receivedAtUs: UInt64
+    var scheduleUs: UInt64 = 0
+    var execUs: UInt64 = 0
+    var outcome = ExecOutcome.completed
+    var result: InvocationResult?
+
+    /// Redeliveries carry the broker's count: quorum queues set `x-delivery-count`.
+    var attempt: UInt32 {
+        if let count = delivery.properties.headers["x-delivery-count"]?.intValue { return UInt32(max(0, count)) + 1 }
+        return delivery.redelivered ? 2 : 1
+    }
+
+    func result(_ status: InvocationResult.Status) -> InvocationResult {
+        InvocationResult(
+            id: invocation.id, method: invocation.method, status: status, attempt: attempt,
+            timing: .init(schedule: 0, provision: 0, exec: 0, total: 0), worker: "", finishedAtUs: 0)
+    }
+
+    func failure(
+        _ status: InvocationResult.Status, kind: String, message: String, exitCode: Int32? = nil, stderr: String? = nil
+    ) -> InvocationResult {
+        var result = result(status)
+        result.error = .init(kind: kind, message: message, exitCode: exitCode, stderr: stderr)
+        return result
+    }
+}
+
+extension Error {
+    /// A short name for the error's kind, for metrics labels.
+    var caseName: String {
+        guard let wire = self as? WireError else { return "other" }
+        switch wire {
+        case .truncated: return "truncated"
+        case .invalidByte: return "invalid_byte"
+        case .trailingBytes: return "trailing_bytes"
+        case .limitExceeded: return "limit_exceeded"
+        case .invalidUTF8: return "invalid_utf8"
+        case .typeMismatch: return "type_mismatch"
+        case .missingKey: return "missing_key"
+        case .invalidValue: return "invalid_value"
+        case .unsupportedVersion: return "unsupported_version"
+        case .unpackerFailed, .packerFailed: return "codec"
+        }
+    }
+}

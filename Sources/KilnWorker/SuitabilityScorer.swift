@@ -1,0 +1,59 @@
+import KilnPool
+import KilnPredict
+
+/// Scores candidates: predicted latency (provision + exec, with its uncertainty) combined with
+/// what each takes from the host. An idle VM's resources are already spent; a new VM costs
+/// memory and CPU, more so on a loaded host, so that a busy host prefers to wait briefly for a
+/// warm VM rather than start another.
+public struct SuitabilityScorer: Sendable {
+    /// The latency model.
+    public var predictor: any LatencyPredictor
+    /// Standard deviations of predicted latency added, to prefer the predictable.
+    public var riskAversion: Double
+    /// Factor on the effective latency of a VM that last served the same affinity key.
+    public var affinityDiscount: Double
+    /// Weights of host CPU load and memory pressure in the cost of a new VM.
+    public var cpuWeight: Double
+    public var memoryWeight: Double
+
+    public init(
+        predictor: any LatencyPredictor, riskAversion: Double = 0.5, affinityDiscount: Double = 0.8,
+        cpuWeight: Double = 2, memoryWeight: Double = 4
+    ) {
+        self.predictor = predictor
+        self.riskAversion = riskAversion
+        self.affinityDiscount = affinityDiscount
+        self.cpuWeight = cpuWeight
+        self.memoryWeight = memoryWeight
+    }
+
+    /// Scores one candidate.
+    public func score(_ candidate: PlacementCandidate, prediction: LatencyPrediction, host: HostSample) -> ScoredCandidate {
+        var effective = prediction.totalUs + riskAversion * prediction.uncertaintyUs
+        if candidate.affinityMatch { effective *= affinityDiscount }
+        var resources = 1.0
+        if candidate.kind == .provision {
+            let memoryShare = host.memoryTotalMB > 0
+                ? Double(candidate.features.memoryMB) / Double(max(host.memoryAvailableMB, 1)) : 0
+            resources += cpuWeight * host.cpuUtilization * host.cpuUtilization
+                + memoryWeight * host.memoryPressure + min(memoryShare, 1)
+        }
+        let suitability = 1e6 / (max(effective, 1) * resources)
+        return ScoredCandidate(
+            candidate: candidate, prediction: prediction, effectiveLatencyUs: effective, resourceFactor: resources,
+            suitability: suitability)
+    }
+
+    /// Scores every candidate and picks the most suitable; `nil` when there is none.
+    public func choose(from candidates: [PlacementCandidate], host: HostSample) -> PlacementDecision? {
+        let scored = candidates.map { score($0, prediction: predictor.predict($0.features), host: host) }
+        guard let winner = scored.max(by: { $0.suitability < $1.suitability }) else { return nil }
+        return PlacementDecision(winner: winner, candidates: scored)
+    }
+}
+
+extension SuitabilityScorer: PlacementPolicy {
+    public func place(_ request: PlacementRequest, among candidates: [PlacementCandidate], host: HostSample) -> PlacementDecision? {
+        choose(from: candidates, host: host)
+    }
+}

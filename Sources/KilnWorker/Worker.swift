@@ -1,0 +1,165 @@
+import Foundation
+import KilnAMQP
+import KilnPool
+import KilnPredict
+import KilnVM
+import KilnWire
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// A Kiln worker: consumes invocations, runs them in pooled micro-VMs, publishes results and
+/// telemetry. ``run()`` assembles the parts from the configuration, runs them as a
+/// `ServiceGroup` until SIGTERM or SIGINT, then drains: no new invocations, those in flight
+/// finish, telemetry is flushed, every VM is destroyed, the connections close.
+public struct Worker: Sendable {
+    public let configuration: WorkerConfiguration
+    /// Extra routes of the status server (the executable adds `/metrics`).
+    public let extraRoutes: [String: StatusServer.Route]
+    let logger: Logger
+
+    public init(configuration: WorkerConfiguration, extraRoutes: [String: StatusServer.Route] = [:], logger: Logger) {
+        self.configuration = configuration
+        self.extraRoutes = extraRoutes
+        self.logger = logger
+    }
+
+    /// The names a worker goes by.
+    public var identity: (host: String, worker: String) {
+        let host = configuration.worker.host.isEmpty
+            ? (ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "localhost")
+            : configuration.worker.host
+        let worker = configuration.worker.name.isEmpty ? "\(host)-\(getpid())" : configuration.worker.name
+        return (host, worker)
+    }
+
+    /// Runs until a shutdown signal, then drains and cleans up.
+    public func run() async throws {
+        let (hostName, workerName) = identity
+        let names = KilnNames(prefix: configuration.amqp.prefix)
+        let image = try GuestImage.open(directory: imageDirectory)
+        let driver = try await makeDriver(image: image)
+        let backend = await driver.backend
+        logger.info("worker \(workerName) on \(hostName): backend \(backend), isolation: \(backend.isolation), image \(image.id.prefix(12))")
+
+        let consumer = AMQPConnection(configuration: try amqpConfiguration("\(workerName) invocations"), logger: logger)
+        let publisher = AMQPConnection(
+            configuration: try amqpConfiguration("\(workerName) results"), publishWindow: configuration.amqp.publishWindow, logger: logger)
+        try await consumer.connect()
+        try await publisher.connect()
+        let topology = AMQPTopology.kiln(names, deliveryLimit: configuration.amqp.deliveryLimit)
+        try await consumer.declare(topology)
+
+        let telemetry = TelemetryPublisher(connection: publisher, exchange: names.telemetryExchange, host: hostName, worker: workerName, logger: logger)
+        let metrics = WorkerMetrics(telemetry: telemetry.sink)
+        let predictor = EWMAPredictor()
+        let profiles = configuration.profiles.map { name, profile in
+            PoolProfile(vm: VMProfile(name: name, vcpus: profile.vcpus, memoryMB: profile.memoryMB), minIdle: profile.minIdle, maxTotal: profile.maxTotal)
+        }
+        let hostSamples = HostSampleBox()
+        let pool = VMPool(
+            driver: driver, backend: backend.name, profiles: profiles, placement: SuitabilityScorer(predictor: predictor),
+            predictor: predictor,
+            sizer: PoolSizer(limits: PoolLimits(
+                memoryReserveMB: configuration.pool.memoryReserveMB, cpuReserveCores: configuration.pool.cpuReserveCores,
+                memoryPerVMMB: (profiles.map(\.vm.memoryMB).max() ?? 128) + (backend.name == "qemu" ? 64 : 0))),
+            demandWindow: .milliseconds(Int64(configuration.pool.demandWindowSeconds * 1_000)),
+            idleTTL: .milliseconds(Int64(configuration.lifecycle.idleTTLSeconds * 1_000)),
+            provisionConcurrency: configuration.pool.provisionConcurrency,
+            host: { hostSamples.latest }, observer: metrics, logger: logger)
+        let monitor = HostMonitor(logger: logger) { sample in
+            hostSamples.latest = sample
+            Task {
+                let counts = await pool.status().reduce((0, 0)) { ($0.0 + $1.idle, $0.1 + $1.busy + $1.resetting) }
+                metrics.hostSampled(sample, idle: counts.0, busy: counts.1)
+            }
+        }
+        hostSamples.latest = monitor.latest
+
+        let catalog = MethodCatalog(manifest: image.manifest, profiles: profiles) { method, entry in
+            let policy = configuration.methodLifecycles[method] ?? configuration.lifecycle
+            return LifecyclePolicy(
+                maxUses: policy.maxUses, idleTTL: .milliseconds(Int64(policy.idleTTLSeconds * 1_000)), freshVM: entry.mode == .fresh)
+        }
+        for (method, reason) in catalog.unplaceable { logger.warning("method \(method) cannot run here: \(reason)") }
+        let pipeline = InvocationPipeline(
+            settings: .init(
+                names: names, worker: workerName,
+                decoder: MessagePackDecoder(limits: WireLimits(maxBodyBytes: configuration.limits.maxBodyBytes, maxDepth: configuration.limits.maxDepth)),
+                localQueue: configuration.limits.localQueue),
+            catalog: catalog, pool: pool, publisher: publisher, predictor: predictor, metrics: metrics, logger: logger)
+        let prefetch = configuration.amqp.prefetch > 0
+            ? UInt16(configuration.amqp.prefetch) : UInt16(clamping: max(1, await pool.capacity * 2))
+
+        var services: [any Service] = [monitor, PoolMaintainer(pool: pool, interval: .milliseconds(Int64(configuration.pool.sizingIntervalSeconds * 1_000))), telemetry]
+        if let address = HostAndPort(configuration.metrics.listen), !configuration.metrics.listen.isEmpty {
+            services.append(StatusServer(address: address, routes: statusRoutes(pool: pool, consumer: consumer, catalog: catalog), logger: logger))
+        }
+        services.append(InvocationConsumer(connection: consumer, queue: names.invocationsQueue, prefetch: prefetch, pipeline: pipeline, logger: logger))
+
+        let group = ServiceGroup(configuration: .init(
+            services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        logger.info("ready: methods \(catalog.names.joined(separator: ", ")); prefetch \(prefetch)")
+        do {
+            try await group.run()
+        } catch {
+            logger.error("worker stopped: \(error)")
+        }
+        logger.info("destroying VMs and closing connections")
+        await pool.shutdown()
+        await consumer.close(grace: .seconds(2))
+        await publisher.close(grace: .seconds(5))
+    }
+
+    private var imageDirectory: String {
+        configuration.vm.image.isEmpty ? configuration.vm.imageCache + "/current" : configuration.vm.image
+    }
+
+    private func amqpConfiguration(_ name: String) throws -> AMQPConfiguration {
+        var amqp = try AMQPConfiguration(url: configuration.amqp.url)
+        amqp.connectionName = "kiln-worker \(name)"
+        amqp.heartbeat = .seconds(configuration.amqp.heartbeatSeconds)
+        return amqp
+    }
+
+    /// The driver for the configured backend; `auto` takes qemu when QEMU is installed.
+    private func makeDriver(image: GuestImage) async throws -> any MicroVMDriver {
+        let qemuInstalled = FileManager.default.isExecutableFile(atPath: "/usr/bin/qemu-system-x86_64")
+        switch configuration.vm.backend {
+        case "process":
+            return try ProcessSandboxDriver(image: image, logger: logger)
+        case "qemu":
+            return try QEMUDriver(image: image, logger: logger)
+        default:
+            if qemuInstalled { return try QEMUDriver(image: image, logger: logger) }
+            logger.warning("QEMU is not installed: using the process backend, which has no hardware isolation")
+            return try ProcessSandboxDriver(image: image, logger: logger)
+        }
+    }
+
+    private func statusRoutes(pool: VMPool, consumer: AMQPConnection, catalog: MethodCatalog) -> [String: StatusServer.Route] {
+        var routes = extraRoutes
+        routes["/healthz"] = {
+            let pools = await pool.status()
+            let healthy = pools.allSatisfy { $0.idle + $0.busy + $0.resetting + $0.provisioning > 0 || $0.maxTotal == 0 }
+            let body = "{\"status\":\"\(healthy ? "ok" : "degraded")\",\"amqp_connections\":\(consumer.connectionCount),\"methods\":\(catalog.names.count)}\n"
+            return .json(Array(body.utf8), status: healthy ? .ok : .serviceUnavailable)
+        }
+        routes["/pool"] = {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            return .json((try? [UInt8](encoder.encode(await pool.status()))) ?? [])
+        }
+        return routes
+    }
+}
+
+/// The latest host sample, shared between the monitor and the pool.
+final class HostSampleBox: Sendable {
+    private let sample = Mutex<HostSample?>(nil)
+
+    var latest: HostSample {
+        get { sample.withLock { $0 } ?? HostSample(cpuUtilization: 0, cpuCount: 1, memoryTotalMB: 0, memoryAvailableMB: 0, memoryPressure: 0, networkReceiveBps: 0, networkTransmitBps: 0) }
+        set { sample.withLock { $0 = newValue } }
+    }
+}

@@ -1,0 +1,69 @@
+import KilnPool
+import KilnVM
+import KilnWire
+import Metrics
+
+/// The worker's metrics through swift-metrics (the executable picks the backend: Prometheus),
+/// and the pool observer that turns pool decisions into telemetry events and metrics.
+public struct WorkerMetrics: Sendable {
+    let telemetry: TelemetrySink
+
+    public init(telemetry: TelemetrySink) {
+        self.telemetry = telemetry
+    }
+
+    /// An invocation's result was published.
+    func invocationCompleted(method: String, status: InvocationResult.Status, execUs: UInt64, totalUs: UInt64, overheadUs: UInt64, cold: Bool) {
+        Counter(label: "kiln_invocations_total", dimensions: [("method", method), ("status", status.rawValue)]).increment()
+        Timer(label: "kiln_exec_seconds", dimensions: [("method", method)], preferredDisplayUnit: .seconds)
+            .recordMicroseconds(execUs)
+        Timer(label: "kiln_total_seconds", dimensions: [("method", method), ("start", cold ? "cold" : "warm")], preferredDisplayUnit: .seconds)
+            .recordMicroseconds(totalUs)
+        Timer(label: "kiln_overhead_seconds", preferredDisplayUnit: .seconds).recordMicroseconds(overheadUs)
+    }
+
+    /// A body was dead-lettered, for `reason` (the error's kind).
+    func deadLettered(reason: String) {
+        Counter(label: "kiln_dead_letters_total", dimensions: [("reason", reason)]).increment()
+    }
+
+    /// A host sample: gauges, and a `host.sample` event with the pool's counts.
+    func hostSampled(_ sample: HostSample, idle: Int, busy: Int) {
+        Gauge(label: "kiln_host_cpu_utilization").record(sample.cpuUtilization)
+        Gauge(label: "kiln_host_memory_available_bytes").record(Double(sample.memoryAvailableMB) * 1_048_576)
+        Gauge(label: "kiln_host_memory_pressure").record(sample.memoryPressure)
+        Gauge(label: "kiln_host_network_receive_bytes_per_second").record(Double(sample.networkReceiveBps))
+        Gauge(label: "kiln_host_network_transmit_bytes_per_second").record(Double(sample.networkTransmitBps))
+        telemetry.emit(.hostSample(.init(
+            cpuUtil: sample.cpuUtilization, memAvailableMB: UInt64(max(0, sample.memoryAvailableMB)), memPressure: sample.memoryPressure,
+            netRxBps: sample.networkReceiveBps, netTxBps: sample.networkTransmitBps, vmsIdle: UInt32(idle), vmsBusy: UInt32(busy))))
+    }
+}
+
+extension WorkerMetrics: PoolObserver {
+    public func vmCreated(id: String, backend: String, profile: VMProfile, provisioning: Provisioning, reason: String) {
+        Timer(label: "kiln_vm_create_seconds", dimensions: [("backend", backend), ("profile", profile.name), ("mode", provisioning.method.rawValue)],
+              preferredDisplayUnit: .seconds)
+            .recordNanoseconds(Int64(provisioning.duration.inMicroseconds) * 1_000)
+        telemetry.emit(.vmCreated(.init(
+            vm: id, backend: backend, profile: profile.name, bootUs: provisioning.duration.inMicroseconds,
+            mode: provisioning.method.rawValue)))
+    }
+
+    public func vmDestroyed(id: String, backend: String, profile: String, reason: String, lifetime: Duration, uses: Int, took: Duration) {
+        Timer(label: "kiln_vm_destroy_seconds", dimensions: [("backend", backend), ("profile", profile)], preferredDisplayUnit: .seconds)
+            .recordNanoseconds(Int64(took.inMicroseconds) * 1_000)
+        Counter(label: "kiln_vm_destroyed_total", dimensions: [("profile", profile), ("reason", reason)]).increment()
+        telemetry.emit(.vmDestroyed(.init(vm: id, reason: reason, lifetimeUs: lifetime.inMicroseconds, uses: UInt32(uses))))
+    }
+
+    public func poolResized(profile: String, from: Int, to: Int, reason: String) {
+        telemetry.emit(.poolResized(.init(profile: profile, from: UInt32(from), to: UInt32(to), reason: reason)))
+    }
+
+    public func poolCounts(profile: String, idle: Int, busy: Int, target: Int) {
+        Gauge(label: "kiln_pool_idle_vms", dimensions: [("profile", profile)]).record(idle)
+        Gauge(label: "kiln_pool_busy_vms", dimensions: [("profile", profile)]).record(busy)
+        Gauge(label: "kiln_pool_target_idle_vms", dimensions: [("profile", profile)]).record(target)
+    }
+}
