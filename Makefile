@@ -39,9 +39,9 @@ guest-binaries:
 # .local/images/current points at it (tests and benchmarks use that).
 image: guest-binaries
 	deploy/local/install-deps.sh
-	$(SWIFT) build --product kiln-image
-	.build/debug/kiln-image build --agent .build-guest/agent/release/kiln-agent --manifest examples/methods.json --link current
-	.build/debug/kiln-image prune --keep current
+	$(SWIFT) build --product kiln
+	.build/debug/kiln image build --agent .build-guest/agent/release/kiln-agent --manifest examples/methods.json --link current
+	.build/debug/kiln image prune --keep current
 
 bench-vm: release image
 	.build/release/kiln-bench vm

@@ -14,7 +14,6 @@ let package = Package(
         .executable(name: "kiln", targets: ["kiln"]),
         .executable(name: "kiln-agent", targets: ["kiln-agent"]),
         .executable(name: "kiln-examples", targets: ["kiln-examples"]),
-        .executable(name: "kiln-image", targets: ["kiln-image"]),
         .executable(name: "kiln-bench", targets: ["kiln-bench"]),
     ],
     dependencies: [
@@ -111,14 +110,6 @@ let package = Package(
         .executableTarget(
             name: "kiln-examples",
             dependencies: ["KilnWire", "KilnDigest"]
-        ),
-        .executableTarget(
-            name: "kiln-image",
-            dependencies: [
-                "KilnVM",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Logging", package: "swift-log"),
-            ]
         ),
         .executableTarget(
             name: "kiln-bench",

@@ -6,13 +6,16 @@ public struct DemandSnapshot: Sendable, Equatable {
     public var serviceTime: Double
     /// Invocations that had to wait for a VM to be provisioned, over the window.
     public var coldStarts: Int
+    /// The most VMs in use at once over the window: the burst the pool should have absorbed.
+    public var peakBusy: Int
     /// The window the figures cover, seconds.
     public var window: Double
 
-    public init(arrivalRate: Double, serviceTime: Double, coldStarts: Int, window: Double) {
+    public init(arrivalRate: Double, serviceTime: Double, coldStarts: Int, peakBusy: Int = 0, window: Double) {
         self.arrivalRate = arrivalRate
         self.serviceTime = serviceTime
         self.coldStarts = coldStarts
+        self.peakBusy = peakBusy
         self.window = window
     }
 
@@ -60,8 +63,9 @@ public struct SizingDecision: Sendable, Equatable {
 ///
 /// By Little's law `arrivalRate × serviceTime` VMs are busy on average; the pool keeps that
 /// many plus `burstAllowance` standard deviations (Poisson: the square root of the mean) in
-/// total, and one more per recent cold start, never less than `minIdle` idle. It never plans
-/// VMs past the memory reserve, and adds none while idle CPU is under the CPU reserve.
+/// total, or the window's peak concurrency when bursts went higher, never less than `minIdle`
+/// idle. It never plans VMs past the memory reserve, and adds none while idle CPU is under the
+/// CPU reserve.
 public struct PoolSizer: Sendable {
     public var limits: PoolLimits
 
@@ -72,11 +76,12 @@ public struct PoolSizer: Sendable {
     /// The idle target for a pool with `busy` VMs in use and `idle` waiting.
     public func decide(demand: DemandSnapshot, busy: Int, idle: Int, host: HostSample) -> SizingDecision {
         let concurrent = demand.arrivalRate * demand.serviceTime
-        let wantedTotal = Int((concurrent + limits.burstAllowance * concurrent.squareRoot()).rounded(.up))
-        var wantedIdle = max(limits.minIdle, wantedTotal - busy + min(demand.coldStarts, limits.maxTotal))
+        let steady = Int((concurrent + limits.burstAllowance * concurrent.squareRoot()).rounded(.up))
+        let wantedTotal = max(steady, demand.peakBusy)
+        var wantedIdle = max(limits.minIdle, wantedTotal - busy)
         var reason = String(
-            format: "demand %.1f/s x %.3f s = %.2f busy; %d cold starts in %.0f s",
-            demand.arrivalRate, demand.serviceTime, concurrent, demand.coldStarts, demand.window)
+            format: "demand %.1f/s x %.3f s = %.2f busy, peak %d; %d cold starts in %.0f s",
+            demand.arrivalRate, demand.serviceTime, concurrent, demand.peakBusy, demand.coldStarts, demand.window)
 
         wantedIdle = min(wantedIdle, max(0, limits.maxTotal - busy))
         var capped = false

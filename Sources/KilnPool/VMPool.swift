@@ -329,6 +329,7 @@ public actor VMPool {
 
     private func report(_ profile: String) {
         guard let state = profiles[profile] else { return }
+        profiles[profile]!.demand.recordBusy(state.busy + state.resetting + state.provisioning)
         observer.poolCounts(profile: profile, idle: state.idle.count, busy: state.busy + state.resetting, target: state.targetIdle)
     }
 

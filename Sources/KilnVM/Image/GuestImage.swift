@@ -45,7 +45,7 @@ public struct GuestImage: Sendable, Equatable {
     /// Opens the image in `directory`.
     /// - Throws: ``VMError/imageMissing(path:hint:)`` when it is absent or incomplete.
     public static func open(directory: String) throws(VMError) -> GuestImage {
-        let hint = "build it with `make image` (or `kiln-image build`)"
+        let hint = "build it with `make image` (or `kiln image build`)"
         guard access(directory + "/.complete", F_OK) == 0, let bytes = readFile(directory + "/image.json") else {
             throw .imageMissing(path: directory, hint: hint)
         }
@@ -60,7 +60,7 @@ public struct GuestImage: Sendable, Equatable {
     }
 
     /// The image a checkout's tests and benchmarks use: `$KILN_IMAGE`, else
-    /// `<root>/.local/images/current` (the link `kiln-image build --link current` writes).
+    /// `<root>/.local/images/current` (the link `kiln image build --link current` writes).
     public static func current(repositoryRoot: String) throws(VMError) -> GuestImage {
         if let explicit = ProcessInfo.processInfo.environment["KILN_IMAGE"], !explicit.isEmpty {
             return try open(directory: explicit)

@@ -2,11 +2,10 @@ import ArgumentParser
 import KilnVM
 import Logging
 
-/// `kiln-image`: builds the guest image (until the `kiln` CLI arrives with `kiln image build`).
-@main
-struct KilnImage: AsyncParsableCommand {
+/// `kiln image build|show|prune`: the guest image.
+struct ImageCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "kiln-image",
+        commandName: "image",
         abstract: "Build and inspect Kiln guest images.",
         subcommands: [Build.self, Show.self, Prune.self]
     )
@@ -34,12 +33,8 @@ struct KilnImage: AsyncParsableCommand {
         var gzip = false
 
         func run() async throws {
-            LoggingSystem.bootstrap { label in
-                var handler = StreamLogHandler.standardError(label: label)
-                handler.logLevel = .info
-                return handler
-            }
-            let logger = Logger(label: "kiln-image")
+            Kiln.bootstrapLogging(defaultLevel: .info)
+            let logger = Logger(label: "kiln.image")
             let builder = GuestImageBuilder(cache: cache, logger: logger)
             let clock = ContinuousClock()
             let started = clock.now
