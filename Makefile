@@ -2,21 +2,24 @@
 SWIFT ?= swift
 FUZZ_SECONDS ?= 60
 
-.PHONY: test demo build release bench-wire bench-amqp bench-vm guest-binaries image fuzz broker-start broker-stop vectors clean
+.PHONY: test demo deps build release bench-wire bench-amqp bench-vm guest-binaries image fuzz broker-start broker-stop vectors clean
 
 test:
 	Tests/run-all.sh
 
-demo:
-	@echo "make demo arrives with the worker (issue 5): today Kiln has its wire format only."
-	@echo "Try: make test, make bench-wire"
+# Installs what is missing, builds, prepares the guest image, starts a local broker, runs the
+# demo (a worker, sample invocations, results and telemetry), and stops the broker again.
+demo: image
+	deploy/local/rabbitmq.sh start
+	.build/debug/kiln demo; status=$$?; deploy/local/rabbitmq.sh stop; exit $$status
 
-build:
+deps:
 	deploy/local/install-deps.sh
+
+build: deps
 	$(SWIFT) build
 
-release:
-	deploy/local/install-deps.sh
+release: deps
 	$(SWIFT) build -c release
 
 bench-wire: release
@@ -31,14 +34,13 @@ bench-amqp: release
 # The guest side, built for the guest image: kiln-agent with the Swift stdlib linked statically
 # (glibc and libstdc++ are copied into the image from ldd), the example methods fully static.
 # Each has its own build folder so that their flags do not rebuild each other.
-guest-binaries:
+guest-binaries: deps
 	$(SWIFT) build -c release --scratch-path .build-guest/agent --static-swift-stdlib --product kiln-agent
 	$(SWIFT) build -c release --scratch-path .build-guest/methods --static-swift-stdlib -Xswiftc -static-executable --product kiln-examples
 
 # The guest image for examples/methods.json, cached by content in .local/images/<sha256>;
 # .local/images/current points at it (tests and benchmarks use that).
 image: guest-binaries
-	deploy/local/install-deps.sh
 	$(SWIFT) build --product kiln
 	.build/debug/kiln image build --agent .build-guest/agent/release/kiln-agent --manifest examples/methods.json --link current
 	.build/debug/kiln image prune --keep current
@@ -46,8 +48,7 @@ image: guest-binaries
 bench-vm: release image
 	.build/release/kiln-bench vm
 
-fuzz:
-	deploy/local/install-deps.sh
+fuzz: deps
 	Tests/Fuzz/run.sh $(FUZZ_SECONDS)
 
 broker-start:
