@@ -102,7 +102,8 @@ struct ClientTests {
         let connection = AMQPConnection(configuration: configuration, logger: TestBroker.logger)
         let started = ContinuousClock.now
         await #expect(throws: AMQPError.self) { try await connection.connect() }
-        #expect(ContinuousClock.now - started < .seconds(3))
+        // Refused at once: well inside the connect timeout, even on a loaded machine.
+        #expect(ContinuousClock.now - started < .seconds(10))
     }
 
     @Test func tlsToAPlainPortFailsWithATypedError() async throws {

@@ -17,14 +17,24 @@ struct ValueRoundTripTests {
         .int(-1), .int(-32), .int(-33), .int(-128), .int(-129), .int(-32_768), .int(-32_769),
         .int(Int64(Int32.min)), .int(Int64(Int32.min) - 1), .int(.min),
         .float(1.5), .float(-0.0), .float(.infinity), .float(.nan), .double(3.141592653589793), .double(-1e300),
-        .string(""), .string("grüße 🔥"), .string(String(repeating: "x", count: 70_000)),
-        .binary([]), .binary([0, 1, 2, 255]), .binary([UInt8](repeating: 7, count: 70_000)),
-        .ext(type: 1, data: [1]), .ext(type: -1, data: [0, 0, 0, 0]), .ext(type: 127, data: [UInt8](repeating: 9, count: 300)),
+        .string(""), .string("grüße 🔥"), .binary([]), .binary([0, 1, 2, 255]),
+        .ext(type: 1, data: [1]), .ext(type: -1, data: [0, 0, 0, 0]),
     ])
     func scalars(_ value: MessagePackValue) throws {
         let decoded = try roundTrip(value)
         #expect(decoded == value)
         #expect(decoded.typeName == value.typeName)
+    }
+
+    @Test func longStringsBinariesAndExtsUseWideHeaders() throws {
+        for value in [
+            MessagePackValue.string(String(repeating: "x", count: 70_000)), .string(String(repeating: "y", count: 300)),
+            .binary([UInt8](repeating: 7, count: 70_000)), .binary([UInt8](repeating: 8, count: 300)),
+            .ext(type: 127, data: [UInt8](repeating: 9, count: 300)), .ext(type: 5, data: [UInt8](repeating: 1, count: 70_000)),
+        ] {
+            let decoded = try roundTrip(value)
+            #expect(decoded == value, "\(value.typeName) did not round-trip")
+        }
     }
 
     @Test func integersKeepTheirSignClassAndCompareByValue() throws {

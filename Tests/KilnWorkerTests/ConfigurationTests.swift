@@ -10,6 +10,12 @@ struct WorkerConfigurationTests {
         return path
     }
 
+    @Test func theSampleFileIsTheDefaults() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let sample = try WorkerConfiguration.load(file: root.appendingPathComponent("deploy/worker.yaml").path, environment: [:])
+        #expect(sample == WorkerConfiguration())
+    }
+
     @Test func defaultsNeedNoFile() throws {
         let configuration = try WorkerConfiguration.load(file: nil, environment: [:])
         #expect(configuration == WorkerConfiguration())

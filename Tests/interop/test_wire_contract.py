@@ -92,3 +92,10 @@ def test_swift_encoded_message_is_valid(path):
     validator_for(path.stem).validate(tagged_json.to_view(decoded))
     # Canonical re-encoding by an independent packer reads back the same.
     assert tagged_json.unpack(msgpack.packb(decoded, use_bin_type=True)) == decoded
+
+
+def test_example_manifest_matches_its_schema():
+    schema = json.loads((SCHEMAS / "method-manifest.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    manifest = json.loads((ROOT / "examples" / "methods.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(manifest)
