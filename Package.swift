@@ -24,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.1.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
     ],
     targets: [
         .systemLibrary(
@@ -60,7 +61,10 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .target(name: "KilnPredict"),
+        .target(
+            name: "KilnPredict",
+            dependencies: [.product(name: "GRDB", package: "GRDB.swift")]
+        ),
         .target(
             name: "KilnPool",
             dependencies: [
@@ -94,6 +98,7 @@ let package = Package(
                 "KilnWire",
                 "KilnAMQP",
                 "KilnVM",
+                "KilnPredict",
                 "KilnWorker",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

@@ -39,12 +39,14 @@ public struct HostSample: Sendable, Equatable {
 /// Reads /proc: CPU time, memory, memory pressure and interface counters. Cumulative counters
 /// become rates against the previous reading.
 public struct ProcReader: Sendable {
+    /// Cumulative counters at one instant.
     public struct Counters: Sendable, Equatable {
         var cpuBusy: UInt64
         var cpuTotal: UInt64
         var receivedBytes: UInt64
         var sentBytes: UInt64
-        var at: ContinuousClock.Instant
+        /// When they were read.
+        public var at: ContinuousClock.Instant
     }
 
     let root: String

@@ -7,14 +7,20 @@ public struct PlacementRequest: Sendable, Equatable {
     /// The VM profile the method runs in.
     public var profile: String
     public var argsBytes: Int
+    /// The numbers in the invocation's args (see ``PlacementFeatures/numericArgs``).
+    public var numericArgs: [String: Double]
     /// The invocation's affinity key, if any.
     public var affinityKey: String?
 
-    public init(invocationID: String, method: String, profile: String, argsBytes: Int = 0, affinityKey: String? = nil) {
+    public init(
+        invocationID: String, method: String, profile: String, argsBytes: Int = 0, numericArgs: [String: Double] = [:],
+        affinityKey: String? = nil
+    ) {
         self.invocationID = invocationID
         self.method = method
         self.profile = profile
         self.argsBytes = argsBytes
+        self.numericArgs = numericArgs
         self.affinityKey = affinityKey
     }
 }

@@ -199,10 +199,10 @@ public actor VMPool {
     ) -> PlacementFeatures {
         let state = profiles[request.profile]!
         return PlacementFeatures(
-            method: request.method, argsBytes: request.argsBytes, profile: profile.name, vcpus: profile.vcpus,
-            memoryMB: profile.memoryMB, backend: backend, warmth: warmth, reuseCount: reuse,
+            method: request.method, argsBytes: request.argsBytes, numericArgs: request.numericArgs, profile: profile.name,
+            vcpus: profile.vcpus, memoryMB: profile.memoryMB, backend: backend, warmth: warmth, reuseCount: reuse,
             hostCPU: sample.cpuUtilization, memoryPressure: sample.memoryPressure, concurrentExecutions: busy.count,
-            queueDepth: state.waiters.count, idleVMs: state.idle.count)
+            queueDepth: state.waiters.count, idleVMs: state.idle.count, provisionsInFlight: state.provisioning)
     }
 
     private func candidate(for entry: Entry, _ request: PlacementRequest, _ sample: HostSample) -> PlacementCandidate {
@@ -253,7 +253,10 @@ public actor VMPool {
     private func provisioned(_ vm: any MicroVM, profile: VMProfile, took: Duration, reason: String) {
         profiles[profile.name]!.provisionFailures = 0
         profiles[profile.name]!.retryAfter = nil
-        predictor.observeProvisioning(backend: backend, profile: profile.name, durationUs: Double(took.inMicroseconds))
+        let sample = host()
+        predictor.observeProvisioning(ProvisionOutcome(
+            backend: backend, profile: profile.name, durationUs: Double(took.inMicroseconds), hostCPU: sample.cpuUtilization,
+            memoryPressure: sample.memoryPressure, concurrentProvisions: profiles[profile.name]!.provisioning + 1))
         observer.vmCreated(id: vm.id, backend: backend, profile: profile, provisioning: vm.provisioning, reason: reason)
     }
 

@@ -93,9 +93,9 @@ public final class EWMAPredictor: LatencyPredictor {
         }
     }
 
-    public func observeProvisioning(backend: String, profile: String, durationUs: Double) {
+    public func observeProvisioning(_ outcome: ProvisionOutcome) {
         state.withLock { state in
-            state.provision["\(backend)|\(profile)", default: MovingEstimate(alpha: alpha)].add(durationUs)
+            state.provision["\(outcome.backend)|\(outcome.profile)", default: MovingEstimate(alpha: alpha)].add(outcome.durationUs)
         }
     }
 

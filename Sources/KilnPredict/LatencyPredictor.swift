@@ -16,6 +16,9 @@ public struct PlacementFeatures: Sendable, Hashable {
     public var method: String
     /// Size of the invocation's `args`, in bytes as received.
     public var argsBytes: Int
+    /// The numbers among the top-level `args` (and the lengths of its strings and binaries, as
+    /// `key.len`): what usually sets a method's work, such as `ms` or the size of the data.
+    public var numericArgs: [String: Double]
     public var profile: String
     public var vcpus: Int
     public var memoryMB: Int
@@ -34,14 +37,18 @@ public struct PlacementFeatures: Sendable, Hashable {
     public var queueDepth: Int
     /// Idle VMs of the profile, for provisioning estimates.
     public var idleVMs: Int
+    /// VMs of the profile being provisioned right now.
+    public var provisionsInFlight: Int
 
     public init(
-        method: String, argsBytes: Int = 0, profile: String, vcpus: Int = 1, memoryMB: Int = 128, backend: String,
+        method: String, argsBytes: Int = 0, numericArgs: [String: Double] = [:], profile: String, vcpus: Int = 1,
+        memoryMB: Int = 128, backend: String,
         warmth: VMWarmth, reuseCount: Int = 0, hostCPU: Double = 0, memoryPressure: Double = 0,
-        concurrentExecutions: Int = 0, queueDepth: Int = 0, idleVMs: Int = 0
+        concurrentExecutions: Int = 0, queueDepth: Int = 0, idleVMs: Int = 0, provisionsInFlight: Int = 0
     ) {
         self.method = method
         self.argsBytes = argsBytes
+        self.numericArgs = numericArgs
         self.profile = profile
         self.vcpus = vcpus
         self.memoryMB = memoryMB
@@ -53,6 +60,7 @@ public struct PlacementFeatures: Sendable, Hashable {
         self.concurrentExecutions = concurrentExecutions
         self.queueDepth = queueDepth
         self.idleVMs = idleVMs
+        self.provisionsInFlight = provisionsInFlight
     }
 }
 
@@ -92,6 +100,26 @@ public struct ExecutionOutcome: Sendable, Hashable {
     }
 }
 
+/// A VM provisioned: how long it took and how busy the host was.
+public struct ProvisionOutcome: Sendable, Hashable {
+    public var backend: String
+    public var profile: String
+    public var durationUs: Double
+    public var hostCPU: Double
+    public var memoryPressure: Double
+    /// Provisions running at the same time, this one included.
+    public var concurrentProvisions: Int
+
+    public init(backend: String, profile: String, durationUs: Double, hostCPU: Double = 0, memoryPressure: Double = 0, concurrentProvisions: Int = 1) {
+        self.backend = backend
+        self.profile = profile
+        self.durationUs = durationUs
+        self.hostCPU = hostCPU
+        self.memoryPressure = memoryPressure
+        self.concurrentProvisions = concurrentProvisions
+    }
+}
+
 /// Predicts how long an invocation takes on a candidate VM, including one that does not exist
 /// yet, and learns from every outcome. Implementations must be cheap: the scheduler asks for
 /// every candidate of every invocation.
@@ -102,8 +130,8 @@ public protocol LatencyPredictor: Sendable {
     /// Learns from a finished invocation.
     func observe(_ outcome: ExecutionOutcome)
 
-    /// Learns from a VM provisioned ahead of demand (most are: the pool keeps them warm).
-    func observeProvisioning(backend: String, profile: String, durationUs: Double)
+    /// Learns from a provisioned VM (most are provisioned ahead of demand: the pool keeps them warm).
+    func observeProvisioning(_ outcome: ProvisionOutcome)
 
     /// A short name for logs and explanations, such as `ewma`.
     var name: String { get }

@@ -214,10 +214,12 @@ extension TelemetryEvent {
         public var execUs: UInt64
         public var totalUs: UInt64
         public var predictedUs: UInt64?
+        /// How the VM was chosen: every candidate, scored.
+        public var placement: Placement?
 
         public init(
             id: String, method: String, status: InvocationResult.Status, vm: String?, cold: Bool,
-            execUs: UInt64, totalUs: UInt64, predictedUs: UInt64?
+            execUs: UInt64, totalUs: UInt64, predictedUs: UInt64?, placement: Placement? = nil
         ) {
             self.id = id
             self.method = method
@@ -227,6 +229,7 @@ extension TelemetryEvent {
             self.execUs = execUs
             self.totalUs = totalUs
             self.predictedUs = predictedUs
+            self.placement = placement
         }
 
         enum CodingKeys: String, CodingKey {
@@ -234,6 +237,45 @@ extension TelemetryEvent {
             case execUs = "exec_us"
             case totalUs = "total_us"
             case predictedUs = "predicted_us"
+            case placement
+        }
+    }
+
+    /// A placement decision: the model that predicted, and each candidate with its score.
+    public struct Placement: Codable, Sendable, Equatable {
+        public struct Candidate: Codable, Sendable, Equatable {
+            /// An idle VM's id, or `new` for a VM provisioned for the invocation.
+            public var place: String
+            /// `warm_method`, `warm`, `fresh` or `cold`.
+            public var warmth: String
+            public var predictedUs: UInt64
+            public var uncertaintyUs: UInt64
+            public var suitability: Double
+            public var chosen: Bool
+
+            public init(place: String, warmth: String, predictedUs: UInt64, uncertaintyUs: UInt64, suitability: Double, chosen: Bool) {
+                self.place = place
+                self.warmth = warmth
+                self.predictedUs = predictedUs
+                self.uncertaintyUs = uncertaintyUs
+                self.suitability = suitability
+                self.chosen = chosen
+            }
+
+            enum CodingKeys: String, CodingKey {
+                case place, warmth
+                case predictedUs = "predicted_us"
+                case uncertaintyUs = "uncertainty_us"
+                case suitability, chosen
+            }
+        }
+
+        public var model: String
+        public var candidates: [Candidate]
+
+        public init(model: String, candidates: [Candidate]) {
+            self.model = model
+            self.candidates = candidates
         }
     }
 

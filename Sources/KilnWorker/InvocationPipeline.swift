@@ -78,11 +78,12 @@ public struct InvocationPipeline: Sendable {
     let publisher: AMQPConnection
     let predictor: any LatencyPredictor
     let metrics: WorkerMetrics
+    let history: HistoryRecorder?
     let logger: Logger
 
     public init(
         settings: Settings, catalog: MethodCatalog, pool: VMPool, publisher: AMQPConnection,
-        predictor: any LatencyPredictor, metrics: WorkerMetrics, logger: Logger
+        predictor: any LatencyPredictor, metrics: WorkerMetrics, history: HistoryRecorder?, logger: Logger
     ) {
         self.settings = settings
         self.catalog = catalog
@@ -90,6 +91,7 @@ public struct InvocationPipeline: Sendable {
         self.publisher = publisher
         self.predictor = predictor
         self.metrics = metrics
+        self.history = history
         self.logger = logger
     }
 
@@ -118,7 +120,7 @@ public struct InvocationPipeline: Sendable {
 
         let request = PlacementRequest(
             invocationID: invocation.id, method: invocation.method, profile: method.profile,
-            argsBytes: delivery.body.count, affinityKey: invocation.affinity?.key)
+            argsBytes: delivery.body.count, numericArgs: invocation.args.numericFeatures, affinityKey: invocation.affinity?.key)
         let lease: VMLease
         do {
             lease = try await pool.acquire(request, maxWaiting: settings.localQueue)
@@ -141,9 +143,14 @@ public struct InvocationPipeline: Sendable {
         await pool.release(
             lease, method: invocation.method, affinityKey: invocation.affinity?.key, outcome: run.outcome,
             lifecycle: method.lifecycle)
-        predictor.observe(ExecutionOutcome(
+        let outcome = ExecutionOutcome(
             features: lease.decision.winner.candidate.features, provisionUs: Double(lease.provisionDuration.inMicroseconds),
-            execUs: Double(run.execUs), succeeded: run.outcome == .completed))
+            execUs: Double(run.execUs), succeeded: run.outcome == .completed)
+        predictor.observe(outcome)
+        history?.record(ExecutionRecord(
+            invocationID: invocation.id, recordedAtUs: TelemetrySink.nowMicroseconds(), outcome: outcome,
+            predictedUs: lease.decision.winner.prediction.totalUs, predictor: predictor.name,
+            placement: lease.decision.explanation.joined(separator: "\n")))
     }
 
     /// Runs the method in the VM and makes its result.
@@ -232,7 +239,23 @@ public struct InvocationPipeline: Sendable {
             overheadUs: totalUs > run.execUs ? totalUs - run.execUs : 0, cold: lease?.cold ?? false)
         metrics.telemetry.emit(.invocationCompleted(.init(
             id: result.id, method: result.method, status: result.status, vm: lease?.vm.id, cold: lease?.cold ?? false,
-            execUs: run.execUs, totalUs: totalUs, predictedUs: result.predictedUs)))
+            execUs: run.execUs, totalUs: totalUs, predictedUs: result.predictedUs,
+            placement: lease.map { placementSummary($0.decision) })))
+    }
+
+    /// The decision as the `invocation.completed` event carries it.
+    private func placementSummary(_ decision: PlacementDecision) -> TelemetryEvent.Placement {
+        TelemetryEvent.Placement(model: predictor.name, candidates: decision.candidates.map { scored in
+            let place: String
+            switch scored.candidate.kind {
+            case .idle(let vm): place = vm
+            case .provision: place = "new"
+            }
+            return .init(
+                place: place, warmth: scored.candidate.features.warmth.rawValue,
+                predictedUs: UInt64(max(0, scored.prediction.totalUs)), uncertaintyUs: UInt64(max(0, scored.prediction.uncertaintyUs)),
+                suitability: (scored.suitability * 100).rounded() / 100, chosen: scored == decision.winner)
+        })
     }
 
     private func deadLetter(_ delivery: AMQPDelivery, reason: String, kind: String) async {

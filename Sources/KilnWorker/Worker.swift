@@ -52,7 +52,7 @@ public struct Worker: Sendable {
 
         let telemetry = TelemetryPublisher(connection: publisher, exchange: names.telemetryExchange, host: hostName, worker: workerName, logger: logger)
         let metrics = WorkerMetrics(telemetry: telemetry.sink)
-        let predictor = EWMAPredictor()
+        let (predictor, recorder) = try openHistoryAndModel()
         let profiles = configuration.profiles.map { name, profile in
             PoolProfile(vm: VMProfile(name: name, vcpus: profile.vcpus, memoryMB: profile.memoryMB), minIdle: profile.minIdle, maxTotal: profile.maxTotal)
         }
@@ -87,11 +87,13 @@ public struct Worker: Sendable {
                 names: names, worker: workerName,
                 decoder: MessagePackDecoder(limits: WireLimits(maxBodyBytes: configuration.limits.maxBodyBytes, maxDepth: configuration.limits.maxDepth)),
                 localQueue: configuration.limits.localQueue),
-            catalog: catalog, pool: pool, publisher: publisher, predictor: predictor, metrics: metrics, logger: logger)
+            catalog: catalog, pool: pool, publisher: publisher, predictor: predictor, metrics: metrics, history: recorder,
+            logger: logger)
         let prefetch = configuration.amqp.prefetch > 0
             ? UInt16(configuration.amqp.prefetch) : UInt16(clamping: max(1, await pool.capacity * 2))
 
         var services: [any Service] = [monitor, PoolMaintainer(pool: pool, interval: .milliseconds(Int64(configuration.pool.sizingIntervalSeconds * 1_000))), telemetry]
+        if let recorder { services.append(recorder) }
         if let address = HostAndPort(configuration.metrics.listen), !configuration.metrics.listen.isEmpty {
             services.append(StatusServer(address: address, routes: statusRoutes(pool: pool, consumer: consumer, catalog: catalog), logger: logger))
         }
@@ -109,6 +111,24 @@ public struct Worker: Sendable {
         await pool.shutdown()
         await consumer.close(grace: .seconds(2))
         await publisher.close(grace: .seconds(5))
+    }
+
+    /// The latency model, trained from the history when there is one, and the recorder that
+    /// keeps the history growing.
+    private func openHistoryAndModel() throws -> (any LatencyPredictor, HistoryRecorder?) {
+        let predictor: any LatencyPredictor = configuration.predict.model == "ewma" ? EWMAPredictor() : LearnedPredictor()
+        guard !configuration.history.path.isEmpty else { return (predictor, nil) }
+        let history = try ExecutionHistory(path: configuration.history.path, retention: HistoryRetention(
+            maxRecords: configuration.history.maxRecords, maxAge: .seconds(Int64(configuration.history.maxAgeDays * 86_400))))
+        if configuration.predict.trainAtStart {
+            let started = ContinuousClock.now
+            let records = try history.all()
+            for record in records { predictor.observe(record.outcome) }
+            if !records.isEmpty {
+                logger.info("trained the \(predictor.name) model on \(records.count) past invocations in \(ContinuousClock.now - started)")
+            }
+        }
+        return (predictor, HistoryRecorder(history: history, logger: logger))
     }
 
     private var imageDirectory: String {

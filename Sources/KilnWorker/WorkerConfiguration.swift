@@ -100,6 +100,31 @@ public struct WorkerConfiguration: Codable, Sendable, Equatable {
         }
     }
 
+    public struct History: Codable, Sendable, Equatable {
+        /// The SQLite database of finished invocations; empty keeps no history.
+        public var path = ".local/history.sqlite"
+        public var maxRecords = 200_000
+        public var maxAgeDays = 14.0
+
+        enum CodingKeys: String, CodingKey {
+            case path
+            case maxRecords = "max_records"
+            case maxAgeDays = "max_age_days"
+        }
+    }
+
+    public struct Predict: Codable, Sendable, Equatable {
+        /// `rls` (the learned model) or `ewma` (moving averages).
+        public var model = "rls"
+        /// Train the model from the history at start.
+        public var trainAtStart = true
+
+        enum CodingKeys: String, CodingKey {
+            case model
+            case trainAtStart = "train_at_start"
+        }
+    }
+
     public struct Metrics: Codable, Sendable, Equatable {
         /// `host:port` for /metrics and /healthz; empty turns the server off.
         public var listen = "127.0.0.1:9464"
@@ -126,13 +151,15 @@ public struct WorkerConfiguration: Codable, Sendable, Equatable {
     /// The default lifecycle, and per-method overrides under `methods`.
     public var lifecycle = Lifecycle()
     public var methodLifecycles: [String: Lifecycle] = [:]
+    public var history = History()
+    public var predict = Predict()
     public var metrics = Metrics()
     public var limits = Limits()
 
     enum CodingKeys: String, CodingKey {
         case worker, amqp, vm, profiles, pool, lifecycle
         case methodLifecycles = "method_lifecycles"
-        case metrics, limits
+        case history, predict, metrics, limits
     }
 
     public init() {}
@@ -201,6 +228,8 @@ extension WorkerConfiguration {
         "vm": ["backend", "manifest", "image_cache", "image"],
         "pool": ["memory_reserve_mb", "cpu_reserve_cores", "sizing_interval_s", "demand_window_s", "provision_concurrency"],
         "lifecycle": ["max_uses", "idle_ttl_s"],
+        "history": ["path", "max_records", "max_age_days"],
+        "predict": ["model", "train_at_start"],
         "metrics": ["listen"],
         "limits": ["local_queue", "max_body_bytes", "max_depth"],
     ]
@@ -299,6 +328,9 @@ extension WorkerConfiguration {
             try require(lifecycle.maxUses >= 1, "\(name).max_uses", "must be at least 1")
             try require(lifecycle.idleTTLSeconds >= 0, "\(name).idle_ttl_s", "must not be negative")
         }
+        try require(["rls", "ewma"].contains(configuration.predict.model), "predict.model", "must be rls or ewma, not \(configuration.predict.model)")
+        try require(configuration.history.maxRecords >= 100, "history.max_records", "must be at least 100")
+        try require(configuration.history.maxAgeDays > 0, "history.max_age_days", "must be positive")
         try require(configuration.limits.localQueue >= 0, "limits.local_queue", "must not be negative")
         try require(configuration.limits.maxBodyBytes >= 1_024, "limits.max_body_bytes", "must be at least 1024")
         try require((1...31).contains(configuration.limits.maxDepth), "limits.max_depth", "must be 1 to 31")

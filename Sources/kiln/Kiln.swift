@@ -8,7 +8,7 @@ struct Kiln: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kiln",
         abstract: "Run method invocations from RabbitMQ in pre-warmed micro-VMs.",
-        subcommands: [WorkerCommand.self, Submit.self, Results.self, PoolCommand.self, ImageCommand.self, Demo.self]
+        subcommands: [WorkerCommand.self, Submit.self, Results.self, PoolCommand.self, ImageCommand.self, HistoryCommand.self, Explain.self, PredictCommand.self, Demo.self]
     )
 
     /// Sends logs to stderr at KILN_LOG_LEVEL (`warning` unless a command asks for more).

@@ -31,7 +31,7 @@ struct EWMAPredictorTests {
         for _ in 0..<20 {
             predictor.observe(ExecutionOutcome(features: features("echo", .warmForMethod), provisionUs: 0, execUs: 200, succeeded: true))
             predictor.observe(ExecutionOutcome(features: features("echo", .fresh), provisionUs: 0, execUs: 2_000, succeeded: true))
-            predictor.observeProvisioning(backend: "qemu", profile: "small", durationUs: 45_000)
+            predictor.observeProvisioning(ProvisionOutcome(backend: "qemu", profile: "small", durationUs: 45_000))
         }
         #expect(abs(predictor.predict(features("echo", .warmForMethod)).execUs - 200) < 1)
         #expect(abs(predictor.predict(features("echo", .fresh)).execUs - 2_000) < 1)

@@ -33,7 +33,10 @@ struct InteropOutputTests {
             .vmDestroyed(.init(vm: "vm-1", reason: "max_uses", lifetimeUs: 9_000_000, uses: 100)),
             .vmReallocated(.init(vm: "vm-1", from: .init(vcpus: 1, cpuQuotaPercent: 50), to: .init(vcpus: 1, cpuQuotaPercent: 100), reason: "slow")),
             .poolResized(.init(profile: "small", from: 1, to: 3, reason: "demand")),
-            .invocationCompleted(.init(id: "i", method: "m", status: .timeout, vm: "vm-1", cold: true, execUs: 1, totalUs: 2, predictedUs: nil)),
+            .invocationCompleted(.init(id: "i", method: "m", status: .timeout, vm: "vm-1", cold: true, execUs: 1, totalUs: 2, predictedUs: nil,
+                                       placement: .init(model: "rls", candidates: [
+                                           .init(place: "new", warmth: "cold", predictedUs: 40_000, uncertaintyUs: 900, suitability: 24.5, chosen: true),
+                                       ]))),
             .hostSample(.init(cpuUtil: 0.25, memAvailableMB: 2_048, memPressure: 0, netRxBps: 10, netTxBps: 20, vmsIdle: 2, vmsBusy: 0)),
         ]
         let frames: [GuestFrame] = [

@@ -22,7 +22,7 @@ struct SuitabilityScoreTests {
                               execUs: exec[features.warmth] ?? 1_000, uncertaintyUs: 0)
         }
         func observe(_ outcome: ExecutionOutcome) {}
-        func observeProvisioning(backend: String, profile: String, durationUs: Double) {}
+        func observeProvisioning(_ outcome: ProvisionOutcome) {}
     }
 
     @Test func aVMWarmForTheMethodBeatsAnotherIdleVMAndANewOne() throws {

@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
     pkg-config
     librabbitmq-dev   # rabbitmq-c 0.11: the AMQP client
+    libsqlite3-dev    # SQLite: the execution history (GRDB)
     libmsgpack-dev    # msgpack-c 4.0: the MessagePack codec
     rabbitmq-server   # the broker for tests and the demo
     qemu-system-x86   # QEMU microvm: the qemu backend

@@ -1,0 +1,128 @@
+import Foundation
+import GRDB
+
+/// How much history to keep.
+public struct HistoryRetention: Sendable, Equatable {
+    /// Records kept at most; the oldest go first.
+    public var maxRecords: Int
+    /// Records older than this go.
+    public var maxAge: Duration
+
+    public init(maxRecords: Int = 200_000, maxAge: Duration = .seconds(14 * 86_400)) {
+        self.maxRecords = maxRecords
+        self.maxAge = maxAge
+    }
+}
+
+/// The execution history: every finished invocation's features and outcome, in an embedded
+/// SQLite database, bounded by a retention. The models are trained from it at start, so a new
+/// worker on a host with history starts warm; `kiln history export|import` move it between hosts.
+public final class ExecutionHistory: Sendable {
+    private let database: DatabaseQueue
+    public let retention: HistoryRetention
+
+    /// Opens (creating if needed) the history at `path`; `:memory:` keeps it in memory.
+    public init(path: String, retention: HistoryRetention = HistoryRetention()) throws {
+        if path != ":memory:" {
+            try FileManager.default.createDirectory(
+                atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        }
+        var configuration = Configuration()
+        configuration.label = "kiln.history"
+        database = path == ":memory:" ? try DatabaseQueue(configuration: configuration) : try DatabaseQueue(path: path, configuration: configuration)
+        self.retention = retention
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.create(table: "execution") { table in
+                table.autoIncrementedPrimaryKey("id")
+                table.column("invocation_id", .text).notNull().indexed()
+                table.column("recorded_at_us", .integer).notNull().indexed()
+                table.column("method", .text).notNull()
+                table.column("args_bytes", .integer).notNull()
+                table.column("numeric_args", .text).notNull()
+                table.column("profile", .text).notNull()
+                table.column("vcpus", .integer).notNull()
+                table.column("memory_mb", .integer).notNull()
+                table.column("backend", .text).notNull()
+                table.column("warmth", .text).notNull()
+                table.column("reuse_count", .integer).notNull()
+                table.column("host_cpu", .double).notNull()
+                table.column("memory_pressure", .double).notNull()
+                table.column("concurrent_executions", .integer).notNull()
+                table.column("queue_depth", .integer).notNull()
+                table.column("idle_vms", .integer).notNull()
+                table.column("provisions_in_flight", .integer).notNull()
+                table.column("provision_us", .double).notNull()
+                table.column("exec_us", .double).notNull()
+                table.column("succeeded", .boolean).notNull()
+                table.column("predicted_us", .double)
+                table.column("predictor", .text)
+                table.column("placement", .text)
+            }
+        }
+        try migrator.migrate(database)
+    }
+
+    /// Adds records in one transaction, then applies the retention.
+    public func append(_ records: [ExecutionRecord]) throws {
+        guard !records.isEmpty else { return }
+        try database.write { db in
+            for record in records { try StoredRecord(record).insert(db) }
+            let horizon = Int64(records.map(\.recordedAtUs).max() ?? 0) - Int64(retention.maxAge.inWholeMicroseconds)
+            try db.execute(sql: "DELETE FROM execution WHERE recorded_at_us < ?", arguments: [horizon])
+            try db.execute(
+                sql: "DELETE FROM execution WHERE id <= (SELECT id FROM execution ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                arguments: [retention.maxRecords])
+        }
+    }
+
+    /// Every record, oldest first.
+    public func all() throws -> [ExecutionRecord] {
+        try database.read { db in try StoredRecord.order(Column("id")).fetchAll(db).map(\.record) }
+    }
+
+    /// The records of one invocation (more than one when it was redelivered).
+    public func records(invocationID: String) throws -> [ExecutionRecord] {
+        try database.read { db in
+            try StoredRecord.filter(Column("invocation_id") == invocationID).order(Column("id")).fetchAll(db).map(\.record)
+        }
+    }
+
+    public func count() throws -> Int {
+        try database.read { db in try StoredRecord.fetchCount(db) }
+    }
+}
+
+/// The table row: an ``ExecutionRecord`` with its row id.
+private struct StoredRecord: Codable, FetchableRecord, PersistableRecord {
+    static let databaseTableName = "execution"
+    var id: Int64?
+    var record: ExecutionRecord
+
+    init(_ record: ExecutionRecord) {
+        self.record = record
+    }
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: IDKey.self)
+        id = try container.decodeIfPresent(Int64.self, forKey: .id)
+        record = try ExecutionRecord(from: decoder)
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: IDKey.self)
+        try container.encodeIfPresent(id, forKey: .id)
+        try record.encode(to: encoder)
+    }
+
+    enum IDKey: String, CodingKey {
+        case id
+    }
+}
+
+extension Duration {
+    var inWholeMicroseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000_000 + attoseconds / 1_000_000_000_000
+    }
+}

@@ -1,0 +1,124 @@
+import Foundation
+
+/// One finished invocation as the history keeps it: the features known before it ran, the
+/// times measured, and the prediction made for it.
+public struct ExecutionRecord: Codable, Sendable, Equatable {
+    public var invocationID: String
+    /// Unix time of the result, µs.
+    public var recordedAtUs: UInt64
+    public var method: String
+    public var argsBytes: Int
+    /// `key=value` pairs of the numeric args, `;`-separated, sorted by key.
+    public var numericArgs: String
+    public var profile: String
+    public var vcpus: Int
+    public var memoryMB: Int
+    public var backend: String
+    public var warmth: String
+    public var reuseCount: Int
+    public var hostCPU: Double
+    public var memoryPressure: Double
+    public var concurrentExecutions: Int
+    public var queueDepth: Int
+    public var idleVMs: Int
+    public var provisionsInFlight: Int
+    public var provisionUs: Double
+    public var execUs: Double
+    public var succeeded: Bool
+    public var predictedUs: Double?
+    public var predictor: String?
+    /// The placement decision, one candidate per line (see `PlacementDecision.explanation`).
+    public var placement: String?
+
+    enum CodingKeys: String, CodingKey {
+        case invocationID = "invocation_id"
+        case recordedAtUs = "recorded_at_us"
+        case method
+        case argsBytes = "args_bytes"
+        case numericArgs = "numeric_args"
+        case profile, vcpus
+        case memoryMB = "memory_mb"
+        case backend, warmth
+        case reuseCount = "reuse_count"
+        case hostCPU = "host_cpu"
+        case memoryPressure = "memory_pressure"
+        case concurrentExecutions = "concurrent_executions"
+        case queueDepth = "queue_depth"
+        case idleVMs = "idle_vms"
+        case provisionsInFlight = "provisions_in_flight"
+        case provisionUs = "provision_us"
+        case execUs = "exec_us"
+        case succeeded
+        case predictedUs = "predicted_us"
+        case predictor, placement
+    }
+
+    /// A record of `outcome`.
+    public init(
+        invocationID: String, recordedAtUs: UInt64, outcome: ExecutionOutcome, predictedUs: Double? = nil,
+        predictor: String? = nil, placement: String? = nil
+    ) {
+        let features = outcome.features
+        self.invocationID = invocationID
+        self.recordedAtUs = recordedAtUs
+        self.method = features.method
+        self.argsBytes = features.argsBytes
+        self.numericArgs = features.numericArgs.keys.sorted().map { "\($0)=\(features.numericArgs[$0]!)" }.joined(separator: ";")
+        self.profile = features.profile
+        self.vcpus = features.vcpus
+        self.memoryMB = features.memoryMB
+        self.backend = features.backend
+        self.warmth = features.warmth.rawValue
+        self.reuseCount = features.reuseCount
+        self.hostCPU = features.hostCPU
+        self.memoryPressure = features.memoryPressure
+        self.concurrentExecutions = features.concurrentExecutions
+        self.queueDepth = features.queueDepth
+        self.idleVMs = features.idleVMs
+        self.provisionsInFlight = features.provisionsInFlight
+        self.provisionUs = outcome.provisionUs
+        self.execUs = outcome.execUs
+        self.succeeded = outcome.succeeded
+        self.predictedUs = predictedUs
+        self.predictor = predictor
+        self.placement = placement
+    }
+
+    /// The outcome this record describes.
+    public var outcome: ExecutionOutcome {
+        var numbers: [String: Double] = [:]
+        for pair in numericArgs.split(separator: ";") {
+            let parts = pair.split(separator: "=", maxSplits: 1)
+            if parts.count == 2, let value = Double(parts[1]) { numbers[String(parts[0])] = value }
+        }
+        let features = PlacementFeatures(
+            method: method, argsBytes: argsBytes, numericArgs: numbers, profile: profile, vcpus: vcpus, memoryMB: memoryMB,
+            backend: backend, warmth: VMWarmth(rawValue: warmth) ?? .warm, reuseCount: reuseCount, hostCPU: hostCPU,
+            memoryPressure: memoryPressure, concurrentExecutions: concurrentExecutions, queueDepth: queueDepth,
+            idleVMs: idleVMs, provisionsInFlight: provisionsInFlight)
+        return ExecutionOutcome(features: features, provisionUs: provisionUs, execUs: execUs, succeeded: succeeded)
+    }
+
+    /// The columns in CSV order.
+    public static let csvHeader = CodingKeys.allNames.joined(separator: ",")
+
+    /// The record as a CSV line (fields with commas, quotes or newlines are quoted).
+    public var csvLine: String {
+        let fields: [String] = [
+            invocationID, String(recordedAtUs), method, String(argsBytes), numericArgs, profile, String(vcpus), String(memoryMB),
+            backend, warmth, String(reuseCount), String(hostCPU), String(memoryPressure), String(concurrentExecutions),
+            String(queueDepth), String(idleVMs), String(provisionsInFlight), String(provisionUs), String(execUs),
+            succeeded ? "1" : "0", predictedUs.map { String($0) } ?? "", predictor ?? "", placement ?? "",
+        ]
+        return fields.map(Self.quoted).joined(separator: ",")
+    }
+
+    private static func quoted(_ field: String) -> String {
+        guard field.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" }) else { return field }
+        return "\"" + field.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+    }
+}
+
+extension ExecutionRecord.CodingKeys: CaseIterable {
+    static var allNames: [String] { allCases.map(\.rawValue) }
+}
