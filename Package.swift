@@ -122,6 +122,8 @@ let package = Package(
                 "KilnWire",
                 "KilnAMQP",
                 "KilnVM",
+                "KilnPool",
+                "KilnWorker",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -4,8 +4,6 @@ struct DemandTracker: Sendable {
     let window: Duration
     private var arrivals: [ContinuousClock.Instant] = []
     private var coldStarts: [ContinuousClock.Instant] = []
-    /// VMs in use at each change, for the window's peak.
-    private var busyLevels: [(at: ContinuousClock.Instant, busy: Int)] = []
     /// Moving average of how long an invocation holds a VM, seconds (exec and reset).
     private(set) var holdSeconds: Double = 0
     private var holds = 0
@@ -23,10 +21,6 @@ struct DemandTracker: Sendable {
         coldStarts.append(instant)
     }
 
-    mutating func recordBusy(_ busy: Int, at instant: ContinuousClock.Instant = .now) {
-        busyLevels.append((instant, busy))
-    }
-
     mutating func recordHold(_ duration: Duration) {
         let seconds = duration.inSeconds
         holds += 1
@@ -41,10 +35,6 @@ struct DemandTracker: Sendable {
             arrivals.removeAll()
         }
         coldStarts.removeAll { $0 < horizon }
-        // Keep the last level from before the window: it was still the level when the window began.
-        if let inside = busyLevels.firstIndex(where: { $0.at >= horizon }), inside > 1 {
-            busyLevels.removeFirst(inside - 1)
-        }
     }
 
     /// Demand over the window ending `now`.
@@ -53,6 +43,6 @@ struct DemandTracker: Sendable {
         let seconds = window.inSeconds
         return DemandSnapshot(
             arrivalRate: Double(arrivals.count) / seconds, serviceTime: holdSeconds, coldStarts: coldStarts.count,
-            peakBusy: busyLevels.map(\.busy).max() ?? 0, window: seconds)
+            window: seconds)
     }
 }

@@ -6,16 +6,22 @@ public struct DemandSnapshot: Sendable, Equatable {
     public var serviceTime: Double
     /// Invocations that had to wait for a VM to be provisioned, over the window.
     public var coldStarts: Int
-    /// The most VMs in use at once over the window: the burst the pool should have absorbed.
-    public var peakBusy: Int
+    /// The warm VMs the arrival forecast asks for now (bursts expected soon).
+    public var forecastWarm: Int
+    /// Why the forecast asks for them.
+    public var forecastReason: String
     /// The window the figures cover, seconds.
     public var window: Double
 
-    public init(arrivalRate: Double, serviceTime: Double, coldStarts: Int, peakBusy: Int = 0, window: Double) {
+    public init(
+        arrivalRate: Double, serviceTime: Double, coldStarts: Int, forecastWarm: Int = 0, forecastReason: String = "",
+        window: Double
+    ) {
         self.arrivalRate = arrivalRate
         self.serviceTime = serviceTime
         self.coldStarts = coldStarts
-        self.peakBusy = peakBusy
+        self.forecastWarm = forecastWarm
+        self.forecastReason = forecastReason
         self.window = window
     }
 
@@ -63,9 +69,9 @@ public struct SizingDecision: Sendable, Equatable {
 ///
 /// By Little's law `arrivalRate × serviceTime` VMs are busy on average; the pool keeps that
 /// many plus `burstAllowance` standard deviations (Poisson: the square root of the mean) in
-/// total, or the window's peak concurrency when bursts went higher, never less than `minIdle`
-/// idle. It never plans VMs past the memory reserve, and adds none while idle CPU is under the
-/// CPU reserve.
+/// total, or what the arrival forecast (``ArrivalForecaster``) expects bursts to need, never
+/// less than `minIdle` idle. It never plans VMs past the memory reserve, and adds none while
+/// idle CPU is under the CPU reserve.
 public struct PoolSizer: Sendable {
     public var limits: PoolLimits
 
@@ -77,11 +83,11 @@ public struct PoolSizer: Sendable {
     public func decide(demand: DemandSnapshot, busy: Int, idle: Int, host: HostSample) -> SizingDecision {
         let concurrent = demand.arrivalRate * demand.serviceTime
         let steady = Int((concurrent + limits.burstAllowance * concurrent.squareRoot()).rounded(.up))
-        let wantedTotal = max(steady, demand.peakBusy)
-        var wantedIdle = max(limits.minIdle, wantedTotal - busy)
+        var wantedIdle = max(limits.minIdle, steady - busy, demand.forecastWarm)
         var reason = String(
-            format: "demand %.1f/s x %.3f s = %.2f busy, peak %d; %d cold starts in %.0f s",
-            demand.arrivalRate, demand.serviceTime, concurrent, demand.peakBusy, demand.coldStarts, demand.window)
+            format: "demand %.1f/s x %.3f s = %.2f busy; %d cold starts in %.0f s; forecast %d warm",
+            demand.arrivalRate, demand.serviceTime, concurrent, demand.coldStarts, demand.window, demand.forecastWarm)
+        if !demand.forecastReason.isEmpty { reason += " (\(demand.forecastReason))" }
 
         wantedIdle = min(wantedIdle, max(0, limits.maxTotal - busy))
         var capped = false

@@ -119,6 +119,9 @@ public actor VMPool {
     private var profiles: [String: ProfileState]
     private var busy: [String: Entry] = [:]
     private var backgroundProvisions = 0
+    private var forecaster: ArrivalForecaster
+    /// The methods seen per profile, for the forecast.
+    private var methodsByProfile: [String: Set<String>] = [:]
     private var closed = false
 
     /// Creates a pool; it provisions nothing until ``replenish()`` or the first ``acquire(_:maxWaiting:)``.
@@ -131,6 +134,7 @@ public actor VMPool {
     ///   - sizer: Sets idle targets from demand and headroom.
     ///   - demandWindow: The window demand is measured over.
     ///   - idleTTL: How long a VM above the target may stay idle.
+    ///   - forecaster: Forecasts bursts from each method's arrivals.
     ///   - provisionConcurrency: Background provisions at once at most.
     ///   - host: The latest host sample.
     ///   - observer: Hears every decision.
@@ -138,9 +142,10 @@ public actor VMPool {
     public init(
         driver: any MicroVMDriver, backend: String, profiles: [PoolProfile], placement: any PlacementPolicy,
         predictor: any LatencyPredictor, sizer: PoolSizer, demandWindow: Duration = .seconds(30),
-        idleTTL: Duration = .seconds(300), provisionConcurrency: Int = 2, host: @escaping @Sendable () -> HostSample,
-        observer: any PoolObserver, logger: Logger
+        idleTTL: Duration = .seconds(10), provisionConcurrency: Int = 2, forecaster: ArrivalForecaster = ArrivalForecaster(),
+        host: @escaping @Sendable () -> HostSample, observer: any PoolObserver, logger: Logger
     ) {
+        self.forecaster = forecaster
         self.driver = driver
         self.backend = backend
         self.placement = placement
@@ -167,6 +172,8 @@ public actor VMPool {
     public func acquire(_ request: PlacementRequest, maxWaiting: Int) async throws -> VMLease {
         guard profiles[request.profile] != nil else { throw PoolError.unknownProfile(request.profile) }
         profiles[request.profile]!.demand.recordArrival()
+        forecaster.recordArrival(request.method, at: .now)
+        methodsByProfile[request.profile, default: []].insert(request.method)
         while true {
             guard !closed else { throw PoolError.shutDown }
             let sample = host()
@@ -332,7 +339,6 @@ public actor VMPool {
 
     private func report(_ profile: String) {
         guard let state = profiles[profile] else { return }
-        profiles[profile]!.demand.recordBusy(state.busy + state.resetting + state.provisioning)
         observer.poolCounts(profile: profile, idle: state.idle.count, busy: state.busy + state.resetting, target: state.targetIdle)
     }
 
@@ -385,7 +391,10 @@ public actor VMPool {
         let sample = host()
         for name in profiles.keys.sorted() {
             let state = profiles[name]!
-            let demand = profiles[name]!.demand.snapshot()
+            var demand = profiles[name]!.demand.snapshot()
+            let forecast = forecaster.forecast(methods: methodsByProfile[name] ?? [], at: .now)
+            demand.forecastWarm = forecast.warmVMs
+            demand.forecastReason = forecast.reason
             let decision = PoolSizer(limits: limits(for: state.settings)).decide(
                 demand: demand, busy: state.busy + state.resetting, idle: state.idle.count, host: sample)
             profiles[name]!.lastSizing = decision.reason

@@ -54,7 +54,7 @@ public struct TrainingHistoryGenerator: Sendable {
 
     /// Runs the phases and returns the records, oldest first. `progress` hears each phase.
     public func generate(progress: @Sendable (String) -> Void) async throws -> [ExecutionRecord] {
-        var random = SplitMix(seed: settings.seed)
+        var random = SeededRandom(seed: settings.seed)
         let reader = ProcReader()
         var previous = reader.counters()
         var sample = reader.sample(now: previous, previous: previous)
@@ -139,7 +139,7 @@ public struct TrainingHistoryGenerator: Sendable {
         var args: MessagePackValue
     }
 
-    private static func randomJob(_ random: inout SplitMix) -> Job {
+    private static func randomJob(_ random: inout SeededRandom) -> Job {
         switch random.next() % 5 {
         case 0: return Job(method: "sleep", args: ["ms": .uint(5 + random.next() % 196)])
         case 1: return Job(method: "burn", args: ["ms": .uint(5 + random.next() % 146)])
@@ -196,19 +196,24 @@ private final class HostBurners: Sendable {
     func stop() { flag.store(false, ordering: .relaxed) }
 }
 
-/// A small seeded generator, so that a generated history can be made again.
-struct SplitMix {
-    var state: UInt64
+/// A small seeded generator (SplitMix64), so that generated histories and traces can be made again.
+public struct SeededRandom: Sendable {
+    private var state: UInt64
 
-    init(seed: UInt64) {
+    public init(seed: UInt64) {
         state = seed
     }
 
-    mutating func next() -> UInt64 {
+    public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
+    }
+
+    /// A number in [low, high).
+    public mutating func uniform(_ low: Double, _ high: Double) -> Double {
+        low + (high - low) * Double(next() >> 11) / Double(UInt64(1) << 53)
     }
 }

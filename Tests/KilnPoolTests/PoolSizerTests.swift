@@ -18,9 +18,9 @@ struct PoolSizerTests {
         let decision = sizer.decide(demand: demand, busy: 3, idle: 2, host: roomy)
         #expect(decision.targetIdle == 5)
         #expect(!decision.cappedByHost)
-        #expect(decision.reason.hasPrefix("demand 40.0/s x 0.100 s = 4.00 busy, peak 0"))
-        // A burst that went higher than the steady estimate sets the total.
-        let bursty = DemandSnapshot(arrivalRate: 40, serviceTime: 0.1, coldStarts: 2, peakBusy: 12, window: 30)
+        #expect(decision.reason.hasPrefix("demand 40.0/s x 0.100 s = 4.00 busy"))
+        // A forecast burst larger than the steady estimate sets the target.
+        let bursty = DemandSnapshot(arrivalRate: 40, serviceTime: 0.1, coldStarts: 2, forecastWarm: 9, forecastReason: "burst", window: 30)
         #expect(sizer.decide(demand: bursty, busy: 3, idle: 2, host: roomy).targetIdle == 9)
         // Never past the pool's maximum: 400/s × 0.1 s wants 53 VMs, 18 are busy, 20 at most.
         let surge = DemandSnapshot(arrivalRate: 400, serviceTime: 0.1, coldStarts: 0, window: 30)

@@ -44,7 +44,7 @@ struct WorkerConfigurationTests {
         #expect(configuration.profiles.keys.sorted() == ["large"])
         #expect(configuration.profiles["large"]?.minIdle == 1)
         #expect(configuration.methodLifecycles["burn"]?.maxUses == 1)
-        #expect(configuration.methodLifecycles["burn"]?.idleTTLSeconds == 300)
+        #expect(configuration.methodLifecycles["burn"]?.idleTTLSeconds == 10)
         #expect(configuration.metrics.listen == "0.0.0.0:9500")
     }
 
