@@ -153,7 +153,7 @@ let package = Package(
         ),
         .testTarget(
             name: "KilnPoolTests",
-            dependencies: ["KilnPool"]
+            dependencies: ["KilnPool", "KilnVM", "KilnWire", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(
             name: "KilnWorkerTests",

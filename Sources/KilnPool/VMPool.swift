@@ -9,11 +9,16 @@ public struct PoolProfile: Sendable, Equatable {
     public var minIdle: Int
     /// VMs of this profile at most: idle, busy, resetting and being provisioned.
     public var maxTotal: Int
+    /// The CPU quota a VM starts with, in cores; `nil` leaves the driver's (one core per vCPU).
+    /// Lower values pack more VMs on a host; the adaptive allocator raises a VM whose methods
+    /// run slower than predicted.
+    public var cpuShare: Double?
 
-    public init(vm: VMProfile, minIdle: Int = 1, maxTotal: Int = 8) {
+    public init(vm: VMProfile, minIdle: Int = 1, maxTotal: Int = 8, cpuShare: Double? = nil) {
         self.vm = vm
         self.minIdle = minIdle
         self.maxTotal = maxTotal
+        self.cpuShare = cpuShare
     }
 }
 
@@ -114,6 +119,8 @@ public actor VMPool {
     private let host: @Sendable () -> HostSample
     private let observer: any PoolObserver
     private let logger: Logger
+    /// Raises and lowers VMs' resources as their methods run; `nil` keeps them fixed.
+    public nonisolated let allocator: AdaptiveAllocator?
     private let idleTTL: Duration
     private let provisionConcurrency: Int
     private var profiles: [String: ProfileState]
@@ -135,6 +142,7 @@ public actor VMPool {
     ///   - demandWindow: The window demand is measured over.
     ///   - idleTTL: How long a VM above the target may stay idle.
     ///   - forecaster: Forecasts bursts from each method's arrivals.
+    ///   - allocator: Adapts VMs' resources to how their methods run.
     ///   - provisionConcurrency: Background provisions at once at most.
     ///   - host: The latest host sample.
     ///   - observer: Hears every decision.
@@ -143,9 +151,11 @@ public actor VMPool {
         driver: any MicroVMDriver, backend: String, profiles: [PoolProfile], placement: any PlacementPolicy,
         predictor: any LatencyPredictor, sizer: PoolSizer, demandWindow: Duration = .seconds(30),
         idleTTL: Duration = .seconds(10), provisionConcurrency: Int = 2, forecaster: ArrivalForecaster = ArrivalForecaster(),
-        host: @escaping @Sendable () -> HostSample, observer: any PoolObserver, logger: Logger
+        allocator: AdaptiveAllocator? = nil, host: @escaping @Sendable () -> HostSample, observer: any PoolObserver,
+        logger: Logger
     ) {
         self.forecaster = forecaster
+        self.allocator = allocator
         self.driver = driver
         self.backend = backend
         self.placement = placement
@@ -247,6 +257,7 @@ public actor VMPool {
             let took = ContinuousClock.now - started
             profiles[request.profile]!.provisioning -= 1
             provisioned(vm, profile: profile, took: took, reason: "cold start for \(request.method) (\(request.invocationID))")
+            await track(vm, profile: request.profile)
             let entry = Entry(vm: vm, profile: request.profile, createdAt: .now, idleSince: .now)
             return lend(entry, decision: decision, cold: true, provisioned: took)
         } catch {
@@ -255,6 +266,16 @@ public actor VMPool {
             wakeWaiter(request.profile)
             throw error
         }
+    }
+
+    /// Hands a new VM to the allocator with its profile's base allocation.
+    private func track(_ vm: any MicroVM, profile: String) async {
+        guard let allocator, let settings = profiles[profile]?.settings else { return }
+        let overhead = backend == "qemu" ? QEMUDriver.qemuOverheadMB : 0
+        let driverDefault = ResourceLimits(cpus: Double(settings.vm.vcpus), memoryMB: settings.vm.memoryMB + overhead)
+        var base = driverDefault
+        if let share = settings.cpuShare { base.cpus = share }
+        await allocator.register(vm, base: base, driverDefault: driverDefault, memoryAdjustable: backend == "process")
     }
 
     private func provisioned(_ vm: any MicroVM, profile: VMProfile, took: Duration, reason: String) {
@@ -323,6 +344,7 @@ public actor VMPool {
 
     private func destroy(_ entry: Entry, reason: String) async {
         let started = ContinuousClock.now
+        await allocator?.forget(entry.vm.id)
         await entry.vm.destroy()
         observer.vmDestroyed(
             id: entry.vm.id, backend: backend, profile: entry.profile, reason: reason, lifetime: .now - entry.createdAt,
@@ -369,6 +391,7 @@ public actor VMPool {
             profiles[name]!.provisioning -= 1
             backgroundProvisions -= 1
             provisioned(vm, profile: profile, took: .now - started, reason: "replenish to idle target \(target)")
+            await track(vm, profile: name)
             if closed {
                 await vm.destroy()
                 return
@@ -412,6 +435,7 @@ public actor VMPool {
             }
             report(name)
         }
+        await allocator?.relax()
         replenish()
     }
 

@@ -140,6 +140,12 @@ public struct InvocationPipeline: Sendable {
         run.scheduleUs = (ContinuousClock.now - received).inMicroseconds - lease.provisionDuration.inMicroseconds
         run.result = await execute(invocation, method: method, on: lease, run: &run)
         await finish(&run, lease: lease)
+        // After the result is out: how the VM fared against the prediction may change its resources.
+        if run.outcome == .completed {
+            await pool.allocator?.observe(
+                vm: lease.vm.id, predictedUs: lease.decision.winner.prediction.execUs, actualUs: Double(run.execUs),
+                peakMemoryKB: run.peakMemoryKB)
+        }
         await pool.release(
             lease, method: invocation.method, affinityKey: invocation.affinity?.key, outcome: run.outcome,
             lifecycle: method.lifecycle)
@@ -177,6 +183,7 @@ public struct InvocationPipeline: Sendable {
             return run.failure(.error, kind: "vm_failed", message: "\(error)")
         }
         run.execUs = answer.execUs
+        run.peakMemoryKB = answer.maxrssKB
         switch answer.status {
         case .timeout:
             run.outcome = .timedOut
@@ -279,6 +286,7 @@ struct Run {
     let receivedAtUs: UInt64
     var scheduleUs: UInt64 = 0
     var execUs: UInt64 = 0
+    var peakMemoryKB: UInt64 = 0
     var outcome = ExecOutcome.completed
     var result: InvocationResult?
 

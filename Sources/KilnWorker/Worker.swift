@@ -54,8 +54,14 @@ public struct Worker: Sendable {
         let metrics = WorkerMetrics(telemetry: telemetry.sink)
         let (predictor, recorder) = try openHistoryAndModel()
         let profiles = configuration.profiles.map { name, profile in
-            PoolProfile(vm: VMProfile(name: name, vcpus: profile.vcpus, memoryMB: profile.memoryMB), minIdle: profile.minIdle, maxTotal: profile.maxTotal)
+            PoolProfile(vm: VMProfile(name: name, vcpus: profile.vcpus, memoryMB: profile.memoryMB), minIdle: profile.minIdle,
+                        maxTotal: profile.maxTotal, cpuShare: profile.cpuShare > 0 ? profile.cpuShare : nil)
         }
+        let adaptive = configuration.adaptive
+        let allocator = adaptive.enabled ? AdaptiveAllocator(policy: AllocationPolicy(
+            degradationRatio: adaptive.degradationRatio, sustained: adaptive.sustained, cpuStep: adaptive.cpuStep,
+            maximumCPUs: adaptive.maxCPUs > 0 ? adaptive.maxCPUs : Double(ProcessInfo.processInfo.activeProcessorCount),
+            relaxAfter: .milliseconds(Int64(adaptive.relaxAfterSeconds * 1_000))), observer: metrics, logger: logger) : nil
         let hostSamples = HostSampleBox()
         let pool = VMPool(
             driver: driver, backend: backend.name, profiles: profiles, placement: SuitabilityScorer(predictor: predictor),
@@ -65,7 +71,7 @@ public struct Worker: Sendable {
                 memoryPerVMMB: (profiles.map(\.vm.memoryMB).max() ?? 128) + (backend.name == "qemu" ? 64 : 0))),
             demandWindow: .milliseconds(Int64(configuration.pool.demandWindowSeconds * 1_000)),
             idleTTL: .milliseconds(Int64(configuration.lifecycle.idleTTLSeconds * 1_000)),
-            provisionConcurrency: configuration.pool.provisionConcurrency,
+            provisionConcurrency: configuration.pool.provisionConcurrency, allocator: allocator,
             host: { hostSamples.latest }, observer: metrics, logger: logger)
         let monitor = HostMonitor(logger: logger) { sample in
             hostSamples.latest = sample

@@ -58,12 +58,15 @@ public struct WorkerConfiguration: Codable, Sendable, Equatable {
         public var minIdle = 1
         /// VMs of this profile at most, idle and busy.
         public var maxTotal = 8
+        /// The CPU quota a VM starts with, in cores; 0 for one core per vCPU.
+        public var cpuShare = 0.0
 
         enum CodingKeys: String, CodingKey {
             case vcpus
             case memoryMB = "memory_mb"
             case minIdle = "min_idle"
             case maxTotal = "max_total"
+            case cpuShare = "cpu_share"
         }
     }
 
@@ -98,6 +101,29 @@ public struct WorkerConfiguration: Codable, Sendable, Equatable {
         enum CodingKeys: String, CodingKey {
             case maxUses = "max_uses"
             case idleTTLSeconds = "idle_ttl_s"
+        }
+    }
+
+    public struct Adaptive: Codable, Sendable, Equatable {
+        /// Whether VMs' CPU and memory follow how their methods run.
+        public var enabled = true
+        /// Observed over predicted exec time from which an invocation counts as degraded.
+        public var degradationRatio = 1.5
+        /// Degraded invocations in a row before a VM gets more.
+        public var sustained = 3
+        public var cpuStep = 0.5
+        /// The most CPU a VM may get, in cores; 0 for all of the host's.
+        public var maxCPUs = 0.0
+        /// Idle seconds after which a raised VM returns to its base allocation.
+        public var relaxAfterSeconds = 30.0
+
+        enum CodingKeys: String, CodingKey {
+            case enabled
+            case degradationRatio = "degradation_ratio"
+            case sustained
+            case cpuStep = "cpu_step"
+            case maxCPUs = "max_cpus"
+            case relaxAfterSeconds = "relax_after_s"
         }
     }
 
@@ -152,6 +178,7 @@ public struct WorkerConfiguration: Codable, Sendable, Equatable {
     /// The default lifecycle, and per-method overrides under `methods`.
     public var lifecycle = Lifecycle()
     public var methodLifecycles: [String: Lifecycle] = [:]
+    public var adaptive = Adaptive()
     public var history = History()
     public var predict = Predict()
     public var metrics = Metrics()
@@ -160,7 +187,7 @@ public struct WorkerConfiguration: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case worker, amqp, vm, profiles, pool, lifecycle
         case methodLifecycles = "method_lifecycles"
-        case history, predict, metrics, limits
+        case adaptive, history, predict, metrics, limits
     }
 
     public init() {}
@@ -229,6 +256,7 @@ extension WorkerConfiguration {
         "vm": ["backend", "manifest", "image_cache", "image"],
         "pool": ["memory_reserve_mb", "cpu_reserve_cores", "sizing_interval_s", "demand_window_s", "provision_concurrency"],
         "lifecycle": ["max_uses", "idle_ttl_s"],
+        "adaptive": ["enabled", "degradation_ratio", "sustained", "cpu_step", "max_cpus", "relax_after_s"],
         "history": ["path", "max_records", "max_age_days"],
         "predict": ["model", "train_at_start"],
         "metrics": ["listen"],
@@ -321,6 +349,7 @@ extension WorkerConfiguration {
             try require(profile.memoryMB >= 64, "profiles.\(name).memory_mb", "must be at least 64")
             try require(profile.minIdle >= 0, "profiles.\(name).min_idle", "must not be negative")
             try require(profile.maxTotal >= max(1, profile.minIdle), "profiles.\(name).max_total", "must be at least 1 and at least min_idle")
+            try require(profile.cpuShare >= 0, "profiles.\(name).cpu_share", "must not be negative")
         }
         try require(configuration.pool.memoryReserveMB >= 0, "pool.memory_reserve_mb", "must not be negative")
         try require(configuration.pool.sizingIntervalSeconds > 0, "pool.sizing_interval_s", "must be positive")
@@ -329,6 +358,9 @@ extension WorkerConfiguration {
             try require(lifecycle.maxUses >= 1, "\(name).max_uses", "must be at least 1")
             try require(lifecycle.idleTTLSeconds >= 0, "\(name).idle_ttl_s", "must not be negative")
         }
+        try require(configuration.adaptive.degradationRatio > 1, "adaptive.degradation_ratio", "must be above 1")
+        try require(configuration.adaptive.sustained >= 1, "adaptive.sustained", "must be at least 1")
+        try require(configuration.adaptive.cpuStep > 0, "adaptive.cpu_step", "must be positive")
         try require(["rls", "ewma"].contains(configuration.predict.model), "predict.model", "must be rls or ewma, not \(configuration.predict.model)")
         try require(configuration.history.maxRecords >= 100, "history.max_records", "must be at least 100")
         try require(configuration.history.maxAgeDays > 0, "history.max_age_days", "must be positive")

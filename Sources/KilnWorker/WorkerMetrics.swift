@@ -67,3 +67,14 @@ extension WorkerMetrics: PoolObserver {
         Gauge(label: "kiln_pool_target_idle_vms", dimensions: [("profile", profile)]).record(target)
     }
 }
+
+extension WorkerMetrics: AllocationObserver {
+    public func vmReallocated(id: String, from: ResourceLimits, to: ResourceLimits, reason: String) {
+        Counter(label: "kiln_vm_reallocations_total", dimensions: [("direction", to.cpus >= from.cpus && to.memoryMB >= from.memoryMB ? "up" : "down")])
+            .increment()
+        func allocation(_ limits: ResourceLimits) -> TelemetryEvent.Allocation {
+            .init(memoryMB: UInt32(limits.memoryMB), cpuQuotaPercent: UInt32((limits.cpus * 100).rounded()))
+        }
+        telemetry.emit(.vmReallocated(.init(vm: id, from: allocation(from), to: allocation(to), reason: reason)))
+    }
+}

@@ -1,0 +1,134 @@
+import KilnVM
+import Logging
+
+/// When and how far to change a VM's resources while it runs.
+public struct AllocationPolicy: Sendable, Equatable {
+    /// Observed exec time over predicted at or above which an invocation counts as degraded.
+    public var degradationRatio: Double
+    /// Degraded invocations in a row on one VM before it gets more.
+    public var sustained: Int
+    /// CPU added per step, in cores.
+    public var cpuStep: Double
+    /// The most CPU a VM may get, in cores.
+    public var maximumCPUs: Double
+    /// A VM's peak memory share of its limit above which it gets more memory.
+    public var memoryHeadroom: Double
+    /// Factor the memory limit grows by per step, up to `maximumMemoryFactor` × the base.
+    public var memoryStep: Double
+    public var maximumMemoryFactor: Double
+    /// Idle time after which a raised VM goes back to its base allocation.
+    public var relaxAfter: Duration
+
+    public init(
+        degradationRatio: Double = 1.5, sustained: Int = 3, cpuStep: Double = 0.5, maximumCPUs: Double = 2,
+        memoryHeadroom: Double = 0.8, memoryStep: Double = 1.5, maximumMemoryFactor: Double = 2, relaxAfter: Duration = .seconds(30)
+    ) {
+        self.degradationRatio = degradationRatio
+        self.sustained = sustained
+        self.cpuStep = cpuStep
+        self.maximumCPUs = maximumCPUs
+        self.memoryHeadroom = memoryHeadroom
+        self.memoryStep = memoryStep
+        self.maximumMemoryFactor = maximumMemoryFactor
+        self.relaxAfter = relaxAfter
+    }
+}
+
+/// Hears every change of a VM's resources.
+public protocol AllocationObserver: Sendable {
+    func vmReallocated(id: String, from: ResourceLimits, to: ResourceLimits, reason: String)
+}
+
+/// Adaptive resource allocation: compares each VM's observed exec times with the predicted
+/// ones, raises the CPU quota of a VM whose invocations keep running slower than predicted (and
+/// its memory limit when its peak memory nears the limit), through the driver's cgroup, and
+/// lowers it back to the base once the VM has been idle a while.
+public actor AdaptiveAllocator {
+    private struct Tracked {
+        let vm: any MicroVM
+        let base: ResourceLimits
+        /// Whether a larger memory limit gives the method more memory (the process sandbox), or
+        /// only its VM's host process more room (QEMU: guest RAM is fixed at boot).
+        let memoryAdjustable: Bool
+        var current: ResourceLimits
+        var degradedInARow = 0
+        var lastUse: ContinuousClock.Instant = .now
+    }
+
+    private let policy: AllocationPolicy
+    private let observer: any AllocationObserver
+    private let logger: Logger
+    private var vms: [String: Tracked] = [:]
+
+    public init(policy: AllocationPolicy, observer: any AllocationObserver, logger: Logger) {
+        self.policy = policy
+        self.observer = observer
+        self.logger = logger
+    }
+
+    /// Starts tracking `vm`, applying `base` when it differs from what the driver gave it
+    /// (`driverDefault`).
+    public func register(_ vm: any MicroVM, base: ResourceLimits, driverDefault: ResourceLimits, memoryAdjustable: Bool) async {
+        if base != driverDefault {
+            do {
+                try await vm.resize(base)
+            } catch {
+                logger.warning("could not apply the base allocation to \(vm.id): \(error)")
+            }
+        }
+        vms[vm.id] = Tracked(vm: vm, base: base, memoryAdjustable: memoryAdjustable, current: base)
+    }
+
+    public func forget(_ id: String) {
+        vms.removeValue(forKey: id)
+    }
+
+    /// The current allocation of a tracked VM.
+    public func allocation(of id: String) -> ResourceLimits? {
+        vms[id]?.current
+    }
+
+    /// Learns how an invocation on `id` went against its prediction, and reallocates when the
+    /// VM has been degraded for `sustained` invocations in a row or its memory nears the limit.
+    public func observe(vm id: String, predictedUs: Double, actualUs: Double, peakMemoryKB: UInt64) async {
+        guard var tracked = vms[id] else { return }
+        tracked.lastUse = .now
+        let ratio = predictedUs > 0 ? actualUs / predictedUs : 1
+        tracked.degradedInARow = ratio >= policy.degradationRatio ? tracked.degradedInARow + 1 : 0
+        var wanted = tracked.current
+        var reasons: [String] = []
+        if tracked.degradedInARow >= policy.sustained, wanted.cpus < policy.maximumCPUs {
+            wanted.cpus = min(policy.maximumCPUs, wanted.cpus + policy.cpuStep)
+            reasons.append(String(format: "exec %.1fx predicted for %d invocations in a row", ratio, tracked.degradedInARow))
+            tracked.degradedInARow = 0
+        }
+        let memoryCeiling = Int(Double(tracked.base.memoryMB) * policy.maximumMemoryFactor)
+        if tracked.memoryAdjustable, Double(peakMemoryKB) / 1_024 >= policy.memoryHeadroom * Double(wanted.memoryMB),
+           wanted.memoryMB < memoryCeiling {
+            wanted.memoryMB = min(memoryCeiling, Int(Double(wanted.memoryMB) * policy.memoryStep))
+            reasons.append("peak memory \(peakMemoryKB / 1_024) MiB of \(tracked.current.memoryMB) MiB")
+        }
+        vms[id] = tracked
+        if wanted != tracked.current {
+            await apply(wanted, to: id, reason: reasons.joined(separator: "; "))
+        }
+    }
+
+    /// Returns VMs idle for longer than the policy's `relaxAfter` to their base allocation.
+    public func relax(now: ContinuousClock.Instant = .now) async {
+        for (id, tracked) in vms where tracked.current != tracked.base && now - tracked.lastUse >= policy.relaxAfter {
+            await apply(tracked.base, to: id, reason: "idle for \(now - tracked.lastUse): back to the base allocation")
+        }
+    }
+
+    private func apply(_ limits: ResourceLimits, to id: String, reason: String) async {
+        guard let tracked = vms[id] else { return }
+        do {
+            try await tracked.vm.resize(limits)
+            vms[id]?.current = limits
+            observer.vmReallocated(id: id, from: tracked.current, to: limits, reason: reason)
+        } catch {
+            logger.warning("could not reallocate \(id) to \(limits.cpus) CPUs, \(limits.memoryMB) MiB: \(error)")
+        }
+    }
+}
