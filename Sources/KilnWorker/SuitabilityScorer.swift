@@ -1,10 +1,11 @@
 import KilnPool
 import KilnPredict
 
-/// Scores candidates: predicted latency (provision + exec, with its uncertainty) combined with
-/// what each takes from the host. An idle VM's resources are already spent; a new VM costs
-/// memory and CPU, more so on a loaded host, so that a busy host prefers to wait briefly for a
-/// warm VM rather than start another.
+/// Scores candidates: predicted latency (provision + exec, with its uncertainty; the model knows
+/// how warm each VM is for the method), the affinity key, and what each takes from the host. An
+/// idle VM's resources are already spent; a new VM costs memory, CPU and network headroom, more
+/// so on a loaded host, so that a busy host prefers to wait briefly for a warm VM rather than
+/// start another.
 public struct SuitabilityScorer: Sendable {
     /// The latency model.
     public var predictor: any LatencyPredictor
@@ -12,15 +13,20 @@ public struct SuitabilityScorer: Sendable {
     public var riskAversion: Double
     /// Factor on the effective latency of a VM that last served the same affinity key.
     public var affinityDiscount: Double
-    /// Weights of host CPU load and memory pressure in the cost of a new VM.
+    /// Weights of host CPU load, memory pressure and network load in the cost of a new VM.
     public var cpuWeight: Double
     public var memoryWeight: Double
+    public var networkWeight: Double
+    /// The host's network capacity, bytes per second, against which its load is measured.
+    public var networkCapacityBps: Double
 
     public init(
         predictor: any LatencyPredictor, riskAversion: Double = 0.5, affinityDiscount: Double = 0.8,
-        cpuWeight: Double = 2, memoryWeight: Double = 4
+        cpuWeight: Double = 2, memoryWeight: Double = 4, networkWeight: Double = 1, networkCapacityBps: Double = 125_000_000
     ) {
         self.predictor = predictor
+        self.networkWeight = networkWeight
+        self.networkCapacityBps = networkCapacityBps
         self.riskAversion = riskAversion
         self.affinityDiscount = affinityDiscount
         self.cpuWeight = cpuWeight
@@ -35,8 +41,9 @@ public struct SuitabilityScorer: Sendable {
         if candidate.kind == .provision {
             let memoryShare = host.memoryTotalMB > 0
                 ? Double(candidate.features.memoryMB) / Double(max(host.memoryAvailableMB, 1)) : 0
+            let network = min(1, Double(host.networkReceiveBps + host.networkTransmitBps) / max(networkCapacityBps, 1))
             resources += cpuWeight * host.cpuUtilization * host.cpuUtilization
-                + memoryWeight * host.memoryPressure + min(memoryShare, 1)
+                + memoryWeight * host.memoryPressure + min(memoryShare, 1) + networkWeight * network
         }
         let suitability = 1e6 / (max(effective, 1) * resources)
         return ScoredCandidate(

@@ -56,6 +56,7 @@ struct SuitabilityScoreTests {
         var loaded = quiet
         loaded.cpuUtilization = 0.95
         loaded.memoryPressure = 0.3
+        loaded.networkReceiveBps = 100_000_000
         let calm = scorer.score(candidate, prediction: prediction, host: quiet)
         let busy = scorer.score(candidate, prediction: prediction, host: loaded)
         #expect(calm.resourceFactor < busy.resourceFactor)
