@@ -2,7 +2,7 @@
 SWIFT ?= swift
 FUZZ_SECONDS ?= 60
 
-.PHONY: test demo deps build release bench-wire bench-amqp bench-vm guest-binaries image fuzz broker-start broker-stop vectors clean
+.PHONY: test demo deps build release bench-wire bench-amqp bench-vm bench-e2e bench-peers guest-binaries image fuzz broker-start broker-stop vectors clean
 
 test:
 	Tests/run-all.sh
@@ -25,9 +25,8 @@ release: deps
 bench-wire: release
 	.build/release/kiln-bench wire
 
-# Needs the broker (make broker-start) and the Python peers (Tests/interop/venv.sh).
-bench-amqp: release
-	Tests/interop/venv.sh >/dev/null
+# Starts the broker if it is not running; pika is the peer.
+bench-amqp: release bench-peers
 	deploy/local/rabbitmq.sh start
 	.build/release/kiln-bench amqp
 
@@ -47,6 +46,16 @@ image: guest-binaries
 
 bench-vm: release image
 	.build/release/kiln-bench vm
+
+# The benchmarks' Python peers (pika, Celery) in .local/venv.
+bench-peers:
+	Tests/interop/venv.sh >/dev/null
+	.local/venv/bin/pip install -q --disable-pip-version-check -r Benchmarks/requirements.txt
+
+# A worker (release build) on the local broker, beside Celery and a VM booted per invocation.
+bench-e2e: release image bench-peers
+	deploy/local/rabbitmq.sh start
+	.build/release/kiln-bench e2e
 
 fuzz: deps
 	Tests/Fuzz/run.sh $(FUZZ_SECONDS)

@@ -4,6 +4,7 @@
 
     pika_amqp.py publish URL QUEUE COUNT WINDOW    # prints msgs/s
     pika_amqp.py consume URL QUEUE COUNT PREFETCH  # prints msgs/s
+    pika_amqp.py latency URL QUEUE COUNT 0         # prints the median µs from publish to delivery
 """
 import sys
 import time
@@ -77,7 +78,31 @@ def consume(url, queue, count, prefetch):
     return run(url, on_channel)
 
 
+def latency(url, queue, count, _):
+    """Publishes one message at a time on one connection and times its delivery on another."""
+    publisher = pika.BlockingConnection(pika.URLParameters(url))
+    receiver = pika.BlockingConnection(pika.URLParameters(url))
+    channel = publisher.channel()
+    deliveries = receiver.channel()
+    deliveries.basic_qos(prefetch_count=10)
+    messages = deliveries.consume(queue)
+    samples = []
+    for round in range(count + 50):
+        start = time.perf_counter()
+        channel.basic_publish("", queue, BODY)
+        method, _, _ = next(messages)
+        elapsed = (time.perf_counter() - start) * 1e6
+        deliveries.basic_ack(method.delivery_tag)
+        if round >= 50:
+            samples.append(elapsed)
+    deliveries.cancel()
+    publisher.close()
+    receiver.close()
+    samples.sort()
+    return samples[len(samples) // 2]
+
+
 if __name__ == "__main__":
     command, url, queue, count, parameter = sys.argv[1:6]
-    rate = (publish if command == "publish" else consume)(url, queue, int(count), int(parameter))
-    print(f"{rate:.1f}")
+    run_command = {"publish": publish, "consume": consume, "latency": latency}[command]
+    print(f"{run_command(url, queue, int(count), int(parameter)):.1f}")

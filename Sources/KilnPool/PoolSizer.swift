@@ -33,6 +33,8 @@ public struct DemandSnapshot: Sendable, Equatable {
 public struct PoolLimits: Sendable, Equatable {
     /// Idle VMs kept even without demand.
     public var minIdle: Int
+    /// The idle target's ceiling, whatever demand asks for.
+    public var maxIdle: Int
     /// VMs (idle and busy) the pool may hold at most.
     public var maxTotal: Int
     /// Memory left to the host and everything else: the pool never provisions into it.
@@ -45,10 +47,11 @@ public struct PoolLimits: Sendable, Equatable {
     public var burstAllowance: Double
 
     public init(
-        minIdle: Int = 1, maxTotal: Int = 8, memoryReserveMB: Int = 1_024, cpuReserveCores: Double = 0.25,
+        minIdle: Int = 1, maxIdle: Int = .max, maxTotal: Int = 8, memoryReserveMB: Int = 1_024, cpuReserveCores: Double = 0.25,
         memoryPerVMMB: Int = 128, burstAllowance: Double = 2
     ) {
         self.minIdle = minIdle
+        self.maxIdle = maxIdle
         self.maxTotal = maxTotal
         self.memoryReserveMB = memoryReserveMB
         self.cpuReserveCores = cpuReserveCores
@@ -89,6 +92,10 @@ public struct PoolSizer: Sendable {
             demand.arrivalRate, demand.serviceTime, concurrent, demand.coldStarts, demand.window, demand.forecastWarm)
         if !demand.forecastReason.isEmpty { reason += " (\(demand.forecastReason))" }
 
+        if wantedIdle > limits.maxIdle {
+            wantedIdle = limits.maxIdle
+            reason += "; held at max_idle \(limits.maxIdle)"
+        }
         wantedIdle = min(wantedIdle, max(0, limits.maxTotal - busy))
         var capped = false
         // Memory: what is free beyond the reserve, in VMs, on top of those that already exist.

@@ -7,6 +7,9 @@ public struct PoolProfile: Sendable, Equatable {
     public var vm: VMProfile
     /// Idle VMs kept even without demand.
     public var minIdle: Int
+    /// The idle target's ceiling, whatever demand and the forecast ask for; 0 turns
+    /// pre-warming off (VMs back from a run still wait out their idle TTL).
+    public var maxIdle: Int
     /// VMs of this profile at most: idle, busy, resetting and being provisioned.
     public var maxTotal: Int
     /// The CPU quota a VM starts with, in cores; `nil` leaves the driver's (one core per vCPU).
@@ -14,9 +17,10 @@ public struct PoolProfile: Sendable, Equatable {
     /// run slower than predicted.
     public var cpuShare: Double?
 
-    public init(vm: VMProfile, minIdle: Int = 1, maxTotal: Int = 8, cpuShare: Double? = nil) {
+    public init(vm: VMProfile, minIdle: Int = 1, maxIdle: Int = 8, maxTotal: Int = 8, cpuShare: Double? = nil) {
         self.vm = vm
         self.minIdle = minIdle
+        self.maxIdle = maxIdle
         self.maxTotal = maxTotal
         self.cpuShare = cpuShare
     }
@@ -442,6 +446,7 @@ public actor VMPool {
     private func limits(for profile: PoolProfile) -> PoolLimits {
         var limits = sizer.limits
         limits.minIdle = profile.minIdle
+        limits.maxIdle = profile.maxIdle
         limits.maxTotal = profile.maxTotal
         return limits
     }

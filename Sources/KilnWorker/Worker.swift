@@ -55,7 +55,7 @@ public struct Worker: Sendable {
         let (predictor, recorder) = try openHistoryAndModel()
         let profiles = configuration.profiles.map { name, profile in
             PoolProfile(vm: VMProfile(name: name, vcpus: profile.vcpus, memoryMB: profile.memoryMB), minIdle: profile.minIdle,
-                        maxTotal: profile.maxTotal, cpuShare: profile.cpuShare > 0 ? profile.cpuShare : nil)
+                        maxIdle: profile.maxIdle, maxTotal: profile.maxTotal, cpuShare: profile.cpuShare > 0 ? profile.cpuShare : nil)
         }
         let adaptive = configuration.adaptive
         let allocator = adaptive.enabled ? AdaptiveAllocator(policy: AllocationPolicy(
@@ -167,7 +167,8 @@ public struct Worker: Sendable {
         var routes = extraRoutes
         routes["/healthz"] = {
             let pools = await pool.status()
-            let healthy = pools.allSatisfy { $0.idle + $0.busy + $0.resetting + $0.provisioning > 0 || $0.maxTotal == 0 }
+            // Degraded: a pool that should hold VMs holds none (provisioning keeps failing).
+            let healthy = pools.allSatisfy { $0.idle + $0.busy + $0.resetting + $0.provisioning > 0 || $0.targetIdle == 0 }
             let body = "{\"status\":\"\(healthy ? "ok" : "degraded")\",\"amqp_connections\":\(consumer.connectionCount),\"methods\":\(catalog.names.count)}\n"
             return .json(Array(body.utf8), status: healthy ? .ok : .serviceUnavailable)
         }

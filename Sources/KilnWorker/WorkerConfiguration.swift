@@ -56,6 +56,9 @@ public struct WorkerConfiguration: Codable, Sendable, Equatable {
         public var memoryMB = 128
         /// Idle VMs kept even without demand.
         public var minIdle = 1
+        /// The idle target's ceiling, whatever demand and the forecast ask for; 0 turns
+        /// pre-warming off (VMs back from a run still wait out their idle TTL).
+        public var maxIdle = 8
         /// VMs of this profile at most, idle and busy.
         public var maxTotal = 8
         /// The CPU quota a VM starts with, in cores; 0 for one core per vCPU.
@@ -65,6 +68,7 @@ public struct WorkerConfiguration: Codable, Sendable, Equatable {
             case vcpus
             case memoryMB = "memory_mb"
             case minIdle = "min_idle"
+            case maxIdle = "max_idle"
             case maxTotal = "max_total"
             case cpuShare = "cpu_share"
         }
@@ -348,6 +352,7 @@ extension WorkerConfiguration {
             try require(profile.vcpus >= 1, "profiles.\(name).vcpus", "must be at least 1")
             try require(profile.memoryMB >= 64, "profiles.\(name).memory_mb", "must be at least 64")
             try require(profile.minIdle >= 0, "profiles.\(name).min_idle", "must not be negative")
+            try require(profile.maxIdle >= profile.minIdle, "profiles.\(name).max_idle", "must be at least min_idle")
             try require(profile.maxTotal >= max(1, profile.minIdle), "profiles.\(name).max_total", "must be at least 1 and at least min_idle")
             try require(profile.cpuShare >= 0, "profiles.\(name).cpu_share", "must not be negative")
         }

@@ -27,6 +27,16 @@ struct PoolSizerTests {
         #expect(sizer.decide(demand: surge, busy: 18, idle: 2, host: roomy).targetIdle == 2)
     }
 
+    @Test func maxIdleCapsDemandAndForecast() {
+        let bursty = DemandSnapshot(arrivalRate: 40, serviceTime: 0.1, coldStarts: 2, forecastWarm: 9, forecastReason: "burst", window: 30)
+        let capped = PoolSizer(limits: PoolLimits(minIdle: 1, maxIdle: 3, maxTotal: 20)).decide(demand: bursty, busy: 0, idle: 0, host: roomy)
+        #expect(capped.targetIdle == 3)
+        #expect(capped.reason.hasSuffix("held at max_idle 3"))
+        // 0: no pre-warming at all.
+        let off = PoolSizer(limits: PoolLimits(minIdle: 0, maxIdle: 0, maxTotal: 20)).decide(demand: bursty, busy: 0, idle: 0, host: roomy)
+        #expect(off.targetIdle == 0)
+    }
+
     @Test func memoryAndCPUReservesCapTheTarget() {
         let sizer = PoolSizer(limits: PoolLimits(minIdle: 1, maxTotal: 50, memoryReserveMB: 1_000, cpuReserveCores: 0.5, memoryPerVMMB: 200))
         let demand = DemandSnapshot(arrivalRate: 100, serviceTime: 0.2, coldStarts: 0, window: 30)

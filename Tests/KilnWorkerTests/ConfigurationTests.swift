@@ -55,6 +55,7 @@ struct WorkerConfigurationTests {
         ("vm:\n  backend: docker\n", ConfigurationError(field: "vm.backend", problem: "must be auto, qemu or process, not docker")),
         ("profiles:\n  tiny: {memory_mb: 16}\n", ConfigurationError(field: "profiles.tiny.memory_mb", problem: "must be at least 64")),
         ("profiles:\n  p: {min_idle: 3, max_total: 2}\n", ConfigurationError(field: "profiles.p.max_total", problem: "must be at least 1 and at least min_idle")),
+        ("profiles:\n  p: {min_idle: 2, max_idle: 1}\n", ConfigurationError(field: "profiles.p.max_idle", problem: "must be at least min_idle")),
         ("amqp:\n  url: http://x\n", ConfigurationError(field: "amqp.url", problem: "must start with amqp:// or amqps://")),
         ("metrics:\n  listen: nowhere\n", ConfigurationError(field: "metrics.listen", problem: "must be host:port, not nowhere")),
         ("- a list\n", ConfigurationError(field: "(file)", problem: "")),

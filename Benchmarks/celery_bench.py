@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""The Celery side of `kiln-bench e2e`: a prefork Celery worker on the same broker runs a no-op
+task; this script times sequential round trips and the throughput of a burst, as Kiln's side
+does, and prints one JSON object.
+
+    celery_bench.py URL --latency N --count M --concurrency C
+
+The worker is started here, in its own process group, and stopped by that group's id (its
+prefork children with it), whatever happens.
+"""
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def start_worker(url, queue, concurrency, log):
+    environment = dict(os.environ, KILN_BENCH_CELERY_BROKER=url, KILN_BENCH_CELERY_QUEUE=queue)
+    command = [sys.executable, "-m", "celery", "-A", "celery_noop", "worker", "--pool=prefork",
+               f"--concurrency={concurrency}", "--loglevel=warning", "--without-gossip",
+               "--without-mingle", "--without-heartbeat", "-n", f"kiln-bench-{queue}@%h"]
+    return subprocess.Popen(command, cwd=HERE, env=environment, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def stop_worker(worker):
+    if worker.poll() is not None:
+        return
+    os.killpg(worker.pid, signal.SIGTERM)
+    try:
+        worker.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("--latency", type=int, default=500)
+    parser.add_argument("--count", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=os.cpu_count())
+    parser.add_argument("--log", default=os.devnull)
+    options = parser.parse_args()
+
+    queue = f"kiln-bench-celery-{uuid.uuid4().hex[:8]}"
+    os.environ["KILN_BENCH_CELERY_BROKER"] = options.url
+    os.environ["KILN_BENCH_CELERY_QUEUE"] = queue
+    sys.path.insert(0, HERE)
+    from celery_noop import app, noop
+
+    with open(options.log, "w") as log:
+        worker = start_worker(options.url, queue, options.concurrency, log)
+        try:
+            # Ready when a task comes back; the first also warms the result consumer.
+            noop.apply_async().get(timeout=120)
+            for _ in range(50):
+                noop.apply_async().get(timeout=10)
+
+            latencies = []
+            for _ in range(options.latency):
+                start = time.perf_counter()
+                noop.apply_async().get(timeout=10)
+                latencies.append((time.perf_counter() - start) * 1e6)
+
+            start = time.perf_counter()
+            pending = [noop.apply_async() for _ in range(options.count)]
+            for result in pending:
+                result.get(timeout=120)
+            elapsed = time.perf_counter() - start
+        finally:
+            stop_worker(worker)
+            with app.connection_for_write() as connection:
+                connection.default_channel.queue_delete(queue)
+    print(json.dumps({"latency_us": latencies, "throughput": options.count / elapsed,
+                      "celery": __import__("celery").__version__, "concurrency": options.concurrency}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+"""The Celery application of `kiln-bench e2e`: one task that does nothing, as Kiln's `noop`.
+
+The broker comes from KILN_BENCH_CELERY_BROKER; results go back over the broker (rpc://), as
+Kiln's do over reply_to. Everything else is Celery's default: prefork pool, early acks,
+prefetch multiplier 4.
+"""
+import os
+
+from celery import Celery
+
+app = Celery("kiln_bench", broker=os.environ["KILN_BENCH_CELERY_BROKER"], backend="rpc://")
+app.conf.task_default_queue = os.environ.get("KILN_BENCH_CELERY_QUEUE", "kiln-bench-celery")
+app.conf.worker_hijack_root_logger = False
+app.conf.broker_connection_retry_on_startup = True
+
+
+@app.task(name="noop")
+def noop(**kwargs):
+    """Does nothing, like Kiln's `noop` method."""
+    return None

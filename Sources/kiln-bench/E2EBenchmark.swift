@@ -1,0 +1,380 @@
+import ArgumentParser
+import Foundation
+import KilnAMQP
+import KilnPool
+import KilnVM
+import KilnWire
+import Logging
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// `kiln-bench e2e`: the whole path (producer → broker → worker → micro-VM → broker → producer)
+/// with a no-op method: warm round trips and throughput, the worker's own overhead, cold starts
+/// on an empty pool; beside a Celery worker on the same broker and a VM booted per invocation.
+struct E2EBenchmark: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "e2e",
+        abstract: "End to end through a real worker: Kiln warm and cold, Celery, and a VM booted per invocation."
+    )
+
+    @Option(help: "The broker (`make broker-start` runs one on 127.0.0.1).")
+    var url = "amqp://guest:guest@127.0.0.1:5672/%2f"
+
+    @Option(help: "The kiln executable the worker runs from (a release build).")
+    var kiln = ".build/release/kiln"
+
+    @Option(help: "The image cache; the worker uses its `current` image.")
+    var imageCache = ".local/images"
+
+    @Option(help: "The method manifest.")
+    var manifest = "examples/methods.json"
+
+    @Option(help: "The worker's VM backend: auto, qemu or process.")
+    var backend = "auto"
+
+    @Option(help: "The no-op method to invoke.")
+    var method = "noop"
+
+    @Option(help: "Sequential round trips to time.")
+    var latency = 500
+
+    @Option(help: "Invocations in the throughput burst.")
+    var count = 5_000
+
+    @Option(help: "Cold starts to time (each on an empty pool).")
+    var cold = 20
+
+    @Option(help: "Invocations that each boot a fresh VM (the baseline).")
+    var boots = 6
+
+    @Option(help: "Python with Celery (`make bench-e2e` installs it into .local/venv).")
+    var python = ".local/venv/bin/python"
+
+    @Flag(help: "Measure Kiln only, without Celery and the boot-per-invocation baseline.")
+    var kilnOnly = false
+
+    @Option(help: "The worker's status port.")
+    var statusPort = 9490
+
+    func validate() throws {
+        guard latency >= 20, count >= 100, cold >= 3, boots >= 2 else {
+            throw ValidationError("--latency ≥ 20, --count ≥ 100, --cold ≥ 3, --boots ≥ 2")
+        }
+    }
+
+    func run() async throws {
+        guard FileManager.default.isExecutableFile(atPath: kiln) else {
+            throw BenchmarkError("no kiln executable at \(kiln): run `swift build -c release --product kiln`")
+        }
+        guard kilnOnly || FileManager.default.isExecutableFile(atPath: python) else {
+            throw BenchmarkError("no Python at \(python): `make bench-e2e` installs Celery into .local/venv")
+        }
+        let folder = ".local/bench-e2e"
+        try? FileManager.default.removeItem(atPath: folder)
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        print("kiln-bench e2e: method \(method), \(latency) sequential round trips, a burst of \(count), \(cold) cold starts; \(cores) cores, broker at \(url)")
+
+        var rows = TextTable("system", "isolation", "round trip p50 ms", "p99 ms", "throughput /s")
+        var overhead = TextTable("in-worker overhead (delivery → result ready, minus exec)", "n", "p50 µs", "p99 µs")
+
+        let warm = try await measureKiln(folder: folder, name: "warm", extraConfiguration: "")
+        rows.add("Kiln, warm micro-VM (\(warm.backend))", "VM", ms(warm.roundTrips.median), ms(warm.roundTrips.p99), formatted(warm.throughput))
+        overhead.add("sequential", "\(warm.overheadSequential.count)", formatted(warm.overheadSequential.median), formatted(warm.overheadSequential.p99))
+        overhead.add("during the burst", "\(warm.overheadBurst.count)", formatted(warm.overheadBurst.median), formatted(warm.overheadBurst.p99))
+
+        let coldConfiguration = """
+            profiles: {small: {min_idle: 0, max_idle: 0}}
+            method_lifecycles: {\(method): {max_uses: 1}}
+            """
+        let empty = try await measureKiln(folder: folder, name: "cold", extraConfiguration: coldConfiguration, coldOnly: true)
+        rows.add("Kiln, cold (empty pool, restore on demand)", "VM", ms(empty.roundTrips.median), ms(empty.roundTrips.p99), "-")
+
+        var celeryThroughput = Double.nan
+        if !kilnOnly {
+            let celery = try measureCelery(folder: folder, cores: cores)
+            celeryThroughput = celery.throughput
+            rows.add("Celery \(celery.version), prefork ×\(cores)", "process", ms(celery.roundTrips.median), ms(celery.roundTrips.p99), formatted(celery.throughput))
+            let boot = try await measureBootPerInvocation(lanes: cores)
+            rows.add("a VM booted per invocation (\(boot.backend))", "VM", ms(boot.latencies.median), ms(boot.latencies.p99), formatted(boot.throughput, decimals: 2))
+        }
+
+        print("\nRound trips are sequential (submit, wait for the result); throughput is a burst of \(count) submitted at once, first submit to last result.")
+        print(rows.render())
+        print("\n" + overhead.render())
+        print("\nWhere a sequential round trip goes (medians): producer to worker \(ms(warm.toWorker)) ms, in the worker \(ms(warm.inWorker)) ms "
+            + "(of which the method in the VM \(ms(warm.inVM)) ms), the result back to the producer and the rest \(ms(warm.roundTrips.median - warm.toWorker - warm.inWorker)) ms.")
+        print("")
+        let overheadGoal = warm.overheadSequential.median <= 500
+        print("goal: in-worker overhead p50 ≤ 0.5 ms: \(formatted(warm.overheadSequential.median / 1_000, decimals: 3)) ms, \(overheadGoal ? "met" : "NOT met")")
+        if !kilnOnly {
+            let ratio = warm.throughput / celeryThroughput
+            print("goal: throughput ≥ 2× Celery: \(formatted(ratio, decimals: 2))×, \(ratio >= 2 ? "met" : "NOT met")")
+        }
+    }
+
+    private func ms(_ microseconds: Double) -> String {
+        formatted(microseconds / 1_000, decimals: 2)
+    }
+
+    // MARK: Kiln
+
+    struct KilnFigures {
+        var backend = ""
+        var roundTrips = Summary([])
+        var overheadSequential = Summary([])
+        var overheadBurst = Summary([])
+        /// Medians of the sequential round trips' parts: to the worker, in it, in the VM.
+        var toWorker = 0.0
+        var inWorker = 0.0
+        var inVM = 0.0
+        var throughput = Double.nan
+    }
+
+    /// Starts a worker with the defaults plus `extraConfiguration`, warms it up and times it.
+    private func measureKiln(folder: String, name: String, extraConfiguration: String, coldOnly: Bool = false) async throws -> KilnFigures {
+        let prefix = "kbench-\(UUID().uuidString.prefix(6).lowercased())"
+        let configurationPath = "\(folder)/\(name).yaml"
+        let yaml = """
+            amqp: {url: "\(url)", prefix: \(prefix)}
+            vm: {backend: \(backend), manifest: "\(manifest)", image_cache: "\(imageCache)"}
+            history: {path: "\(folder)/\(name)-history.sqlite"}
+            metrics: {listen: "127.0.0.1:\(statusPort)"}
+            \(extraConfiguration)
+            """
+        try yaml.write(toFile: configurationPath, atomically: true, encoding: .utf8)
+        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("KILN_") }
+        environment["KILN_LOG_LEVEL"] = "warning"
+        let log = "\(folder)/worker-\(name).log"
+        let pid = try spawn(kiln, ["worker", "--config", configurationPath], outputPath: log, mergeErrors: true, environment: environment)
+        defer { terminate(pid, timeout: .seconds(60)) }
+        try await waitUntilHealthy(pid: pid, log: log)
+        let pools = try? JSONDecoder().decode([PoolStatus].self, from: Data(try await httpGet("/pool").utf8))
+        let backend = pools?.first?.backend ?? "?"
+
+        let client = try await BenchClient(url: url, names: KilnNames(prefix: prefix), method: method)
+        defer { Task { await client.close() } }
+        var figures = KilnFigures(backend: backend)
+        if coldOnly {
+            var samples: [Double] = []
+            for index in 0..<cold {
+                // Let the last VM go (max_uses 1) before the next arrives.
+                try await Task.sleep(for: .milliseconds(500))
+                let (elapsed, result) = try await client.roundTrip()
+                guard result.timing.provision > 0 else {
+                    throw BenchmarkError("cold start \(index) found a warm VM: is pre-warming off? (\(log))")
+                }
+                samples.append(elapsed)
+            }
+            figures.roundTrips = Summary(samples)
+            progress("\(name): \(cold) cold starts, p50 \(ms(figures.roundTrips.median)) ms")
+            return figures
+        }
+
+        // Warm up: the model learns the method, the pool sizes itself for bursts.
+        for _ in 0..<100 { _ = try await client.roundTrip() }
+        _ = try await client.burst(count / 2)
+        try await Task.sleep(for: .seconds(3))
+
+        var roundTrips: [Double] = []
+        var overheads: [Double] = []
+        var sequential: [InvocationResult] = []
+        for _ in 0..<latency {
+            let (elapsed, result) = try await client.roundTrip()
+            roundTrips.append(elapsed)
+            overheads.append(Double(result.timing.total - min(result.timing.total, result.timing.exec)))
+            sequential.append(result)
+        }
+        figures.roundTrips = Summary(roundTrips)
+        figures.overheadSequential = Summary(overheads)
+        figures.toWorker = Summary(sequential.map { Double($0.timing.queue ?? 0) }).median
+        figures.inWorker = Summary(sequential.map { Double($0.timing.total) }).median
+        figures.inVM = Summary(sequential.map { Double($0.timing.exec) }).median
+        progress("\(name): \(latency) round trips, p50 \(ms(figures.roundTrips.median)) ms")
+        try await Task.sleep(for: .seconds(1))
+        let (seconds, results) = try await client.burst(count)
+        figures.throughput = Double(count) / seconds
+        figures.overheadBurst = Summary(results.map { Double($0.timing.total - min($0.timing.total, $0.timing.exec)) })
+        progress("\(name): burst of \(count), \(formatted(figures.throughput)) invocations/s")
+        return figures
+    }
+
+    private func waitUntilHealthy(pid: pid_t, log: String) async throws {
+        let deadline = ContinuousClock.now + .seconds(120)
+        while ContinuousClock.now < deadline {
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == pid {
+                throw BenchmarkError("the worker exited before it was ready; see \(log)")
+            }
+            if let health = try? await httpGet("/healthz"), health.contains("\"ok\"") { return }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        throw BenchmarkError("the worker was not ready within 120 s; see \(log)")
+    }
+
+    private func httpGet(_ path: String) async throws -> String {
+        let (data, _) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(statusPort)\(path)")!)
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    // MARK: Peers
+
+    /// Runs Benchmarks/celery_bench.py with the same counts.
+    private func measureCelery(folder: String, cores: Int) throws -> (version: String, roundTrips: Summary, throughput: Double) {
+        progress("celery: starting a prefork worker (\(cores) processes)")
+        let brokerURL = url.replacingOccurrences(of: "/%2f", with: "//")
+        let (status, output) = try runToCompletion(python, [
+            "Benchmarks/celery_bench.py", brokerURL, "--latency", String(latency), "--count", String(count),
+            "--concurrency", String(cores), "--log", "\(folder)/celery.log",
+        ])
+        guard status == 0, let line = output.split(separator: "\n").last,
+              let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+              let latencies = object["latency_us"] as? [Double], let throughput = object["throughput"] as? Double
+        else {
+            throw BenchmarkError("the Celery side failed (status \(status)); see \(folder)/celery.log")
+        }
+        progress("celery: \(formatted(throughput)) tasks/s")
+        return (object["celery"] as? String ?? "?", Summary(latencies), throughput)
+    }
+
+    /// Boots a fresh VM for each invocation, runs the method, destroys the VM: `lanes` at a time.
+    private func measureBootPerInvocation(lanes: Int) async throws -> (backend: String, latencies: Summary, throughput: Double) {
+        let logger = Logger(label: "kiln-bench") { _ in SwiftLogNoOpLogHandler() }
+        let guestImage = try GuestImage.open(directory: "\(imageCache)/current")
+        guard let entry = guestImage.manifest.guestEntry(for: method) else {
+            throw BenchmarkError("the image has no method \(method)")
+        }
+        var settings = QEMUDriver.Configuration()
+        settings.standbyPerTemplate = 0
+        let driver = try QEMUDriver(image: guestImage, configuration: settings, logger: logger)
+        let backend = "qemu/\(await driver.accelerator().rawValue)"
+        progress("boot per invocation: \(boots) fresh boots, \(lanes) at a time")
+        let clock = ContinuousClock()
+        let start = clock.now
+        let latencies = try await withThrowingTaskGroup(of: [Double].self) { group in
+            for lane in 0..<lanes {
+                group.addTask {
+                    var samples: [Double] = []
+                    for index in stride(from: lane, to: boots, by: lanes) {
+                        let begin = clock.now
+                        let vm = try await driver.boot(.small)
+                        let result = try await vm.exec(GuestFrame.ExecRequest(
+                            id: "boot-\(index)", method: method, entry: entry, payload: [0x80], deadlineMs: 5_000))
+                        await vm.destroy()
+                        guard result.status == .ok else { throw BenchmarkError("\(method) failed in a fresh VM: \(result.stderr)") }
+                        samples.append(begin.duration(to: clock.now).microseconds)
+                    }
+                    return samples
+                }
+            }
+            return try await group.reduce(into: []) { $0 += $1 }
+        }
+        let elapsed = start.duration(to: clock.now).seconds
+        await driver.shutdown()
+        return (backend, Summary(latencies), Double(boots) / elapsed)
+    }
+
+    private func progress(_ line: String) {
+        FileHandle.standardError.write(Data("  \(line)\n".utf8))
+    }
+}
+
+/// The producer side: publishes invocations with a reply queue and reads their results.
+private final class BenchClient: Sendable {
+    let names: KilnNames
+    let method: String
+    let publisher: AMQPConnection
+    let replies: AMQPConnection
+    let replyQueue: String
+    let results: AsyncThrowingStream<InvocationResult, any Error>
+
+    init(url: String, names: KilnNames, method: String) async throws {
+        self.names = names
+        self.method = method
+        var configuration = try AMQPConfiguration(url: url)
+        let logger = Logger(label: "kiln-bench") { _ in SwiftLogNoOpLogHandler() }
+        configuration.connectionName = "kiln-bench e2e producer"
+        publisher = AMQPConnection(configuration: configuration, publishWindow: 1_000, logger: logger)
+        try await publisher.connect()
+        try await publisher.declare(.kiln(names))
+        configuration.connectionName = "kiln-bench e2e replies"
+        replies = AMQPConnection(configuration: configuration, logger: logger)
+        try await replies.connect()
+        replyQueue = "\(names.prefix).bench-replies"
+        try await replies.declare(AMQPTopology(queues: [.init(name: replyQueue, durable: false, exclusive: true, autoDelete: true)]))
+        let consumer = try await replies.consume(queue: replyQueue, prefetch: 1_000)
+        let decoder = MessagePackDecoder()
+        results = AsyncThrowingStream { continuation in
+            let task = Task {
+                do {
+                    for try await delivery in consumer {
+                        try delivery.ack()
+                        continuation.yield(try decoder.decode(InvocationResult.self, from: delivery.body))
+                    }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    private func submit(_ id: String) async throws {
+        let invocation = Invocation(id: id, method: method, args: .map([]), submittedAtUs: UInt64(Date().timeIntervalSince1970 * 1e6))
+        try await publisher.publish(AMQPMessage(
+            exchange: names.invokeExchange, routingKey: method, body: try MessagePackEncoder().encode(invocation),
+            properties: .msgpack(messageID: id, correlationID: id, replyTo: replyQueue)))
+    }
+
+    /// One invocation, submitted and waited for: microseconds from submit to result, and the
+    /// result. The broker's confirm of the submit is awaited too, but not timed: a producer
+    /// that waits for results need not wait for the confirm first.
+    func roundTrip() async throws -> (Double, InvocationResult) {
+        let id = UUID().uuidString
+        let start = ContinuousClock.now
+        async let confirmed: Void = submit(id)
+        for try await result in results where result.id == id {
+            let elapsed = (ContinuousClock.now - start).microseconds
+            try await confirmed
+            guard result.status == .ok else { throw BenchmarkError("\(method) came back \(result.status.rawValue): \(result.error?.message ?? "")") }
+            return (elapsed, result)
+        }
+        throw BenchmarkError("the reply queue closed")
+    }
+
+    /// `count` invocations submitted at once: seconds from the first submit to the last result.
+    func burst(_ count: Int) async throws -> (Double, [InvocationResult]) {
+        let ids = (0..<count).map { _ in UUID().uuidString }
+        let start = ContinuousClock.now
+        let submitting = Task {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for lane in 0..<min(256, count) {
+                    group.addTask {
+                        for index in stride(from: lane, to: count, by: 256) { try await self.submit(ids[index]) }
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }
+        var pending = Set(ids)
+        var collected: [InvocationResult] = []
+        collected.reserveCapacity(count)
+        for try await result in results where pending.remove(result.id) != nil {
+            guard result.status == .ok else { throw BenchmarkError("\(method) came back \(result.status.rawValue): \(result.error?.message ?? "")") }
+            collected.append(result)
+            if pending.isEmpty { break }
+        }
+        try await submitting.value
+        guard pending.isEmpty else { throw BenchmarkError("\(pending.count) of \(count) results did not come back") }
+        return ((ContinuousClock.now - start).seconds, collected)
+    }
+
+    func close() async {
+        await replies.close(grace: .zero)
+        try? await publisher.deleteQueue(names.invocationsQueue)
+        try? await publisher.deleteQueue(names.deadQueue)
+        await publisher.close(grace: .seconds(1))
+    }
+}
