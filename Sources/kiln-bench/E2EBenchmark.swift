@@ -33,8 +33,14 @@ struct E2EBenchmark: AsyncParsableCommand {
     @Option(help: "The worker's VM backend: auto, qemu or process.")
     var backend = "auto"
 
-    @Option(help: "The no-op method to invoke.")
-    var method = "noop"
+    @Option(help: "The method compared with Celery's no-op task: a serve-mode method, whose runtime stays up as Celery's workers do.")
+    var method = "echo-serve"
+
+    @Option(help: "The same method in exec mode (a process per call), for contrast; empty skips it. Its burst is a tenth as long.")
+    var execMethod = "echo"
+
+    @Option(help: "The agent's builtin no-op: the platform's own overhead, never compared with peers; empty skips it.")
+    var noop = "noop"
 
     @Option(help: "Sequential round trips to time.")
     var latency = 500
@@ -74,43 +80,54 @@ struct E2EBenchmark: AsyncParsableCommand {
         try? FileManager.default.removeItem(atPath: folder)
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         let cores = ProcessInfo.processInfo.activeProcessorCount
-        print("kiln-bench e2e: method \(method), \(latency) sequential round trips, a burst of \(count), \(cold) cold starts; \(cores) cores, broker at \(url)")
+        print("kiln-bench e2e: \(latency) sequential round trips and a burst of \(count) per row, \(cold) cold starts; \(cores) cores, broker at \(url)")
 
-        var rows = TextTable("system", "isolation", "round trip p50 ms", "p99 ms", "throughput /s")
-        var overhead = TextTable("in-worker overhead (delivery → result ready, minus exec)", "n", "p50 µs", "p99 µs")
-
-        let warm = try await measureKiln(folder: folder, name: "warm", extraConfiguration: "")
-        rows.add("Kiln, warm micro-VM (\(warm.backend))", "VM", ms(warm.roundTrips.median), ms(warm.roundTrips.p99), formatted(warm.throughput))
-        overhead.add("sequential", "\(warm.overheadSequential.count)", formatted(warm.overheadSequential.median), formatted(warm.overheadSequential.p99))
-        overhead.add("during the burst", "\(warm.overheadBurst.count)", formatted(warm.overheadBurst.median), formatted(warm.overheadBurst.p99))
-
+        var workload = [(method: method, burst: count)]
+        if !execMethod.isEmpty { workload.append((execMethod, max(100, count / 10))) }
+        if !noop.isEmpty { workload.append((noop, count)) }
+        let warm = try await measureKiln(folder: folder, name: "warm", workload: workload)
         let coldConfiguration = """
             profiles: {small: {min_idle: 0, max_idle: 0}}
             method_lifecycles: {\(method): {max_uses: 1}}
             """
-        let empty = try await measureKiln(folder: folder, name: "cold", extraConfiguration: coldConfiguration, coldOnly: true)
-        rows.add("Kiln, cold (empty pool, restore on demand)", "VM", ms(empty.roundTrips.median), ms(empty.roundTrips.p99), "-")
+        let empty = try await measureKiln(folder: folder, name: "cold", workload: [(method, 0)], extraConfiguration: coldConfiguration)
+
+        var rows = TextTable("system", "isolation", "round trip p50 ms", "p99 ms", "throughput /s")
+        var overhead = TextTable("in-worker overhead (delivery → result ready, minus the VM's exec time)", "n", "p50 µs", "p99 µs")
+        for figures in warm.methods {
+            let label = figures.method == noop ? "Kiln, \(noop) (agent builtin: platform overhead, not a peer comparison)"
+                : "Kiln, \(figures.method) (\(figures.method == method ? "serve" : "exec") mode), warm VM"
+            rows.add(label, "VM (\(warm.backend))", ms(figures.roundTrips.median), ms(figures.roundTrips.p99), formatted(figures.throughput))
+            overhead.add("\(figures.method), sequential", "\(figures.overheadSequential.count)",
+                         formatted(figures.overheadSequential.median), formatted(figures.overheadSequential.p99))
+            overhead.add("\(figures.method), during the burst (waiting for a VM included)", "\(figures.overheadBurst.count)",
+                         formatted(figures.overheadBurst.median), formatted(figures.overheadBurst.p99))
+        }
+        let coldStarts = empty.methods[0].roundTrips
+        rows.add("Kiln, \(method), cold: empty pool, a VM restored per call", "VM (\(empty.backend))", ms(coldStarts.median), ms(coldStarts.p99), "-")
 
         var celeryThroughput = Double.nan
         if !kilnOnly {
             let celery = try measureCelery(folder: folder, cores: cores)
             celeryThroughput = celery.throughput
-            rows.add("Celery \(celery.version), prefork ×\(cores)", "process", ms(celery.roundTrips.median), ms(celery.roundTrips.p99), formatted(celery.throughput))
+            rows.add("Celery \(celery.version), prefork ×\(cores), rpc:// results", "process", ms(celery.roundTrips.median), ms(celery.roundTrips.p99), formatted(celery.throughput))
             let boot = try await measureBootPerInvocation(lanes: cores)
-            rows.add("a VM booted per invocation (\(boot.backend))", "VM", ms(boot.latencies.median), ms(boot.latencies.p99), formatted(boot.throughput, decimals: 2))
+            rows.add("\(execMethod.isEmpty ? method : execMethod) in a VM booted per call", "VM (\(boot.backend))", ms(boot.latencies.median), ms(boot.latencies.p99), formatted(boot.throughput, decimals: 2))
         }
 
-        print("\nRound trips are sequential (submit, wait for the result); throughput is a burst of \(count) submitted at once, first submit to last result.")
+        print("\nRound trips are sequential (submit, wait for the result); throughput is a burst submitted at once, first submit to last result.")
         print(rows.render())
         print("\n" + overhead.render())
-        print("\nWhere a sequential round trip goes (medians): producer to worker \(ms(warm.toWorker)) ms, in the worker \(ms(warm.inWorker)) ms "
-            + "(of which the method in the VM \(ms(warm.inVM)) ms), the result back to the producer and the rest \(ms(warm.roundTrips.median - warm.toWorker - warm.inWorker)) ms.")
+        let compared = warm.methods[0]
+        print("\nWhere a sequential round trip of \(method) goes (medians): producer to worker \(ms(compared.toWorker)) ms (through the quorum queue), "
+            + "in the worker \(ms(compared.inWorker)) ms (the method in the VM \(ms(compared.inVM)) ms), "
+            + "the result back to the producer \(ms(compared.roundTrips.median - compared.toWorker - compared.inWorker)) ms.")
         print("")
-        let overheadGoal = warm.overheadSequential.median <= 500
-        print("goal: in-worker overhead p50 ≤ 0.5 ms: \(formatted(warm.overheadSequential.median / 1_000, decimals: 3)) ms, \(overheadGoal ? "met" : "NOT met")")
+        let overheadMet = compared.overheadSequential.median <= 500
+        print("goal: in-worker overhead p50 ≤ 0.5 ms: \(formatted(compared.overheadSequential.median / 1_000, decimals: 3)) ms, \(overheadMet ? "met" : "NOT met")")
         if !kilnOnly {
-            let ratio = warm.throughput / celeryThroughput
-            print("goal: throughput ≥ 2× Celery: \(formatted(ratio, decimals: 2))×, \(ratio >= 2 ? "met" : "NOT met")")
+            let ratio = compared.throughput / celeryThroughput
+            print("goal: throughput ≥ 2× Celery's: \(formatted(ratio, decimals: 2))×, \(ratio >= 2 ? "met" : "NOT met")")
         }
     }
 
@@ -120,20 +137,25 @@ struct E2EBenchmark: AsyncParsableCommand {
 
     // MARK: Kiln
 
-    struct KilnFigures {
-        var backend = ""
+    /// One method's figures on a warm worker.
+    struct MethodFigures {
+        var method: String
         var roundTrips = Summary([])
         var overheadSequential = Summary([])
         var overheadBurst = Summary([])
+        var throughput = Double.nan
         /// Medians of the sequential round trips' parts: to the worker, in it, in the VM.
         var toWorker = 0.0
         var inWorker = 0.0
         var inVM = 0.0
-        var throughput = Double.nan
     }
 
-    /// Starts a worker with the defaults plus `extraConfiguration`, warms it up and times it.
-    private func measureKiln(folder: String, name: String, extraConfiguration: String, coldOnly: Bool = false) async throws -> KilnFigures {
+    /// Starts a worker with the defaults plus `extraConfiguration` and times each method of
+    /// `workload`: sequential round trips, then a burst (a burst of 0: cold starts, each with
+    /// the pool empty, instead).
+    private func measureKiln(
+        folder: String, name: String, workload: [(method: String, burst: Int)], extraConfiguration: String = ""
+    ) async throws -> (backend: String, methods: [MethodFigures]) {
         let prefix = "kbench-\(UUID().uuidString.prefix(6).lowercased())"
         let configurationPath = "\(folder)/\(name).yaml"
         let yaml = """
@@ -148,56 +170,94 @@ struct E2EBenchmark: AsyncParsableCommand {
         environment["KILN_LOG_LEVEL"] = "warning"
         let log = "\(folder)/worker-\(name).log"
         let pid = try spawn(kiln, ["worker", "--config", configurationPath], outputPath: log, mergeErrors: true, environment: environment)
-        defer { terminate(pid, timeout: .seconds(60)) }
-        try await waitUntilHealthy(pid: pid, log: log)
+        do {
+            try await waitUntilHealthy(pid: pid, log: log)
+        } catch {
+            terminate(pid, timeout: .seconds(60))
+            throw error
+        }
         let pools = try? JSONDecoder().decode([PoolStatus].self, from: Data(try await httpGet("/pool").utf8))
         let backend = pools?.first?.backend ?? "?"
 
-        let client = try await BenchClient(url: url, names: KilnNames(prefix: prefix), method: method)
-        defer { Task { await client.close() } }
-        var figures = KilnFigures(backend: backend)
-        if coldOnly {
-            var samples: [Double] = []
-            for index in 0..<cold {
-                // Let the last VM go (max_uses 1) before the next arrives.
-                try await Task.sleep(for: .milliseconds(500))
-                let (elapsed, result) = try await client.roundTrip()
-                guard result.timing.provision > 0 else {
-                    throw BenchmarkError("cold start \(index) found a warm VM: is pre-warming off? (\(log))")
+        let names = KilnNames(prefix: prefix)
+        var measured: [MethodFigures] = []
+        do {
+            for (method, burst) in workload {
+                let client = try await BenchClient(url: url, names: names, method: method)
+                do {
+                    measured.append(burst == 0
+                        ? try await coldStarts(of: method, client: client, log: log)
+                        : try await warmFigures(of: method, burst: burst, client: client))
+                    await client.close()
+                } catch {
+                    await client.close()
+                    throw error
                 }
-                samples.append(elapsed)
             }
-            figures.roundTrips = Summary(samples)
-            progress("\(name): \(cold) cold starts, p50 \(ms(figures.roundTrips.median)) ms")
-            return figures
+        } catch {
+            terminate(pid, timeout: .seconds(60))
+            try? await deleteTopology(names)
+            throw error
         }
+        terminate(pid, timeout: .seconds(60))
+        try await deleteTopology(names)
+        return (backend, measured)
+    }
 
+    private func coldStarts(of method: String, client: BenchClient, log: String) async throws -> MethodFigures {
+        var samples: [Double] = []
+        for index in 0..<cold {
+            // Let the last VM go (max_uses 1) before the next call arrives.
+            try await Task.sleep(for: .milliseconds(500))
+            let (elapsed, result) = try await client.roundTrip()
+            guard result.timing.provision > 0 else {
+                throw BenchmarkError("cold start \(index) found a warm VM: is pre-warming off? (\(log))")
+            }
+            samples.append(elapsed)
+        }
+        let figures = MethodFigures(method: method, roundTrips: Summary(samples))
+        progress("\(method): \(cold) cold starts, p50 \(ms(figures.roundTrips.median)) ms")
+        return figures
+    }
+
+    private func warmFigures(of method: String, burst: Int, client: BenchClient) async throws -> MethodFigures {
         // Warm up: the model learns the method, the pool sizes itself for bursts.
         for _ in 0..<100 { _ = try await client.roundTrip() }
-        _ = try await client.burst(count / 2)
+        _ = try await client.burst(burst / 2)
         try await Task.sleep(for: .seconds(3))
 
+        var figures = MethodFigures(method: method)
         var roundTrips: [Double] = []
-        var overheads: [Double] = []
         var sequential: [InvocationResult] = []
         for _ in 0..<latency {
             let (elapsed, result) = try await client.roundTrip()
             roundTrips.append(elapsed)
-            overheads.append(Double(result.timing.total - min(result.timing.total, result.timing.exec)))
             sequential.append(result)
         }
         figures.roundTrips = Summary(roundTrips)
-        figures.overheadSequential = Summary(overheads)
+        figures.overheadSequential = Summary(sequential.map(\.workerOverheadUs))
         figures.toWorker = Summary(sequential.map { Double($0.timing.queue ?? 0) }).median
         figures.inWorker = Summary(sequential.map { Double($0.timing.total) }).median
         figures.inVM = Summary(sequential.map { Double($0.timing.exec) }).median
-        progress("\(name): \(latency) round trips, p50 \(ms(figures.roundTrips.median)) ms")
+        progress("\(method): \(latency) round trips, p50 \(ms(figures.roundTrips.median)) ms")
+
         try await Task.sleep(for: .seconds(1))
-        let (seconds, results) = try await client.burst(count)
-        figures.throughput = Double(count) / seconds
-        figures.overheadBurst = Summary(results.map { Double($0.timing.total - min($0.timing.total, $0.timing.exec)) })
-        progress("\(name): burst of \(count), \(formatted(figures.throughput)) invocations/s")
+        let (seconds, results) = try await client.burst(burst)
+        figures.throughput = Double(burst) / seconds
+        figures.overheadBurst = Summary(results.map(\.workerOverheadUs))
+        progress("\(method): a burst of \(burst), \(formatted(figures.throughput)) invocations/s")
         return figures
+    }
+
+    /// Removes the queues and exchanges of a finished worker's prefix.
+    private func deleteTopology(_ names: KilnNames) async throws {
+        let connection = AMQPConnection(configuration: try AMQPConfiguration(url: url), logger: Logger(label: "kiln-bench") { _ in SwiftLogNoOpLogHandler() })
+        try await connection.connect()
+        for queue in [names.invocationsQueue, names.deadQueue] { try await connection.deleteQueue(queue) }
+        for exchange in [names.invokeExchange, names.resultsExchange, names.telemetryExchange, names.deadExchange] {
+            try await connection.deleteExchange(exchange)
+        }
+        await connection.close(grace: .zero)
     }
 
     private func waitUntilHealthy(pid: pid_t, log: String) async throws {
@@ -242,14 +302,16 @@ struct E2EBenchmark: AsyncParsableCommand {
     private func measureBootPerInvocation(lanes: Int) async throws -> (backend: String, latencies: Summary, throughput: Double) {
         let logger = Logger(label: "kiln-bench") { _ in SwiftLogNoOpLogHandler() }
         let guestImage = try GuestImage.open(directory: "\(imageCache)/current")
-        guard let entry = guestImage.manifest.guestEntry(for: method) else {
-            throw BenchmarkError("the image has no method \(method)")
+        let bootMethod = execMethod.isEmpty ? method : execMethod
+        guard let entry = guestImage.manifest.guestEntry(for: bootMethod) else {
+            throw BenchmarkError("the image has no method \(bootMethod)")
         }
+        let payload = try MessagePackEncoder().encode(["args": .map([])] as MessagePackValue)
         var settings = QEMUDriver.Configuration()
         settings.standbyPerTemplate = 0
         let driver = try QEMUDriver(image: guestImage, configuration: settings, logger: logger)
         let backend = "qemu/\(await driver.accelerator().rawValue)"
-        progress("boot per invocation: \(boots) fresh boots, \(lanes) at a time")
+        progress("boot per call: \(boots) fresh boots, \(lanes) at a time")
         let clock = ContinuousClock()
         let start = clock.now
         let latencies = try await withThrowingTaskGroup(of: [Double].self) { group in
@@ -260,9 +322,9 @@ struct E2EBenchmark: AsyncParsableCommand {
                         let begin = clock.now
                         let vm = try await driver.boot(.small)
                         let result = try await vm.exec(GuestFrame.ExecRequest(
-                            id: "boot-\(index)", method: method, entry: entry, payload: [0x80], deadlineMs: 5_000))
+                            id: "boot-\(index)", method: bootMethod, entry: entry, payload: payload, deadlineMs: 5_000))
                         await vm.destroy()
-                        guard result.status == .ok else { throw BenchmarkError("\(method) failed in a fresh VM: \(result.stderr)") }
+                        guard result.status == .ok else { throw BenchmarkError("\(bootMethod) failed in a fresh VM: \(result.stderr)") }
                         samples.append(begin.duration(to: clock.now).microseconds)
                     }
                     return samples
@@ -278,6 +340,11 @@ struct E2EBenchmark: AsyncParsableCommand {
     private func progress(_ line: String) {
         FileHandle.standardError.write(Data("  \(line)\n".utf8))
     }
+}
+
+extension InvocationResult {
+    /// The worker's own time: from receipt to the result being ready, less the VM's exec time.
+    var workerOverheadUs: Double { Double(timing.total - min(timing.total, timing.exec)) }
 }
 
 /// The producer side: publishes invocations with a reply queue and reads their results.
@@ -301,7 +368,7 @@ private final class BenchClient: Sendable {
         configuration.connectionName = "kiln-bench e2e replies"
         replies = AMQPConnection(configuration: configuration, logger: logger)
         try await replies.connect()
-        replyQueue = "\(names.prefix).bench-replies"
+        replyQueue = "\(names.prefix).bench-replies.\(method)"
         try await replies.declare(AMQPTopology(queues: [.init(name: replyQueue, durable: false, exclusive: true, autoDelete: true)]))
         let consumer = try await replies.consume(queue: replyQueue, prefetch: 1_000)
         let decoder = MessagePackDecoder()
@@ -373,8 +440,6 @@ private final class BenchClient: Sendable {
 
     func close() async {
         await replies.close(grace: .zero)
-        try? await publisher.deleteQueue(names.invocationsQueue)
-        try? await publisher.deleteQueue(names.deadQueue)
         await publisher.close(grace: .seconds(1))
     }
 }
