@@ -1,0 +1,115 @@
+import Glibc
+import KilnWire
+
+/// The serve-mode runtimes of this guest, by method: started at a method's first call (or with the
+/// VM, for warm ones), called one at a time, killed and started again after a deadline, a crash
+/// or a protocol break. Each call's result looks like an exec-mode one: the output bytes are
+/// `{output, context?}`, a failure carries an exit code and the tail of stderr.
+struct ServeRuntimes {
+    let scratch: String
+    private var running: [String: ServeRuntime] = [:]
+
+    init(scratch: String) {
+        self.scratch = scratch
+    }
+
+    /// Starts the runtimes of warm methods (a failure shows on the console and again at the first call).
+    mutating func startWarm(_ methods: [(name: String, entry: [String])]) {
+        for (name, entry) in methods {
+            switch ServeRuntime.start(method: name, entry: entry, scratch: scratch) {
+            case .success(let runtime): running[name] = runtime
+            case .failure(let failure): AgentLog.write("kiln-agent: warm runtime of \(name) did not start: \(failure.message)")
+            }
+        }
+    }
+
+    /// Whether `method` has a runtime up.
+    mutating func isRunning(_ method: String) -> Bool {
+        running[method]?.isRunning() ?? false
+    }
+
+    /// Runs one call of a serve-mode method, starting its runtime when it has none (or the one it
+    /// had has ended, or was started with another entry).
+    mutating func call(_ request: GuestFrame.ExecRequest) -> GuestFrame.ExecResult {
+        let started = monotonicMicroseconds()
+        if var runtime = running[request.method], runtime.entry != request.entry || !runtime.isRunning() {
+            _ = runtime.kill()
+            running[request.method] = nil
+        }
+        if running[request.method] == nil {
+            switch ServeRuntime.start(method: request.method, entry: request.entry, scratch: scratch) {
+            case .success(let runtime): running[request.method] = runtime
+            case .failure(let failure):
+                return result(request, started: started, status: .error, exitCode: 127, stderr: "serve: \(failure.message)")
+            }
+        }
+        var runtime = running[request.method]!
+        let outcome = runtime.call(request, deadlineUs: started + request.deadlineMs * 1000)
+        running[request.method] = runtime
+        switch outcome {
+        case .answered(let answer):
+            var tail = runtime.takeStderrTail()
+            running[request.method] = runtime
+            if let error = answer.error {
+                tail = "error: \(error)" + (tail.isEmpty ? "" : "\n" + tail)
+                return result(request, started: started, status: .error, exitCode: 1, stderr: tail, runtime: runtime)
+            }
+            do {
+                let output = try answer.methodOutput()
+                return result(request, started: started, status: .ok, output: output, exitCode: 0, stderr: tail, runtime: runtime)
+            } catch {
+                return end(request, started: started, status: .error, why: "its answer cannot be re-encoded (\(error))")
+            }
+        case .refused(let reason):
+            return result(request, started: started, status: .error, exitCode: 65, stderr: "serve: \(reason)", runtime: runtime)
+        case .timedOut:
+            return end(request, started: started, status: .timeout, why: "the deadline of \(request.deadlineMs) ms expired")
+        case .ended:
+            return end(request, started: started, status: .error, why: "it ended during the call")
+        case .brokeProtocol(let detail):
+            return end(request, started: started, status: .error, why: "it broke the serve protocol: \(detail)")
+        }
+    }
+
+    /// Kills every runtime but `method`'s.
+    mutating func killAll(except method: String? = nil) {
+        for name in running.keys where name != method {
+            _ = running[name]!.kill()
+            running[name] = nil
+        }
+    }
+
+    /// Records a runtime's exit when the agent's orphan reaper collected it.
+    mutating func noteReaped(pid: pid_t, status: Int32) {
+        for (name, runtime) in running where runtime.pid == pid {
+            running[name]!.noteReaped(status: status)
+        }
+    }
+
+    /// Kills the call's runtime (it starts again at the next call) and reports why.
+    private mutating func end(
+        _ request: GuestFrame.ExecRequest, started: UInt64, status: GuestFrame.ExecStatus, why: String
+    ) -> GuestFrame.ExecResult {
+        guard var runtime = running.removeValue(forKey: request.method) else {
+            return result(request, started: started, status: status, exitCode: 1, stderr: "serve: \(why)")
+        }
+        let rss = runtime.peakRSSKB()
+        let tail = runtime.takeStderrTail()
+        let waitStatus = runtime.kill()
+        let exitCode: Int32 = (waitStatus & 0x7f) == 0 ? (waitStatus >> 8) & 0xff : 128 + (waitStatus & 0x7f)
+        let message = "kiln-agent: serve runtime of \(request.method) (pid \(runtime.pid), \(runtime.calls) calls answered): \(why); process group killed, it restarts at the next call"
+        var answer = result(request, started: started, status: status, exitCode: exitCode,
+                            stderr: tail + (tail.isEmpty ? "" : "\n") + message)
+        answer.maxrssKB = rss
+        return answer
+    }
+
+    private func result(
+        _ request: GuestFrame.ExecRequest, started: UInt64, status: GuestFrame.ExecStatus, output: [UInt8] = [],
+        exitCode: Int32, stderr: String, runtime: ServeRuntime? = nil
+    ) -> GuestFrame.ExecResult {
+        GuestFrame.ExecResult(
+            id: request.id, status: status, output: output, exitCode: exitCode, stderr: stderr,
+            execUs: monotonicMicroseconds() - started, maxrssKB: runtime?.peakRSSKB() ?? 0)
+    }
+}
