@@ -58,37 +58,36 @@ public struct ServeCall: Sendable, Equatable {
     /// `deadline_ms` follow its entries. An empty payload is a call with nil args.
     /// - Throws: ``WireError/typeMismatch(expected:found:path:)`` when the payload is not a map.
     public static func body(payload: [UInt8], id: String, deadlineMs: UInt64) throws(WireError) -> [UInt8] {
-        let added = try MessagePackEncoder().encode(.map([(key: "id", value: .string(id)), (key: "deadline_ms", value: .uint(deadlineMs))]))
-        guard let first = payload.first else {
-            return [0x83, 0xa4] + Array("args".utf8) + [0xc0] + added.dropFirst()
-        }
         let count: Int
         let headerBytes: Int
-        switch first {
-        case 0x80...0x8f:
+        switch payload.first {
+        case nil:
+            count = 1
+            headerBytes = 0
+        case let first? where first & 0xf0 == 0x80:
             count = Int(first & 0x0f)
             headerBytes = 1
-        case 0xde where payload.count >= 3:
+        case 0xde? where payload.count >= 3:
             count = Int(payload[1]) << 8 | Int(payload[2])
             headerBytes = 3
-        case 0xdf where payload.count >= 5:
+        case 0xdf? where payload.count >= 5:
             count = payload[1...4].reduce(0) { $0 << 8 | Int($1) }
             headerBytes = 5
-        default:
+        case let first?:
             throw .typeMismatch(expected: "map", found: "0x" + String(first, radix: 16), path: "payload")
         }
         var body: [UInt8] = []
-        body.reserveCapacity(payload.count + added.count + 4)
-        let total = count + 2
-        if total <= 15 {
-            body.append(0x80 | UInt8(total))
-        } else if total <= 0xffff {
-            body += [0xde, UInt8(total >> 8), UInt8(total & 0xff)]
+        body.reserveCapacity(payload.count + id.utf8.count + 32)
+        MessagePackBytes.appendMapHeader(count: count + 2, to: &body)
+        if payload.isEmpty {
+            body += [0xa4] + Array("args".utf8) + [0xc0]
         } else {
-            body += [0xdf, UInt8(total >> 24), UInt8(total >> 16 & 0xff), UInt8(total >> 8 & 0xff), UInt8(total & 0xff)]
+            body += payload[headerBytes...]
         }
-        body += payload[headerBytes...]
-        body += added.dropFirst()  // the two entries, without their own fixmap header
+        body += [0xa2] + Array("id".utf8)
+        MessagePackBytes.appendString(id, to: &body)
+        body += [0xab] + Array("deadline_ms".utf8)
+        MessagePackBytes.appendUInt(deadlineMs, to: &body)
         return body
     }
 }
@@ -140,5 +139,117 @@ public struct ServeAnswer: Sendable, Equatable {
         var entries: [(key: MessagePackValue, value: MessagePackValue)] = [(key: "output", value: output)]
         if let context { entries.append((key: "context", value: context)) }
         return try encoder.encode(.map(entries))
+    }
+}
+
+/// A runtime's answer read without building values: its id and error, and `{output, context?}`
+/// made of the answer's own bytes for both. The agent's fast path: the answer is checked against
+/// the wire limits and then passed on, not decoded and encoded again.
+public struct ServeAnswerFields: Sendable, Equatable {
+    /// The call's id.
+    public let id: String
+    /// Why the call failed, when it did.
+    public let error: String?
+    /// `{output, context?}`: what the host gets as the result's output.
+    public let methodOutput: [UInt8]
+
+    /// Reads an answer's frame body.
+    public init(body: [UInt8], limits: WireLimits = .default) throws(WireError) {
+        let parsed: Parsed
+        do {
+            parsed = try body.withUnsafeBytes { bytes in try Self.parse(bytes, limits: limits) }
+        } catch let error as WireError {
+            throw error
+        } catch {
+            throw .invalidValue("\(error)", path: "")
+        }
+        guard let id = parsed.id else { throw .missingKey("id", path: "") }
+        self.id = id
+        self.error = parsed.error
+        var output: [UInt8] = []
+        output.reserveCapacity((parsed.output?.count ?? 1) + (parsed.context?.count ?? 0) + 16)
+        MessagePackBytes.appendMapHeader(count: parsed.context == nil ? 1 : 2, to: &output)
+        output += [0xa6] + Array("output".utf8)
+        if let range = parsed.output { output += body[range] } else { output.append(0xc0) }
+        if let range = parsed.context {
+            output += [0xa7] + Array("context".utf8)
+            output += body[range]
+        }
+        self.methodOutput = output
+    }
+
+    /// Where an answer's fields are.
+    private struct Parsed {
+        var id: String?
+        var error: String?
+        var output: Range<Int>?
+        var context: Range<Int>?
+    }
+
+    private static func parse(_ bytes: UnsafeRawBufferPointer, limits: WireLimits) throws(WireError) -> Parsed {
+        let validator = MessagePackValidator(limits: limits)
+        guard bytes.count <= limits.maxBodyBytes else {
+            throw .limitExceeded(.bodyBytes, actual: bytes.count, maximum: limits.maxBodyBytes, offset: 0)
+        }
+        guard let first = bytes.first else { throw .truncated(offset: 0) }
+        var position: Int
+        let count: Int
+        switch first {
+        case 0x80...0x8f:
+            count = Int(first & 0x0f)
+            position = 1
+        case 0xde, 0xdf:
+            let width = first == 0xde ? 2 : 4
+            guard bytes.count > width else { throw .truncated(offset: 0) }
+            count = (1...width).reduce(0) { $0 << 8 | Int(bytes[$1]) }
+            position = 1 + width
+        default:
+            throw .typeMismatch(expected: "map", found: "0x" + String(first, radix: 16), path: "")
+        }
+        var id: String?
+        var error: String?
+        var output: Range<Int>?
+        var context: Range<Int>?
+        for _ in 0..<count {
+            let keyStart = position
+            position = try validator.endOfValue(in: bytes, at: position)
+            let key = Self.string(bytes, keyStart..<position)
+            let valueStart = position
+            position = try validator.endOfValue(in: bytes, at: position)
+            let value = valueStart..<position
+            switch key {
+            case "id":
+                guard let text = Self.string(bytes, value) else {
+                    throw .typeMismatch(expected: "str", found: "0x" + String(bytes[valueStart], radix: 16), path: "id")
+                }
+                id = text
+            case "error":
+                if bytes[valueStart] != 0xc0 {
+                    guard let text = Self.string(bytes, value) else {
+                        throw .typeMismatch(expected: "str", found: "0x" + String(bytes[valueStart], radix: 16), path: "error")
+                    }
+                    error = text
+                }
+            case "output": output = value
+            case "context": context = bytes[valueStart] == 0xc0 ? nil : value
+            default: break
+            }
+        }
+        guard position == bytes.count else { throw .trailingBytes(count: bytes.count - position, offset: position) }
+        return Parsed(id: id, error: error, output: output, context: context)
+    }
+
+    /// The string at `range` when it holds one (any of the str encodings).
+    private static func string(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>) -> String? {
+        let marker = bytes[range.lowerBound]
+        let header: Int
+        switch marker {
+        case 0xa0...0xbf: header = 1
+        case 0xd9: header = 2
+        case 0xda: header = 3
+        case 0xdb: header = 5
+        default: return nil
+        }
+        return String(validating: UnsafeRawBufferPointer(rebasing: bytes[(range.lowerBound + header)..<range.upperBound]), as: UTF8.self)
     }
 }

@@ -9,7 +9,7 @@ struct ServeRuntime {
     /// How a call ended.
     enum CallOutcome {
         /// The runtime answered (maybe with an error); it stays up.
-        case answered(ServeAnswer)
+        case answered(ServeAnswerFields)
         /// The call could not be made (the payload is not a map); the runtime stays up.
         case refused(String)
         /// The deadline passed; the runtime must be killed.
@@ -137,15 +137,26 @@ struct ServeRuntime {
         }
     }
 
-    /// The tail of what the runtime wrote to stderr since the last result, which it then forgets.
+    /// The tail of what the runtime wrote to stderr since the last result (as far as the calls
+    /// read it), which it then forgets.
     mutating func takeStderrTail() -> String {
-        readStderr()
         defer { stderrBytes.removeAll(keepingCapacity: true) }
         return String(decoding: stderrBytes.suffix(MethodRunner.stderrTailBytes), as: UTF8.self)
     }
 
-    /// The runtime's peak resident set so far, in KiB (`VmHWM`).
-    func peakRSSKB() -> UInt64 {
+    /// The runtime's peak resident set, in KiB (`VmHWM`): read afresh at the first call and then
+    /// every ``rssInterval`` calls (procfs is slow to read under TCG, and peaks move slowly).
+    mutating func peakRSSKB() -> UInt64 {
+        if calls % Self.rssInterval == 1 || cachedRSSKB == 0 { cachedRSSKB = readPeakRSSKB() }
+        return cachedRSSKB
+    }
+
+    /// How often ``peakRSSKB()`` reads procfs, in calls.
+    static let rssInterval = 64
+    private var cachedRSSKB: UInt64 = 0
+
+    /// `VmHWM` from `/proc/<pid>/status`, in KiB.
+    func readPeakRSSKB() -> UInt64 {
         guard statusFile >= 0 else { return 0 }
         var text = [UInt8](repeating: 0, count: 2048)
         let count = text.withUnsafeMutableBytes { pread(statusFile, $0.baseAddress, $0.count, 0) }
@@ -186,9 +197,9 @@ struct ServeRuntime {
     }
 
     private mutating func answer(to request: GuestFrame.ExecRequest, body: [UInt8]) -> CallOutcome {
-        let answer: ServeAnswer
+        let answer: ServeAnswerFields
         do {
-            answer = try ServeAnswer(body: body)
+            answer = try ServeAnswerFields(body: body)
         } catch {
             return .brokeProtocol("its answer is not {id, output, context?, error?}: \(error)")
         }

@@ -52,16 +52,11 @@ struct ServeRuntimes {
             running[request.method] = runtime
             if let error = answer.error {
                 tail = "error: \(error)" + (tail.isEmpty ? "" : "\n" + tail)
-                return result(request, started: started, status: .error, exitCode: 1, stderr: tail, runtime: runtime)
+                return result(request, started: started, status: .error, exitCode: 1, stderr: tail, reportRSS: true)
             }
-            do {
-                let output = try answer.methodOutput()
-                return result(request, started: started, status: .ok, output: output, exitCode: 0, stderr: tail, runtime: runtime)
-            } catch {
-                return end(request, started: started, status: .error, why: "its answer cannot be re-encoded (\(error))")
-            }
+            return result(request, started: started, status: .ok, output: answer.methodOutput, exitCode: 0, stderr: tail, reportRSS: true)
         case .refused(let reason):
-            return result(request, started: started, status: .error, exitCode: 65, stderr: "serve: \(reason)", runtime: runtime)
+            return result(request, started: started, status: .error, exitCode: 65, stderr: "serve: \(reason)", reportRSS: true)
         case .timedOut:
             return end(request, started: started, status: .timeout, why: "the deadline of \(request.deadlineMs) ms expired")
         case .ended:
@@ -93,7 +88,7 @@ struct ServeRuntimes {
         guard var runtime = running.removeValue(forKey: request.method) else {
             return result(request, started: started, status: status, exitCode: 1, stderr: "serve: \(why)")
         }
-        let rss = runtime.peakRSSKB()
+        let rss = runtime.readPeakRSSKB()
         let tail = runtime.takeStderrTail()
         let waitStatus = runtime.kill()
         let exitCode: Int32 = (waitStatus & 0x7f) == 0 ? (waitStatus >> 8) & 0xff : 128 + (waitStatus & 0x7f)
@@ -104,12 +99,14 @@ struct ServeRuntimes {
         return answer
     }
 
-    private func result(
+    private mutating func result(
         _ request: GuestFrame.ExecRequest, started: UInt64, status: GuestFrame.ExecStatus, output: [UInt8] = [],
-        exitCode: Int32, stderr: String, runtime: ServeRuntime? = nil
+        exitCode: Int32, stderr: String, reportRSS: Bool = false
     ) -> GuestFrame.ExecResult {
-        GuestFrame.ExecResult(
-            id: request.id, status: status, output: output, exitCode: exitCode, stderr: stderr,
-            execUs: monotonicMicroseconds() - started, maxrssKB: runtime?.peakRSSKB() ?? 0)
+        let execUs = monotonicMicroseconds() - started
+        var rss: UInt64 = 0
+        if reportRSS, running[request.method] != nil { rss = running[request.method]!.peakRSSKB() }
+        return GuestFrame.ExecResult(
+            id: request.id, status: status, output: output, exitCode: exitCode, stderr: stderr, execUs: execUs, maxrssKB: rss)
     }
 }

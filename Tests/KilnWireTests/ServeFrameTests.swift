@@ -55,4 +55,45 @@ struct ServeFrameTests {
         let noID = try encoder.encode(["output": 1] as MessagePackValue)
         #expect(throws: WireError.missingKey("id", path: "")) { try ServeAnswer(body: noID) }
     }
+
+    @Test(arguments: [
+        ServeAnswer(id: "a", output: ["words": 2], context: ["locals": ["calls": 1], "state": .binary([1, 2])]),
+        ServeAnswer(id: "b", output: "x"),
+        ServeAnswer(id: String(repeating: "long-id-", count: 40), output: .binary(Array(repeating: 7, count: 70_000))),
+        ServeAnswer(id: "f", error: "boom"),
+    ])
+    func theFastPathAgreesWithTheDecoder(answer: ServeAnswer) throws {
+        let body = try answer.body()
+        let fields = try ServeAnswerFields(body: body)
+        #expect(fields.id == answer.id)
+        #expect(fields.error == answer.error)
+        #expect(try MessagePackDecoder().decodeValue(from: fields.methodOutput) == MessagePackDecoder().decodeValue(from: answer.methodOutput()))
+    }
+
+    @Test func theFastPathKeepsUnknownKeysOutAndRefusesBrokenAnswers() throws {
+        let extra = try encoder.encode(MessagePackValue.map([
+            (key: "id", value: "x"), (key: "output", value: 1), (key: "context", value: .nil), (key: "trace", value: "t"),
+            (key: .uint(5), value: .uint(6)),
+        ]))
+        let fields = try ServeAnswerFields(body: extra)
+        #expect(try MessagePackDecoder().decodeValue(from: fields.methodOutput) == ["output": 1])
+        let noID = try encoder.encode(["output": 1] as MessagePackValue)
+        #expect(throws: WireError.missingKey("id", path: "")) { try ServeAnswerFields(body: noID) }
+        let numericID = try encoder.encode(["id": 1] as MessagePackValue)
+        #expect(throws: WireError.self) { try ServeAnswerFields(body: numericID) }
+        #expect(throws: WireError.self) { try ServeAnswerFields(body: [0x81, 0xa2, 0x69, 0x64]) }  // truncated
+        #expect(throws: WireError.self) { try ServeAnswerFields(body: noID + [0xc0]) }  // trailing
+        #expect(throws: WireError.self) { try ServeAnswerFields(body: [0x91, 0x01]) }  // not a map
+        let deep = try encoder.encode(["id": "d", "output": .array([.array([.array([1])])])] as MessagePackValue)
+        #expect(throws: WireError.self) { try ServeAnswerFields(body: deep, limits: WireLimits(maxDepth: 2)) }
+    }
+
+    @Test func splicedCallsMatchEncodedOnes() throws {
+        for (id, deadline) in [("i", UInt64(0)), (String(repeating: "x", count: 40), 300), (String(repeating: "y", count: 300), 70_000), ("z", UInt64.max)] {
+            let payload = try encoder.encode(["args": ["n": 1]] as MessagePackValue)
+            let spliced = try ServeCall(body: ServeCall.body(payload: payload, id: id, deadlineMs: deadline))
+            #expect(spliced == ServeCall(id: id, args: ["n": 1], deadlineMs: deadline))
+        }
+    }
 }
+
