@@ -45,9 +45,9 @@ public protocol KilnMethod: Sendable {
 
 extension KilnMethod {
     /// The program's entry point with `@main`: serve mode when the agent started it so, else one
-    /// call in exec mode.
-    public static func main() async {
-        await MethodRuntime.run(Self())
+    /// call in exec mode. Synchronous on purpose: see ``MethodRuntime/start(_:)``.
+    public static func main() {
+        MethodRuntime.start(Self())
     }
 }
 

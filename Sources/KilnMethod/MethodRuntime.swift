@@ -8,6 +8,18 @@ public enum MethodRuntime {
     /// Exit code of a failed exec-mode call.
     static let failureExitCode: Int32 = 1
 
+    /// Runs `method` from a synchronous `main`: its calls are served by one task on Swift's global
+    /// executor while the main thread waits, until the program exits.
+    ///
+    /// Prefer this to an `async` main. An `async` main whose task suspends hands the main thread to
+    /// `dispatch_main`, which ends it with `pthread_exit`; in a static executable the unwinder then
+    /// sorts every frame description of the binary first (~80 million instructions, ~20 ms
+    /// natively and over 100 ms under TCG), a cost every exec-mode call would pay.
+    public static func start<Method: KilnMethod>(_ method: Method) -> Never {
+        Task.detached { await run(method) }
+        while true { pause() }
+    }
+
     /// Serves calls until the agent closes stdin (serve mode), or answers the one request on
     /// stdin (exec mode); then exits.
     public static func run<Method: KilnMethod>(_ method: Method) async -> Never {
@@ -72,6 +84,11 @@ public enum MethodRuntime {
     }
 }
 
+/// Why `args` could not become the method's input.
+private struct ArgsMismatch: Error {
+    let detail: String
+}
+
 /// Decodes a call, runs the handler, encodes the answer. Pure logic: the unit tests drive it
 /// without processes.
 struct CallServer<Method: KilnMethod> {
@@ -80,27 +97,48 @@ struct CallServer<Method: KilnMethod> {
     let encoder = MessagePackEncoder()
 
     /// The answer frame body to a serve-mode call frame body. A handler error, or `args` that are
-    /// not the method's input, make an answer with `error`.
+    /// not the method's input, make an answer with `error`. Only `args` (and a context, when the
+    /// call has one) are decoded, and only `output` is encoded: the envelope is read and written
+    /// as bytes.
     /// - Throws: a ``WireError`` when the body is not a call at all (no id to answer to).
     func answer(_ body: [UInt8]) async throws(WireError) -> [UInt8] {
-        let call = try decoder.decode(TypedCall<Method.Input>.self, from: body)
-        var context = MethodContext(invocationID: call.id, deadline: .milliseconds(Int64(clamping: call.deadlineMs)),
-                                    mode: .serve, execution: call.context)
-        var answer = TypedAnswer<Method.Output>(id: call.id)
+        let call = try ServeCallFields(body: body)
+        var failure: String?
+        var output: [UInt8] = [0xc0]
+        var returned: [UInt8]?
         do {
-            let input = try call.args.get()
-            answer.output = try await method.handle(input, context: &context)
-            answer.context = context.execution
-        } catch let error as WireError {
-            answer.error = "args do not decode as \(Method.Input.self): \(error)"
+            let execution = try call.context.map { try decoder.decode(ExecutionContext.self, from: Array($0)) }
+            var context = MethodContext(invocationID: call.id, deadline: .milliseconds(Int64(clamping: call.deadlineMs)),
+                                        mode: .serve, execution: execution)
+            let input: Method.Input
+            do {
+                input = try decodeInput(Array(call.args))
+            } catch {
+                throw ArgsMismatch(detail: "\(error)")
+            }
+            output = try encodeOutput(try await method.handle(input, context: &context))
+            returned = try context.execution.map { try encoder.encode($0) }
+        } catch let mismatch as ArgsMismatch {
+            failure = "args do not decode as \(Method.Input.self): \(mismatch.detail)"
         } catch {
-            answer.error = "\(error)"
+            failure = "\(error)"
         }
-        do {
-            return try encoder.encode(answer)
-        } catch {
-            return try encoder.encode(TypedAnswer<Method.Output>(id: call.id, error: "cannot encode the output: \(error)"))
+        guard let failure else { return ServeAnswerBody.make(id: call.id, output: output, context: returned) }
+        return try encoder.encode(MessagePackValue.map([(key: "id", value: .string(call.id)), (key: "error", value: .string(failure))]))
+    }
+
+    /// `args` as the method's input; a `MessagePackValue` input takes the decoder's value path.
+    private func decodeInput(_ bytes: [UInt8]) throws -> Method.Input {
+        if Method.Input.self == MessagePackValue.self {
+            return try decoder.decodeValue(from: bytes) as! Method.Input
         }
+        return try decoder.decode(Method.Input.self, from: bytes)
+    }
+
+    /// The method's output as MessagePack; a `MessagePackValue` output takes the encoder's value path.
+    private func encodeOutput(_ output: Method.Output) throws -> [UInt8] {
+        if let value = output as? MessagePackValue { return try encoder.encode(value) }
+        return try encoder.encode(output)
     }
 
     /// The `{output, context?}` answer to an exec-mode request `{args, context?}`.

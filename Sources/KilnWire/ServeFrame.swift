@@ -155,38 +155,92 @@ public struct ServeAnswerFields: Sendable, Equatable {
 
     /// Reads an answer's frame body.
     public init(body: [UInt8], limits: WireLimits = .default) throws(WireError) {
-        let parsed: Parsed
+        let fields = try ServeFrameScanner.scan(body, limits: limits)
+        guard let id = fields.id else { throw .missingKey("id", path: "") }
+        self.id = id
+        self.error = fields.error
+        let outputRange = fields.output
+        let contextRange = fields.context.flatMap { body[$0] == [0xc0] ? nil : $0 }
+        var output: [UInt8] = []
+        output.reserveCapacity((outputRange?.count ?? 1) + (contextRange?.count ?? 0) + 16)
+        MessagePackBytes.appendMapHeader(count: contextRange == nil ? 1 : 2, to: &output)
+        output += [0xa6] + Array("output".utf8)
+        if let outputRange { output += body[outputRange] } else { output.append(0xc0) }
+        if let contextRange {
+            output += [0xa7] + Array("context".utf8)
+            output += body[contextRange]
+        }
+        self.methodOutput = output
+    }
+
+}
+
+/// A call read without building values: its id and deadline, and where its `args` and `context`
+/// are. The SDK's fast path: only `args` is decoded, as the method's own input type.
+public struct ServeCallFields: Sendable, Equatable {
+    public let id: String
+    public let deadlineMs: UInt64
+    /// The encoded `args` (nil when absent).
+    public let args: ArraySlice<UInt8>
+    /// The encoded `context`, when the call has a non-nil one.
+    public let context: ArraySlice<UInt8>?
+
+    /// Reads a call's frame body.
+    public init(body: [UInt8], limits: WireLimits = .default) throws(WireError) {
+        let fields = try ServeFrameScanner.scan(body, limits: limits)
+        guard let id = fields.id else { throw .missingKey("id", path: "") }
+        guard let deadline = fields.deadlineMs else { throw .missingKey("deadline_ms", path: "") }
+        self.id = id
+        self.deadlineMs = deadline
+        self.args = fields.args.map { body[$0] } ?? [0xc0]
+        self.context = fields.context.flatMap { body[$0] == [0xc0] ? nil : body[$0] }
+    }
+}
+
+/// Builds a runtime's answer frame body from already-encoded `output` and `context`.
+public enum ServeAnswerBody {
+    /// `{id, output, context?}` with `output` and `context` given as MessagePack bytes.
+    public static func make(id: String, output: [UInt8], context: [UInt8]?) -> [UInt8] {
+        var body: [UInt8] = []
+        body.reserveCapacity(output.count + (context?.count ?? 0) + id.utf8.count + 24)
+        MessagePackBytes.appendMapHeader(count: context == nil ? 2 : 3, to: &body)
+        body += [0xa2] + Array("id".utf8)
+        MessagePackBytes.appendString(id, to: &body)
+        body += [0xa6] + Array("output".utf8)
+        body += output
+        if let context {
+            body += [0xa7] + Array("context".utf8)
+            body += context
+        }
+        return body
+    }
+}
+
+/// Reads the top-level entries of a serve-mode frame body (a map with string keys) without
+/// building values: `id`, `error` and `deadline_ms` decoded, every other value as a byte range.
+/// The whole body is checked against the wire limits on the way.
+enum ServeFrameScanner {
+    struct Fields {
+        var id: String?
+        var error: String?
+        var deadlineMs: UInt64?
+        /// Where the values of `args`, `context` and `output` are.
+        var args: Range<Int>?
+        var context: Range<Int>?
+        var output: Range<Int>?
+    }
+
+    static func scan(_ body: [UInt8], limits: WireLimits) throws(WireError) -> Fields {
         do {
-            parsed = try body.withUnsafeBytes { bytes in try Self.parse(bytes, limits: limits) }
+            return try body.withUnsafeBytes { bytes in try scan(bytes, limits: limits) }
         } catch let error as WireError {
             throw error
         } catch {
             throw .invalidValue("\(error)", path: "")
         }
-        guard let id = parsed.id else { throw .missingKey("id", path: "") }
-        self.id = id
-        self.error = parsed.error
-        var output: [UInt8] = []
-        output.reserveCapacity((parsed.output?.count ?? 1) + (parsed.context?.count ?? 0) + 16)
-        MessagePackBytes.appendMapHeader(count: parsed.context == nil ? 1 : 2, to: &output)
-        output += [0xa6] + Array("output".utf8)
-        if let range = parsed.output { output += body[range] } else { output.append(0xc0) }
-        if let range = parsed.context {
-            output += [0xa7] + Array("context".utf8)
-            output += body[range]
-        }
-        self.methodOutput = output
     }
 
-    /// Where an answer's fields are.
-    private struct Parsed {
-        var id: String?
-        var error: String?
-        var output: Range<Int>?
-        var context: Range<Int>?
-    }
-
-    private static func parse(_ bytes: UnsafeRawBufferPointer, limits: WireLimits) throws(WireError) -> Parsed {
+    private static func scan(_ bytes: UnsafeRawBufferPointer, limits: WireLimits) throws(WireError) -> Fields {
         let validator = MessagePackValidator(limits: limits)
         guard bytes.count <= limits.maxBodyBytes else {
             throw .limitExceeded(.bodyBytes, actual: bytes.count, maximum: limits.maxBodyBytes, offset: 0)
@@ -206,44 +260,48 @@ public struct ServeAnswerFields: Sendable, Equatable {
         default:
             throw .typeMismatch(expected: "map", found: "0x" + String(first, radix: 16), path: "")
         }
-        var id: String?
-        var error: String?
-        var output: Range<Int>?
-        var context: Range<Int>?
+        var fields = Fields()
         for _ in 0..<count {
             let keyStart = position
             position = try validator.endOfValue(in: bytes, at: position)
-            let key = Self.string(bytes, keyStart..<position)
+            guard let key = string(bytes, keyStart..<position) else {
+                position = try validator.endOfValue(in: bytes, at: position)
+                continue
+            }
             let valueStart = position
             position = try validator.endOfValue(in: bytes, at: position)
             let value = valueStart..<position
             switch key {
             case "id":
-                guard let text = Self.string(bytes, value) else {
-                    throw .typeMismatch(expected: "str", found: "0x" + String(bytes[valueStart], radix: 16), path: "id")
-                }
-                id = text
+                guard let text = string(bytes, value) else { throw mismatch("str", bytes[valueStart], key) }
+                fields.id = text
             case "error":
                 if bytes[valueStart] != 0xc0 {
-                    guard let text = Self.string(bytes, value) else {
-                        throw .typeMismatch(expected: "str", found: "0x" + String(bytes[valueStart], radix: 16), path: "error")
-                    }
-                    error = text
+                    guard let text = string(bytes, value) else { throw mismatch("str", bytes[valueStart], key) }
+                    fields.error = text
                 }
-            case "output": output = value
-            case "context": context = bytes[valueStart] == 0xc0 ? nil : value
-            default: break
+            case "deadline_ms":
+                guard let number = unsigned(bytes, value) else { throw mismatch("uint", bytes[valueStart], key) }
+                fields.deadlineMs = number
+            case "args": fields.args = value
+            case "context": fields.context = value
+            case "output": fields.output = value
+            default:
+                break
             }
         }
         guard position == bytes.count else { throw .trailingBytes(count: bytes.count - position, offset: position) }
-        return Parsed(id: id, error: error, output: output, context: context)
+        return fields
+    }
+
+    private static func mismatch(_ expected: String, _ marker: UInt8, _ key: String) -> WireError {
+        .typeMismatch(expected: expected, found: "0x" + String(marker, radix: 16), path: key)
     }
 
     /// The string at `range` when it holds one (any of the str encodings).
     private static func string(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>) -> String? {
-        let marker = bytes[range.lowerBound]
         let header: Int
-        switch marker {
+        switch bytes[range.lowerBound] {
         case 0xa0...0xbf: header = 1
         case 0xd9: header = 2
         case 0xda: header = 3
@@ -251,5 +309,19 @@ public struct ServeAnswerFields: Sendable, Equatable {
         default: return nil
         }
         return String(validating: UnsafeRawBufferPointer(rebasing: bytes[(range.lowerBound + header)..<range.upperBound]), as: UTF8.self)
+    }
+
+    /// The non-negative integer at `range` when it holds one.
+    private static func unsigned(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>) -> UInt64? {
+        let marker = bytes[range.lowerBound]
+        switch marker {
+        case 0x00...0x7f: return UInt64(marker)
+        case 0xcc...0xcf, 0xd0...0xd3:
+            let payload = bytes[(range.lowerBound + 1)..<range.upperBound]
+            let raw = payload.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            if marker >= 0xd0 && payload.first.map({ $0 & 0x80 != 0 }) == true { return nil }  // negative
+            return raw
+        default: return nil
+        }
     }
 }

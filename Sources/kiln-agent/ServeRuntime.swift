@@ -4,8 +4,9 @@ import KilnWire
 /// One serve-mode method runtime: the method's program, started once with `KILN_MODE=serve` in a
 /// process group of its own, called with ``ServeCall`` frames on its stdin and answering with
 /// ``ServeAnswer`` frames on its stdout, one call at a time. Its stderr is collected as it comes;
-/// the tail goes back with each result.
-struct ServeRuntime {
+/// the tail goes back with each result. A class: it is one process with pipes and buffers, owned
+/// by ``ServeRuntimes`` and never copied (a copy of its buffers per call cost more than the call).
+final class ServeRuntime {
     /// How a call ended.
     enum CallOutcome {
         /// The runtime answered (maybe with an error); it stays up.
@@ -83,7 +84,7 @@ struct ServeRuntime {
     private(set) var exitStatus: Int32?
 
     /// Whether the process is still running; reaps it when it has exited.
-    mutating func isRunning() -> Bool {
+    func isRunning() -> Bool {
         guard exitStatus == nil else { return false }
         var status: Int32 = 0
         guard waitpid(pid, &status, WNOHANG) == pid else { return true }
@@ -92,12 +93,12 @@ struct ServeRuntime {
     }
 
     /// Records the wait status when something else (the agent's orphan reaper) collected it.
-    mutating func noteReaped(status: Int32) {
+    func noteReaped(status: Int32) {
         exitStatus = status
     }
 
     /// Sends one call and waits for its answer until `deadlineUs` (monotonic).
-    mutating func call(_ request: GuestFrame.ExecRequest, deadlineUs: UInt64) -> CallOutcome {
+    func call(_ request: GuestFrame.ExecRequest, deadlineUs: UInt64) -> CallOutcome {
         let framed: [UInt8]
         do {
             framed = FrameBuffer.frame(try ServeCall.body(payload: request.payload, id: request.id, deadlineMs: request.deadlineMs))
@@ -139,14 +140,14 @@ struct ServeRuntime {
 
     /// The tail of what the runtime wrote to stderr since the last result (as far as the calls
     /// read it), which it then forgets.
-    mutating func takeStderrTail() -> String {
+    func takeStderrTail() -> String {
         defer { stderrBytes.removeAll(keepingCapacity: true) }
         return String(decoding: stderrBytes.suffix(MethodRunner.stderrTailBytes), as: UTF8.self)
     }
 
     /// The runtime's peak resident set, in KiB (`VmHWM`): read afresh at the first call and then
     /// every ``rssInterval`` calls (procfs is slow to read under TCG, and peaks move slowly).
-    mutating func peakRSSKB() -> UInt64 {
+    func peakRSSKB() -> UInt64 {
         if calls % Self.rssInterval == 1 || cachedRSSKB == 0 { cachedRSSKB = readPeakRSSKB() }
         return cachedRSSKB
     }
@@ -182,7 +183,7 @@ struct ServeRuntime {
 
     /// Kills the runtime's process group, reaps the runtime and closes its pipes. Returns its wait
     /// status.
-    mutating func kill() -> Int32 {
+    func kill() -> Int32 {
         Glibc.kill(-pid, SIGKILL)
         var status: Int32 = exitStatus ?? 0
         if exitStatus == nil {
@@ -196,7 +197,7 @@ struct ServeRuntime {
         return status
     }
 
-    private mutating func answer(to request: GuestFrame.ExecRequest, body: [UInt8]) -> CallOutcome {
+    private func answer(to request: GuestFrame.ExecRequest, body: [UInt8]) -> CallOutcome {
         let answer: ServeAnswerFields
         do {
             answer = try ServeAnswerFields(body: body)
@@ -211,7 +212,7 @@ struct ServeRuntime {
     }
 
     /// Reads what stdout has into the frame buffer; false at EOF or on an error.
-    private mutating func readStdout() -> Bool {
+    private func readStdout() -> Bool {
         while true {
             let count = chunk.withUnsafeMutableBytes { read(stdout, $0.baseAddress, $0.count) }
             if count > 0 {
@@ -225,7 +226,7 @@ struct ServeRuntime {
         }
     }
 
-    private mutating func readStderr() {
+    private func readStderr() {
         guard stderr >= 0 else { return }
         while true {
             let count = chunk.withUnsafeMutableBytes { read(stderr, $0.baseAddress, $0.count) }

@@ -32,7 +32,7 @@ struct ServeRuntimes {
     /// had has ended, or was started with another entry).
     mutating func call(_ request: GuestFrame.ExecRequest) -> GuestFrame.ExecResult {
         let started = monotonicMicroseconds()
-        if var runtime = running[request.method], runtime.entry != request.entry || !runtime.isRunning() {
+        if let runtime = running[request.method], runtime.entry != request.entry || !runtime.isRunning() {
             _ = runtime.kill()
             running[request.method] = nil
         }
@@ -43,13 +43,10 @@ struct ServeRuntimes {
                 return result(request, started: started, status: .error, exitCode: 127, stderr: "serve: \(failure.message)")
             }
         }
-        var runtime = running[request.method]!
-        let outcome = runtime.call(request, deadlineUs: started + request.deadlineMs * 1000)
-        running[request.method] = runtime
-        switch outcome {
+        let runtime = running[request.method]!
+        switch runtime.call(request, deadlineUs: started + request.deadlineMs * 1000) {
         case .answered(let answer):
             var tail = runtime.takeStderrTail()
-            running[request.method] = runtime
             if let error = answer.error {
                 tail = "error: \(error)" + (tail.isEmpty ? "" : "\n" + tail)
                 return result(request, started: started, status: .error, exitCode: 1, stderr: tail, reportRSS: true)
@@ -68,16 +65,16 @@ struct ServeRuntimes {
 
     /// Kills every runtime but `method`'s.
     mutating func killAll(except method: String? = nil) {
-        for name in running.keys where name != method {
-            _ = running[name]!.kill()
+        for (name, runtime) in running where name != method {
+            _ = runtime.kill()
             running[name] = nil
         }
     }
 
     /// Records a runtime's exit when the agent's orphan reaper collected it.
     mutating func noteReaped(pid: pid_t, status: Int32) {
-        for (name, runtime) in running where runtime.pid == pid {
-            running[name]!.noteReaped(status: status)
+        for runtime in running.values where runtime.pid == pid {
+            runtime.noteReaped(status: status)
         }
     }
 
@@ -85,7 +82,7 @@ struct ServeRuntimes {
     private mutating func end(
         _ request: GuestFrame.ExecRequest, started: UInt64, status: GuestFrame.ExecStatus, why: String
     ) -> GuestFrame.ExecResult {
-        guard var runtime = running.removeValue(forKey: request.method) else {
+        guard let runtime = running.removeValue(forKey: request.method) else {
             return result(request, started: started, status: status, exitCode: 1, stderr: "serve: \(why)")
         }
         let rss = runtime.readPeakRSSKB()
@@ -99,13 +96,12 @@ struct ServeRuntimes {
         return answer
     }
 
-    private mutating func result(
+    private func result(
         _ request: GuestFrame.ExecRequest, started: UInt64, status: GuestFrame.ExecStatus, output: [UInt8] = [],
         exitCode: Int32, stderr: String, reportRSS: Bool = false
     ) -> GuestFrame.ExecResult {
         let execUs = monotonicMicroseconds() - started
-        var rss: UInt64 = 0
-        if reportRSS, running[request.method] != nil { rss = running[request.method]!.peakRSSKB() }
+        let rss = reportRSS ? running[request.method]?.peakRSSKB() ?? 0 : 0
         return GuestFrame.ExecResult(
             id: request.id, status: status, output: output, exitCode: exitCode, stderr: stderr, execUs: execUs, maxrssKB: rss)
     }

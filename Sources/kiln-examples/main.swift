@@ -13,7 +13,7 @@ let name = CommandLine.arguments.count > 1
     : String(CommandLine.arguments[0].split(separator: "/").last ?? "")
 
 if let method = SDKMethods.all[name] {
-    await MethodRuntime.run(method)
+    MethodRuntime.start(method)
 }
 guard let method = ExampleMethod(rawValue: name) else {
     let names = ExampleMethod.allCases.map(\.rawValue) + SDKMethods.all.keys.sorted()
