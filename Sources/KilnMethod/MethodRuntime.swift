@@ -22,21 +22,22 @@ public enum MethodRuntime {
 
     /// Serves calls until the agent closes stdin (serve mode), or answers the one request on
     /// stdin (exec mode); then exits.
-    public static func run<Method: KilnMethod>(_ method: Method) async -> Never {
+    /// In both modes the answers go to a private copy of stdout, and whatever else writes to
+    /// stdout (a `print`) goes to stderr instead, so it cannot break them.
+    static func run<Method: KilnMethod>(_ method: Method) async -> Never {
+        let answers = dup(1)
+        guard answers >= 0, dup2(2, 1) >= 0 else {
+            fail("cannot set up stdout: \(String(cString: strerror(errno)))", exitCode: protocolExitCode)
+        }
         switch MethodMode.current {
-        case .serve: await serve(method)
-        case .exec: await answerOnce(method)
+        case .serve: await serve(method, answers: answers)
+        case .exec: await answerOnce(method, answers: answers)
         }
     }
 
-    /// Serve mode: frames on stdin, answers on stdout. Whatever else writes to stdout (a `print`)
-    /// is sent to stderr instead, so it cannot break the protocol.
-    static func serve<Method: KilnMethod>(_ method: Method) async -> Never {
-        let protocolOutput = dup(1)
-        guard protocolOutput >= 0, dup2(2, 1) >= 0 else {
-            fail("cannot set up stdout: \(String(cString: strerror(errno)))", exitCode: protocolExitCode)
-        }
-        var stream = FrameStream(input: 0, output: protocolOutput)
+    /// Serve mode: frames on stdin, answers on `answers`.
+    static func serve<Method: KilnMethod>(_ method: Method, answers: Int32) async -> Never {
+        var stream = FrameStream(input: 0, output: answers)
         let server = CallServer(method: method)
         while true {
             let body: [UInt8]
@@ -54,8 +55,8 @@ public enum MethodRuntime {
         }
     }
 
-    /// Exec mode: one `{args, context?}` on stdin, one `{output, context?}` on stdout.
-    static func answerOnce<Method: KilnMethod>(_ method: Method) async -> Never {
+    /// Exec mode: one `{args, context?}` on stdin, one `{output, context?}` on `answers`.
+    static func answerOnce<Method: KilnMethod>(_ method: Method, answers: Int32) async -> Never {
         var input: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 64 * 1024)
         while true {
@@ -70,7 +71,7 @@ public enum MethodRuntime {
         }
         do {
             let answer = try await CallServer(method: method).answerRequest(input)
-            try writeAll(1, answer)
+            try writeAll(answers, answer)
             exit(0)
         } catch {
             fail("\(error)", exitCode: failureExitCode)
