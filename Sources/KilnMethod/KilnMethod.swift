@@ -15,7 +15,7 @@ import KilnWire
 ///     struct Output: Encodable { var words: Int }
 ///
 ///     func handle(_ input: Input, context: inout MethodContext) async throws -> Output {
-///         context.locals["calls", default: 0] = .uint((context.locals["calls"]?.uint64Value ?? 0) + 1)
+///         context.locals["seen"] = .uint((context.locals["seen"]?.uint64Value ?? 0) + 1)  // goes back
 ///         return Output(words: input.text.split(whereSeparator: \.isWhitespace).count)
 ///     }
 /// }

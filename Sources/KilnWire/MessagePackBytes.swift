@@ -1,6 +1,14 @@
 /// Hand-written MessagePack for the few shapes the serve-mode fast paths splice together: a
 /// string, an unsigned integer, a map header. Same bytes msgpack-c writes for them.
 enum MessagePackBytes {
+    /// The keys of serve-mode frames, encoded (fixstr).
+    static let idKey: [UInt8] = [0xa2] + Array("id".utf8)
+    static let argsKey: [UInt8] = [0xa4] + Array("args".utf8)
+    static let errorKey: [UInt8] = [0xa5] + Array("error".utf8)
+    static let outputKey: [UInt8] = [0xa6] + Array("output".utf8)
+    static let contextKey: [UInt8] = [0xa7] + Array("context".utf8)
+    static let deadlineKey: [UInt8] = [0xab] + Array("deadline_ms".utf8)
+
     static func appendString(_ text: String, to bytes: inout [UInt8]) {
         let utf8 = text.utf8
         let count = utf8.count

@@ -57,7 +57,8 @@ public struct ServeCall: Sendable, Equatable {
     /// program reads on stdin — without decoding it: the map's header grows by two and `id` and
     /// `deadline_ms` follow its entries. An empty payload is a call with nil args.
     /// - Throws: ``WireError/typeMismatch(expected:found:path:)`` when the payload is not a map.
-    public static func body(payload: [UInt8], id: String, deadlineMs: UInt64) throws(WireError) -> [UInt8] {
+    /// - Parameter framed: put the frame's length prefix in front (saves a copy).
+    public static func body(payload: [UInt8], id: String, deadlineMs: UInt64, framed: Bool = false) throws(WireError) -> [UInt8] {
         let count: Int
         let headerBytes: Int
         switch payload.first {
@@ -77,17 +78,23 @@ public struct ServeCall: Sendable, Equatable {
             throw .typeMismatch(expected: "map", found: "0x" + String(first, radix: 16), path: "payload")
         }
         var body: [UInt8] = []
-        body.reserveCapacity(payload.count + id.utf8.count + 32)
+        body.reserveCapacity(FrameBuffer.prefixBytes + payload.count + id.utf8.count + 32)
+        if framed { body += [0, 0, 0, 0] }
         MessagePackBytes.appendMapHeader(count: count + 2, to: &body)
         if payload.isEmpty {
-            body += [0xa4] + Array("args".utf8) + [0xc0]
+            body += MessagePackBytes.argsKey
+            body.append(0xc0)
         } else {
             body += payload[headerBytes...]
         }
-        body += [0xa2] + Array("id".utf8)
+        body += MessagePackBytes.idKey
         MessagePackBytes.appendString(id, to: &body)
-        body += [0xab] + Array("deadline_ms".utf8)
+        body += MessagePackBytes.deadlineKey
         MessagePackBytes.appendUInt(deadlineMs, to: &body)
+        if framed {
+            let length = UInt32(truncatingIfNeeded: body.count - FrameBuffer.prefixBytes)
+            for index in 0..<4 { body[index] = UInt8(length >> (24 - 8 * index) & 0xff) }
+        }
         return body
     }
 }
@@ -164,10 +171,10 @@ public struct ServeAnswerFields: Sendable, Equatable {
         var output: [UInt8] = []
         output.reserveCapacity((outputRange?.count ?? 1) + (contextRange?.count ?? 0) + 16)
         MessagePackBytes.appendMapHeader(count: contextRange == nil ? 1 : 2, to: &output)
-        output += [0xa6] + Array("output".utf8)
+        output += MessagePackBytes.outputKey
         if let outputRange { output += body[outputRange] } else { output.append(0xc0) }
         if let contextRange {
-            output += [0xa7] + Array("context".utf8)
+            output += MessagePackBytes.contextKey
             output += body[contextRange]
         }
         self.methodOutput = output
@@ -204,12 +211,12 @@ public enum ServeAnswerBody {
         var body: [UInt8] = []
         body.reserveCapacity(output.count + (context?.count ?? 0) + id.utf8.count + 24)
         MessagePackBytes.appendMapHeader(count: context == nil ? 2 : 3, to: &body)
-        body += [0xa2] + Array("id".utf8)
+        body += MessagePackBytes.idKey
         MessagePackBytes.appendString(id, to: &body)
-        body += [0xa6] + Array("output".utf8)
+        body += MessagePackBytes.outputKey
         body += output
         if let context {
-            body += [0xa7] + Array("context".utf8)
+            body += MessagePackBytes.contextKey
             body += context
         }
         return body
@@ -264,34 +271,47 @@ enum ServeFrameScanner {
         for _ in 0..<count {
             let keyStart = position
             position = try validator.endOfValue(in: bytes, at: position)
-            guard let key = string(bytes, keyStart..<position) else {
-                position = try validator.endOfValue(in: bytes, at: position)
-                continue
-            }
+            let key = Key(bytes[keyStart..<position])
             let valueStart = position
             position = try validator.endOfValue(in: bytes, at: position)
             let value = valueStart..<position
             switch key {
-            case "id":
-                guard let text = string(bytes, value) else { throw mismatch("str", bytes[valueStart], key) }
+            case .id:
+                guard let text = string(bytes, value) else { throw mismatch("str", bytes[valueStart], "id") }
                 fields.id = text
-            case "error":
+            case .error:
                 if bytes[valueStart] != 0xc0 {
-                    guard let text = string(bytes, value) else { throw mismatch("str", bytes[valueStart], key) }
+                    guard let text = string(bytes, value) else { throw mismatch("str", bytes[valueStart], "error") }
                     fields.error = text
                 }
-            case "deadline_ms":
-                guard let number = unsigned(bytes, value) else { throw mismatch("uint", bytes[valueStart], key) }
+            case .deadlineMs:
+                guard let number = unsigned(bytes, value) else { throw mismatch("uint", bytes[valueStart], "deadline_ms") }
                 fields.deadlineMs = number
-            case "args": fields.args = value
-            case "context": fields.context = value
-            case "output": fields.output = value
-            default:
-                break
+            case .args: fields.args = value
+            case .context: fields.context = value
+            case .output: fields.output = value
+            case .other: break
             }
         }
         guard position == bytes.count else { throw .trailingBytes(count: bytes.count - position, offset: position) }
         return fields
+    }
+
+    /// The keys the scanner reads, told apart by their encoded bytes (a fixstr each).
+    private enum Key {
+        case id, error, deadlineMs, args, context, output, other
+
+        init(_ encoded: Slice<UnsafeRawBufferPointer>) {
+            switch encoded.count {
+            case 3 where encoded.elementsEqual(MessagePackBytes.idKey): self = .id
+            case 5 where encoded.elementsEqual(MessagePackBytes.argsKey): self = .args
+            case 6 where encoded.elementsEqual(MessagePackBytes.errorKey): self = .error
+            case 7 where encoded.elementsEqual(MessagePackBytes.outputKey): self = .output
+            case 8 where encoded.elementsEqual(MessagePackBytes.contextKey): self = .context
+            case 12 where encoded.elementsEqual(MessagePackBytes.deadlineKey): self = .deadlineMs
+            default: self = .other
+            }
+        }
     }
 
     private static func mismatch(_ expected: String, _ marker: UInt8, _ key: String) -> WireError {
@@ -308,7 +328,10 @@ enum ServeFrameScanner {
         case 0xdb: header = 5
         default: return nil
         }
-        return String(validating: UnsafeRawBufferPointer(rebasing: bytes[(range.lowerBound + header)..<range.upperBound]), as: UTF8.self)
+        let text = UnsafeRawBufferPointer(rebasing: bytes[(range.lowerBound + header)..<range.upperBound])
+        // ASCII (every id Kiln makes) needs no decoding beyond a copy; anything else is validated.
+        if text.allSatisfy({ $0 < 0x80 }) { return String(decoding: text, as: UTF8.self) }
+        return String(validating: text, as: UTF8.self)
     }
 
     /// The non-negative integer at `range` when it holds one.

@@ -101,11 +101,12 @@ final class ServeRuntime {
     func call(_ request: GuestFrame.ExecRequest, deadlineUs: UInt64) -> CallOutcome {
         let framed: [UInt8]
         do {
-            framed = FrameBuffer.frame(try ServeCall.body(payload: request.payload, id: request.id, deadlineMs: request.deadlineMs))
+            framed = try ServeCall.body(payload: request.payload, id: request.id, deadlineMs: request.deadlineMs, framed: true)
         } catch {
             return .refused("the payload is not the MessagePack map {args, context}: \(error)")
         }
         var written = 0
+        var fds = (pollfd(), pollfd(), pollfd())
         while true {
             if written < framed.count {
                 let count = framed.withUnsafeBytes { write(stdin, $0.baseAddress! + written, $0.count - written) }
@@ -122,19 +123,17 @@ final class ServeRuntime {
             }
             let now = monotonicMicroseconds()
             guard now < deadlineUs else { return .timedOut }
-            var fds = [pollfd(fd: stdout, events: Int16(POLLIN), revents: 0)]
-            if stderr >= 0 { fds.append(pollfd(fd: stderr, events: Int16(POLLIN), revents: 0)) }
-            if written < framed.count { fds.append(pollfd(fd: stdin, events: Int16(POLLOUT), revents: 0)) }
-            let ready = poll(&fds, nfds_t(fds.count), Int32(min((deadlineUs - now + 999) / 1000, 1_000)))
+            // stdout, stderr, stdin while the call is not all written; -1 entries are ignored.
+            fds.0 = pollfd(fd: stdout, events: Int16(POLLIN), revents: 0)
+            fds.1 = pollfd(fd: stderr, events: Int16(POLLIN), revents: 0)
+            fds.2 = pollfd(fd: written < framed.count ? stdin : -1, events: Int16(POLLOUT), revents: 0)
+            let ready = withUnsafeMutableBytes(of: &fds) { raw in
+                poll(raw.baseAddress!.assumingMemoryBound(to: pollfd.self), 3, Int32(min((deadlineUs - now + 999) / 1000, 1_000)))
+            }
             if ready < 0 && errno != EINTR { return .ended }
             if ready <= 0 { continue }
-            for entry in fds where entry.revents != 0 {
-                if entry.fd == stdout {
-                    if !readStdout() { return .ended }
-                } else if entry.fd == stderr {
-                    readStderr()
-                }
-            }
+            if fds.1.revents != 0 { readStderr() }
+            if fds.0.revents != 0 && !readStdout() { return .ended }
         }
     }
 
