@@ -39,6 +39,11 @@ public enum MethodRuntime {
     static func serve<Method: KilnMethod>(_ method: Method, answers: Int32) async -> Never {
         var stream = FrameStream(input: 0, output: answers)
         let server = CallServer(method: method)
+        do {
+            try stream.send(ServeProtocol.readyBody)
+        } catch {
+            fail("kiln-method: \(error)", exitCode: protocolExitCode)
+        }
         while true {
             let body: [UInt8]
             do {

@@ -9,6 +9,11 @@
 /// runtime → agent   {id: str, output: any, context: map?, error: str?}
 /// ```
 ///
+/// Before its first answer a runtime may send ``ServeProtocol/readyBody`` (`{ready: true}`) once,
+/// when it has finished starting: a VM with warm runtimes waits for it before it first greets its
+/// host, so that a snapshot template holds them idle rather than half-started (every clone would
+/// otherwise finish their start-up again).
+///
 /// An answer with a non-nil `error` is a failed call (the runtime stays up); an answer with another
 /// `id`, a frame that is not such a map, or EOF breaks the protocol, and the agent kills the
 /// runtime's process group and starts it again at the next call. The codec here is Codable-free:
@@ -17,6 +22,9 @@ public enum ServeProtocol {
     /// The environment variable that tells a method program how it was started: `serve`, or
     /// absent (exec mode: one request on stdin, one answer on stdout).
     public static let modeVariable = "KILN_MODE"
+
+    /// The body of the frame a runtime sends once it is ready for calls: `{ready: true}`.
+    public static let readyBody: [UInt8] = [0x81, 0xa5] + Array("ready".utf8) + [0xc3]
 }
 
 /// One invocation, from the agent to a serve-mode runtime.

@@ -117,7 +117,13 @@ final class ServeRuntime {
                 }
             }
             do {
-                if let body = try frames.nextFrame() { return answer(to: request, body: body) }
+                if let body = try frames.nextFrame() {
+                    if body == ServeProtocol.readyBody {
+                        isReady = true
+                        continue
+                    }
+                    return answer(to: request, body: body)
+                }
             } catch {
                 return .brokeProtocol("its stdout is not length-prefixed frames: \(error)")
             }
@@ -135,6 +141,35 @@ final class ServeRuntime {
             if fds.1.revents != 0 { readStderr() }
             if fds.0.revents != 0 && !readStdout() { return .ended }
         }
+    }
+
+    /// Whether the runtime has said it is ready for calls.
+    private(set) var isReady = false
+
+    /// Waits until the runtime says it is ready (``ServeProtocol/readyBody``), until `deadlineUs`.
+    /// - Returns: false when it did not say so in time, or wrote something else first.
+    func awaitReady(deadlineUs: UInt64) -> Bool {
+        while !isReady {
+            do {
+                if let body = try frames.nextFrame() {
+                    isReady = body == ServeProtocol.readyBody
+                    return isReady
+                }
+            } catch {
+                return false
+            }
+            let now = monotonicMicroseconds()
+            guard now < deadlineUs else { return false }
+            var fds = (pollfd(fd: stdout, events: Int16(POLLIN), revents: 0), pollfd(fd: stderr, events: Int16(POLLIN), revents: 0))
+            let ready = withUnsafeMutableBytes(of: &fds) { raw in
+                poll(raw.baseAddress!.assumingMemoryBound(to: pollfd.self), 2, Int32(min((deadlineUs - now + 999) / 1000, 1_000)))
+            }
+            if ready < 0 && errno != EINTR { return false }
+            if ready <= 0 { continue }
+            if fds.1.revents != 0 { readStderr() }
+            if fds.0.revents != 0 && !readStdout() { return false }
+        }
+        return true
     }
 
     /// The tail of what the runtime wrote to stderr since the last result (as far as the calls

@@ -13,13 +13,22 @@ struct ServeRuntimes {
         self.scratch = scratch
     }
 
-    /// Starts the runtimes of warm methods (a failure shows on the console and again at the first call).
+    /// How long a warm runtime may take to say it is ready before the VM greets its host anyway.
+    static let warmReadyTimeoutUs: UInt64 = 2_000_000
+
+    /// Starts the runtimes of warm methods and waits until each says it is ready (or
+    /// ``warmReadyTimeoutUs`` passes), so that a snapshot taken after the agent greets holds them
+    /// idle. A failure shows on the console; the method's first call starts it again.
     mutating func startWarm(_ methods: [(name: String, entry: [String])]) {
         for (name, entry) in methods {
             switch ServeRuntime.start(method: name, entry: entry, scratch: scratch) {
             case .success(let runtime): running[name] = runtime
             case .failure(let failure): AgentLog.write("kiln-agent: warm runtime of \(name) did not start: \(failure.message)")
             }
+        }
+        let deadline = monotonicMicroseconds() + Self.warmReadyTimeoutUs
+        for (name, runtime) in running.sorted(by: { $0.key < $1.key }) where !runtime.awaitReady(deadlineUs: deadline) {
+            AgentLog.write("kiln-agent: warm runtime of \(name) did not say it is ready (\(runtime.takeStderrTail())); greeting anyway")
         }
     }
 

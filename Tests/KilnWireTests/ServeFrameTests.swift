@@ -95,5 +95,9 @@ struct ServeFrameTests {
             #expect(spliced == ServeCall(id: id, args: ["n": 1], deadlineMs: deadline))
         }
     }
-}
 
+    @Test func theReadyFrameIsTheMapReadyTrue() throws {
+        #expect(try MessagePackDecoder().decodeValue(from: ServeProtocol.readyBody) == ["ready": true])
+        #expect(ServeProtocol.readyBody == (try encoder.encode(["ready": true] as MessagePackValue)))
+    }
+}

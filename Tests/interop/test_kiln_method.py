@@ -45,13 +45,17 @@ def start(mode):
                             stderr=subprocess.PIPE, env=env)
 
 
-def call(process, body):
-    process.stdin.write(struct.pack(">I", len(body)) + body)
-    process.stdin.flush()
+def frame(process):
     prefix = process.stdout.read(4)
     assert len(prefix) == 4, process.stderr.read().decode()
     (length,) = struct.unpack(">I", prefix)
     return msgpack.unpackb(process.stdout.read(length), raw=False)
+
+
+def call(process, body):
+    process.stdin.write(struct.pack(">I", len(body)) + body)
+    process.stdin.flush()
+    return frame(process)
 
 
 @pytest.mark.parametrize("value", [
@@ -73,6 +77,7 @@ def test_codec_refuses_broken_input():
 def test_serve_mode_answers_calls_on_one_process():
     process = start("serve")
     try:
+        assert frame(process) == {"ready": True}
         pids = set()
         for index in range(200):
             context = {"locals": {"calls": index}} if index % 2 else None
@@ -99,11 +104,12 @@ def test_serve_mode_answers_calls_on_one_process():
 def test_serve_mode_exits_on_a_frame_that_is_not_a_call():
     process = start("serve")
     try:
+        assert frame(process) == {"ready": True}
         body = msgpack.packb({"args": 1})
         process.stdin.write(struct.pack(">I", len(body)) + body)
         process.stdin.close()
         assert process.wait(10) == 65
-        assert process.stdout.read() == b""
+        assert process.stdout.read() == b""  # no answer to a frame that is not a call
     finally:
         process.kill()
 

@@ -16,9 +16,9 @@ up for the next one.
         kiln_method.run(wordcount)
 
 The agent starts the program with ``KILN_MODE=serve`` for a manifest entry with
-``"mode": "serve"``: calls then arrive on stdin as frames (a 4-byte big-endian length, then a
-MessagePack map ``{id, args, context?, deadline_ms}``) and each answer leaves on stdout as
-``{id, output, context?}`` or ``{id, error}``. Without it (exec mode) the program reads one
+``"mode": "serve"``: the runtime first says ``{ready: true}``, then calls arrive on stdin as
+frames (a 4-byte big-endian length, then a MessagePack map ``{id, args, context?,
+deadline_ms}``) and each answer leaves on stdout as ``{id, output, context?}`` or ``{id, error}``. Without it (exec mode) the program reads one
 ``{args, context?}`` from stdin and writes ``{output, context?}`` to stdout. In both modes
 ``print`` goes to stderr: stdout carries the answers.
 
@@ -230,6 +230,9 @@ def serve(handler, stdin=None, stdout=None):
     """Answers calls from ``stdin`` on ``stdout`` until stdin closes."""
     stdin = stdin or sys.stdin.buffer
     stdout = stdout or sys.stdout.buffer
+    ready = pack({"ready": True})
+    stdout.write(struct.pack(">I", len(ready)) + ready)
+    stdout.flush()
     while True:
         prefix = _read_exactly(stdin, 4)
         if prefix is None:
