@@ -34,6 +34,10 @@ struct ServeModeTests {
     func theRuntimeStaysUpAcrossCallsAndKeepingResets(backend: Backend) async throws {
         let image = try Fixture.image()
         try await withVM(backend) { vm in
+            if backend == .process {
+                // wordcount is warm: its runtime is up (and said it is ready) before the first call.
+                #expect(childProcesses(of: backend.pid(of: vm)).contains { $0.contains("wordcount") })
+            }
             #expect(try await runtimeCalls(vm, image) == 1)
             #expect(try await runtimeCalls(vm, image) == 2)
             try await vm.reset(keepingServeRuntime: true)
