@@ -128,8 +128,9 @@ public actor AgentSession {
         case .timedOut:
             return .timedOut(vm: vmID, step: step, after: timeout, detail: "")
         case .closed:
-            // Give the process a moment to be reaped so the message can say how it ended.
-            for _ in 0..<20 {
+            // Give the process a moment to be reaped so the message can say how it ended (up to
+            // a second: on a busy 2-core host the reaper can take longer than 100 ms).
+            for _ in 0..<200 {
                 if let death = await deathCheck() { return .vmDied(vm: vmID, during: step, detail: death) }
                 try? await Task.sleep(for: .milliseconds(5))
             }
