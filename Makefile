@@ -30,12 +30,12 @@ bench-amqp: release bench-peers
 	deploy/local/rabbitmq.sh start
 	.build/release/kiln-bench amqp
 
-# The guest side, built for the guest image: kiln-agent with the Swift stdlib linked statically
-# (glibc and libstdc++ are copied into the image from ldd), the example methods fully static.
-# Each has its own build folder so that their flags do not rebuild each other.
+# The guest agent, built for the guest image with the Swift stdlib linked statically (glibc and
+# libstdc++ are copied into the image from ldd). The method programs are not built here: the
+# manifest names them as `swift:<product>` and `kiln image build` compiles them fully static in
+# .build-guest/methods (their own folder, so that the flags do not rebuild each other).
 guest-binaries: deps
 	$(SWIFT) build -c release --scratch-path .build-guest/agent --static-swift-stdlib --product kiln-agent
-	$(SWIFT) build -c release --scratch-path .build-guest/methods --static-swift-stdlib -Xswiftc -static-executable --product kiln-examples
 
 # The guest image for examples/methods.json, cached by content in .local/images/<sha256>;
 # .local/images/current points at it (tests and benchmarks use that).

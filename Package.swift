@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "KilnPredict", targets: ["KilnPredict"]),
         .library(name: "KilnPool", targets: ["KilnPool"]),
         .library(name: "KilnWorker", targets: ["KilnWorker"]),
+        .library(name: "KilnMethod", targets: ["KilnMethod"]),
         .executable(name: "kiln", targets: ["kiln"]),
         .executable(name: "kiln-agent", targets: ["kiln-agent"]),
         .executable(name: "kiln-examples", targets: ["kiln-examples"]),
@@ -111,10 +112,18 @@ let package = Package(
             name: "kiln-agent",
             dependencies: ["KilnWire"]
         ),
-        // The example method programs (echo, sleep, fail, burn, sha256), one static binary.
+        // The Swift method SDK: a type conforming to `KilnMethod` becomes a method program that
+        // speaks serve mode and exec mode. KilnWire and Glibc only, no Foundation, so that a
+        // method links statically small.
+        .target(
+            name: "KilnMethod",
+            dependencies: ["KilnWire"]
+        ),
+        // The example method programs (echo, sleep, fail, burn, sha256, and the SDK's echo-sdk and
+        // wordcount), one static binary.
         .executableTarget(
             name: "kiln-examples",
-            dependencies: ["KilnWire", "KilnDigest"]
+            dependencies: ["KilnWire", "KilnDigest", "KilnMethod"]
         ),
         .executableTarget(
             name: "kiln-bench",
@@ -138,7 +147,11 @@ let package = Package(
         ),
         .testTarget(
             name: "KilnVMTests",
-            dependencies: ["KilnVM", "KilnDigest", "KilnWire"]
+            dependencies: ["KilnVM", "KilnDigest", "KilnWire", .product(name: "Logging", package: "swift-log")]
+        ),
+        .testTarget(
+            name: "KilnMethodTests",
+            dependencies: ["KilnMethod", "KilnWire"]
         ),
         .testTarget(
             name: "KilnVMIntegrationTests",

@@ -323,7 +323,9 @@ public actor VMPool {
             profiles[profile]!.resetting += 1
             let reset: Result<Void, any Error>
             do {
-                try await entry.vm.reset()
+                // A serve-mode runtime stays up for the next call of the same method; the agent
+                // kills it before any other method runs in the VM.
+                try await entry.vm.reset(keepingServeRuntime: true)
                 reset = .success(())
             } catch {
                 reset = .failure(error)

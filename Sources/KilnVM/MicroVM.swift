@@ -25,7 +25,10 @@ public protocol MicroVM: AnyObject, Sendable {
     func exec(_ request: GuestFrame.ExecRequest) async throws -> GuestFrame.ExecResult
 
     /// Kills what the last method left running and wipes the scratch space, for reuse.
-    func reset() async throws
+    /// - Parameter keepingServeRuntime: keep the serve-mode runtime of the method that ran last
+    ///   (and what it started), so that its next call skips the start-up; the agent kills it
+    ///   before a call of any other method runs. False clears everything.
+    func reset(keepingServeRuntime: Bool) async throws
 
     /// A round trip to the agent: guest uptime, load, available memory.
     func ping() async throws -> GuestFrame.Pong
@@ -40,6 +43,14 @@ public protocol MicroVM: AnyObject, Sendable {
     /// Kills the VM and removes everything it had on the host (process, sockets, files,
     /// cgroup). Idempotent; never throws.
     func destroy() async
+}
+
+extension MicroVM {
+    /// Kills everything the last method left running, serve-mode runtimes included, and wipes the
+    /// scratch space.
+    public func reset() async throws {
+        try await reset(keepingServeRuntime: false)
+    }
 }
 
 /// Makes micro-VMs of one backend.

@@ -38,7 +38,9 @@ extension GuestFrame {
             add("mem_available_kb", .uint(pong.memAvailableKB))
         case .error(let error):
             add("message", .string(error.message))
-        case .ping, .reset, .resetOK, .shutdown:
+        case .reset(let reset):
+            if reset.keepRuntime { add("keep_runtime", .bool(true)) }
+        case .ping, .resetOK, .shutdown:
             break
         }
         return .map(entries)
@@ -73,7 +75,7 @@ extension GuestFrame {
             self = .pong(Pong(
                 uptimeUs: try fields.integer("uptime_us", UInt64.self), load1: try fields.double("load1"),
                 memAvailableKB: try fields.integer("mem_available_kb", UInt64.self)))
-        case "reset": self = .reset
+        case "reset": self = .reset(Reset(keepRuntime: try fields.optionalBool("keep_runtime") ?? false))
         case "reset-ok": self = .resetOK
         case "shutdown": self = .shutdown
         case "error": self = .error(GuestError(message: try fields.string("message")))
@@ -151,6 +153,15 @@ private struct FrameFields {
             return exact
         default:
             throw .typeMismatch(expected: "int", found: found.typeName, path: key)
+        }
+    }
+
+    func optionalBool(_ key: String) throws(WireError) -> Bool? {
+        guard let found = try? value(key) else { return nil }
+        switch found {
+        case .nil: return nil
+        case .bool(let flag): return flag
+        default: throw .typeMismatch(expected: "bool", found: found.typeName, path: key)
         }
     }
 

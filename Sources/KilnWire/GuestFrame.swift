@@ -12,7 +12,7 @@ public enum GuestFrame: Sendable, Equatable {
     /// Agent → host: the answer to `ping`.
     case pong(Pong)
     /// Host → agent: kill leftovers and wipe scratch space before the next use.
-    case reset
+    case reset(Reset)
     /// Agent → host: the reset is done.
     case resetOK
     /// Host → agent: power off.
@@ -151,6 +151,32 @@ extension GuestFrame {
         }
     }
 
+    /// How much a reset clears.
+    public struct Reset: Codable, Sendable, Equatable {
+        /// Keep the serve-mode runtime of the method that ran last, and what it started: the next
+        /// call of that method reuses it, a call of any other method kills it first. Optional on
+        /// the wire (`keep_runtime`), written only when true; false clears everything.
+        public var keepRuntime: Bool
+
+        public init(keepRuntime: Bool = false) {
+            self.keepRuntime = keepRuntime
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case keepRuntime = "keep_runtime"
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            keepRuntime = try container.decodeIfPresent(Bool.self, forKey: .keepRuntime) ?? false
+        }
+
+        public func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            if keepRuntime { try container.encode(true, forKey: .keepRuntime) }
+        }
+    }
+
     /// Why the agent could not serve a frame.
     public struct GuestError: Codable, Sendable, Equatable {
         public var message: String
@@ -177,7 +203,7 @@ extension GuestFrame: Codable {
         case "result": self = .result(try ExecResult(from: decoder))
         case "ping": self = .ping
         case "pong": self = .pong(try Pong(from: decoder))
-        case "reset": self = .reset
+        case "reset": self = .reset(try Reset(from: decoder))
         case "reset-ok": self = .resetOK
         case "shutdown": self = .shutdown
         case "error": self = .error(try GuestError(from: decoder))
@@ -195,7 +221,8 @@ extension GuestFrame: Codable {
         case .result(let fields): try fields.encode(to: encoder)
         case .pong(let fields): try fields.encode(to: encoder)
         case .error(let fields): try fields.encode(to: encoder)
-        case .ping, .reset, .resetOK, .shutdown: break
+        case .reset(let fields): try fields.encode(to: encoder)
+        case .ping, .resetOK, .shutdown: break
         }
     }
 }

@@ -14,11 +14,16 @@ struct MessagePackValidator {
             throw .limitExceeded(.bodyBytes, actual: end, maximum: limits.maxBodyBytes, offset: 0)
         }
         guard end > 0 else { throw .truncated(offset: 0) }
+        let position = try endOfValue(in: bytes, at: 0)
+        guard position == end else { throw .trailingBytes(count: end - position, offset: position) }
+    }
 
+    /// Scans the one value that starts at `start` and returns the offset just past it.
+    func endOfValue(in bytes: UnsafeRawBufferPointer, at start: Int) throws(WireError) -> Int {
+        let end = bytes.count
         // Children still to read in each open container, innermost last.
         var open: [Int] = []
-        open.reserveCapacity(limits.maxDepth)
-        var position = 0
+        var position = start
         var elements = 0
 
         repeat {
@@ -105,7 +110,6 @@ struct MessagePackValidator {
 
             while let last = open.last, last == 0 { open.removeLast() }
         } while !open.isEmpty
-
-        guard position == end else { throw .trailingBytes(count: end - position, offset: position) }
+        return position
     }
 }

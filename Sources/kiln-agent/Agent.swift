@@ -9,13 +9,20 @@ struct Agent {
     private let options: AgentOptions
     private var port: GuestPort
     private var runner: MethodRunner
+    private var runtimes: ServeRuntimes
+    private let methods: MethodTable
     private var housekeeping: Housekeeping
     private var entropy = EntropyMixer()
+    /// The method whose code has run here since everything was last cleared: before another
+    /// method's code runs, nothing of it may remain (processes, runtimes, scratch files).
+    private var tenant: String?
 
     init(options: AgentOptions) {
         self.options = options
         self.port = GuestPort(source: options.channel)
         self.runner = MethodRunner(scratch: options.scratch)
+        self.runtimes = ServeRuntimes(scratch: options.scratch)
+        self.methods = MethodTable.load(path: options.manifest)
         self.housekeeping = Housekeeping(scratch: options.scratch, ownsMachine: self.port.reconnects)
         // Methods find programs by name in these folders; their working directory is scratch.
         setenv("PATH", "/kiln/bin:/bin:/sbin:/usr/bin:/usr/sbin", 1)
@@ -23,6 +30,9 @@ struct Agent {
         _ = chdir(options.scratch)
         // A host that disappears mid-write must not kill the agent.
         signal(SIGPIPE, SIG_IGN)
+        // Before the first greeting: a snapshot template taken after it holds these runtimes
+        // running, so every restored clone has them without starting them.
+        runtimes.startWarm(methods.warm)
     }
 
     mutating func run() -> Never {
@@ -44,7 +54,11 @@ struct Agent {
                 serve()
             }
             port.close()
-            guard port.reconnects else { exit(0) }
+            guard port.reconnects else {
+                // Without a host to come back, nothing the agent started may stay behind.
+                runtimes.killAll()
+                exit(0)
+            }
         }
     }
 
@@ -74,20 +88,49 @@ struct Agent {
         switch frame {
         case .exec(let request):
             entropy.mix(body.prefix(256))
-            let result = runner.run(request)
-            housekeeping.reapOrphans()
+            let result = execute(request)
+            for orphan in housekeeping.reapOrphans() { runtimes.noteReaped(pid: orphan.pid, status: orphan.status) }
             return .result(result)
         case .ping:
             return .pong(Housekeeping.pong())
-        case .reset:
-            runner.killSpawnedGroups()
-            housekeeping.reset()
+        case .reset(let scope):
+            if scope.keepRuntime, let tenant, runtimes.isRunning(tenant) {
+                housekeeping.wipeScratch()
+            } else {
+                clearEverything()
+            }
             return .resetOK
         case .shutdown:
+            runtimes.killAll()
             port.close()
             housekeeping.powerOff()
         case .hello, .result, .pong, .resetOK, .error:
             return .error(.init(message: "unexpected '\(frame.type)' frame from the host"))
         }
+    }
+
+    /// Runs a builtin, a serve-mode call or an exec-mode program.
+    private mutating func execute(_ request: GuestFrame.ExecRequest) -> GuestFrame.ExecResult {
+        let started = monotonicMicroseconds()
+        if let answer = Builtins.answer(request, started: started) { return answer }
+        admit(request.method)
+        return methods.isServe(request.method) ? runtimes.call(request) : runner.run(request)
+    }
+
+    /// Makes way for `method`'s code: the runtimes of other methods go (warm ones included), and
+    /// when another method's code ran since the last clear, everything it left goes too.
+    private mutating func admit(_ method: String) {
+        runtimes.killAll(except: method)
+        if let tenant, tenant != method { clearEverything() }
+        tenant = method
+    }
+
+    /// Kills every process methods started (runtimes included) and empties scratch.
+    private mutating func clearEverything() {
+        runtimes.killAll()
+        runner.killSpawnedGroups()
+        housekeeping.killEverything()
+        housekeeping.wipeScratch()
+        tenant = nil
     }
 }

@@ -20,6 +20,8 @@ struct AgentOptions {
           --scratch DIR   the methods' working directory, wiped by reset (default: /tmp)
           --sandbox ROOT  process backend: private mounts, /proc, /dev, /tmp, then chroot to ROOT
           --hostname NAME set the (namespaced) host name
+          --manifest PATH the image's manifest in MessagePack: serve-mode and warm methods
+                          (default: /kiln/methods.msgpack; missing: every method runs in exec mode)
           --vcpus N, --memory-mb N
                           what hello reports (a sandbox's limits; default: what the kernel sees)
         """
@@ -28,6 +30,7 @@ struct AgentOptions {
     var scratch = "/tmp"
     var sandboxRoot: String?
     var hostname: String?
+    var manifest = "/kiln/methods.msgpack"
     var reportedVCPUs: UInt32?
     var reportedMemoryMB: UInt32?
 
@@ -48,6 +51,7 @@ struct AgentOptions {
             case "--scratch": scratch = try value(for: flag)
             case "--sandbox": sandboxRoot = try value(for: flag)
             case "--hostname": hostname = try value(for: flag)
+            case "--manifest": manifest = try value(for: flag)
             case "--vcpus", "--memory-mb":
                 let text = try value(for: flag)
                 guard let number = UInt32(text), number > 0 else { throw .badValue(flag, text) }

@@ -25,9 +25,8 @@ struct Housekeeping {
         )
     }
 
-    /// Kills every other process of this guest (when the agent is its PID 1), reaps them, and
-    /// empties the scratch folder.
-    func reset() {
+    /// Kills every other process of this guest (when the agent is its PID 1) and reaps them.
+    func killEverything() {
         if getpid() == 1 {
             // As PID 1, kill(-1) reaches every process of the guest (or PID namespace) but this one.
             kill(-1, SIGKILL)
@@ -42,7 +41,11 @@ struct Housekeeping {
                 }
             }
         }
-        reapOrphans()
+        _ = reapOrphans()
+    }
+
+    /// Empties the scratch folder.
+    func wipeScratch() {
         let fd = open(scratch, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else {
             _ = mkdir(scratch, 0o1777)
@@ -52,10 +55,16 @@ struct Housekeeping {
         close(fd)
     }
 
-    /// Reaps exited children that are not a method's main process (orphans re-parented to PID 1).
-    func reapOrphans() {
+    /// Reaps exited children that are not a method's main process (orphans re-parented to PID 1,
+    /// or a serve runtime that ended between calls); returns them with their wait status.
+    func reapOrphans() -> [(pid: pid_t, status: Int32)] {
+        var reaped: [(pid: pid_t, status: Int32)] = []
         var status: Int32 = 0
-        while waitpid(-1, &status, WNOHANG) > 0 {}
+        while true {
+            let pid = waitpid(-1, &status, WNOHANG)
+            guard pid > 0 else { return reaped }
+            reaped.append((pid, status))
+        }
     }
 
     /// Powers the guest off (as PID 1 in a VM), or ends the agent.

@@ -5,12 +5,13 @@ import KilnWire
 import Logging
 
 /// `kiln-bench vm`: provisioning (fresh boot against snapshot restore, to the agent's hello), the
-/// exec round trip of `echo` and a channel ping, and the memory of idle VMs, for the `qemu` and
-/// `process` backends.
+/// exec round trip of `echo` and a channel ping, per-call cost and calls/s in exec mode, serve
+/// mode and for the noop builtin, and the memory of idle VMs, for the `qemu` and `process`
+/// backends.
 struct VMBenchmark: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vm",
-        abstract: "Micro-VMs: boot vs restore, exec round trip, idle RSS/PSS, for qemu and process."
+        abstract: "Micro-VMs: boot vs restore, exec vs serve vs noop per call, idle RSS/PSS, for qemu and process."
     )
 
     enum BackendChoice: String, ExpressibleByArgument, CaseIterable {
@@ -35,9 +36,15 @@ struct VMBenchmark: AsyncParsableCommand {
     @Option(help: "Idle VMs to run at once for the memory figures.")
     var idle = 4
 
+    @Option(help: "Calls per serve-mode and noop row of the per-call table.")
+    var calls = 1_000
+
+    @Flag(help: "Only the per-call table (exec, serve, noop): no provisioning, round-trip or memory figures.")
+    var callsOnly = false
+
     func validate() throws {
         guard boots >= 20, restores >= 20 else { throw ValidationError("--boots and --restores must be at least 20") }
-        guard roundTrips >= 20, idle >= 1 else { throw ValidationError("--round-trips ≥ 20 and --idle ≥ 1") }
+        guard roundTrips >= 20, idle >= 1, calls >= 100 else { throw ValidationError("--round-trips ≥ 20, --idle ≥ 1 and --calls ≥ 100") }
     }
 
     func run() async throws {
@@ -48,8 +55,16 @@ struct VMBenchmark: AsyncParsableCommand {
         var provisioning = TextTable("backend", "provision", "n", "min ms", "median ms", "p99 ms")
         var roundTrip = TextTable("backend", "round trip", "n", "min µs", "median µs", "p99 µs")
         var memory = TextTable("backend", "idle VMs", "RSS MiB (median)", "PSS MiB (median)", "RSS MiB (max)")
+        var perCall = TextTable("backend", "call", "mode", "n", "host p50 µs", "host p99 µs", "agent p50 µs", "agent p99 µs", "calls/s")
+        let callBench = CallBenchmark(image: guestImage, calls: calls, execCalls: roundTrips)
 
-        if backend != .process {
+        if backend != .process && callsOnly {
+            let driver = try QEMUDriver(image: guestImage, logger: logger)
+            let vm = try await driver.restore(.small)
+            for row in try await callBench.run(on: vm) { perCall.addCalls("qemu/\(await driver.accelerator().rawValue)", row) }
+            await vm.destroy()
+            await driver.shutdown()
+        } else if backend != .process {
             var onDemand = QEMUDriver.Configuration()
             onDemand.standbyPerTemplate = 0
             let driver = try QEMUDriver(image: guestImage, configuration: onDemand, logger: logger)
@@ -79,11 +94,18 @@ struct VMBenchmark: AsyncParsableCommand {
             roundTrip.addSummary(name, "exec echo (agent's exec_us)", trips.guestExec)
             roundTrip.addSummary(name, "exec busybox true (host)", trips.execTrue)
             roundTrip.addSummary(name, "ping", trips.ping)
+            for row in try await callBench.run(on: vm) { perCall.addCalls(name, row) }
             await vm.destroy()
             memory.addMemory(name + " (restored)", try await idleMemory { try await warm.restore(.small) })
             await warm.shutdown()
         }
-        if backend != .qemu {
+        if backend != .qemu && callsOnly {
+            let driver = try ProcessSandboxDriver(image: guestImage, logger: logger)
+            let vm = try await driver.start(.small)
+            for row in try await callBench.run(on: vm) { perCall.addCalls("process", row) }
+            await vm.destroy()
+            await driver.shutdown()
+        } else if backend != .qemu {
             let driver = try ProcessSandboxDriver(image: guestImage, logger: logger)
             provisioning.addSummary("process", "sandbox start", try await timeProvisioning(boots, progress: "start") { try await driver.start(.small) })
             let vm = try await driver.start(.small)
@@ -92,16 +114,25 @@ struct VMBenchmark: AsyncParsableCommand {
             roundTrip.addSummary("process", "exec echo (agent's exec_us)", trips.guestExec)
             roundTrip.addSummary("process", "exec busybox true (host)", trips.execTrue)
             roundTrip.addSummary("process", "ping", trips.ping)
+            for row in try await callBench.run(on: vm) { perCall.addCalls("process", row) }
             await vm.destroy()
             memory.addMemory("process", try await idleMemory { try await driver.start(.small) })
             await driver.shutdown()
         }
-        print("\nProvisioning to the agent's hello (sequential; each VM destroyed before the next):")
-        print(provisioning.render())
-        print("\nRound trips from the host, after 20 warm-up rounds (exec echo spawns the method program in the guest):")
-        print(roundTrip.render())
-        print("\nMemory per idle VM, \(idle) running at once, from /proc/PID/smaps_rollup of the VM's process:")
-        print(memory.render())
+        if !callsOnly {
+            print("\nProvisioning to the agent's hello (sequential; each VM destroyed before the next):")
+            print(provisioning.render())
+            print("\nRound trips from the host, after 20 warm-up rounds (exec echo spawns the method program in the guest):")
+            print(roundTrip.render())
+        }
+        print("\nPer call on one VM, one after another, after 20 warm-up calls: host round trip, the agent's own exec_us,")
+        print("calls/s. exec starts the program per call; serve keeps it up; kiln:noop starts nothing (the platform's")
+        print("own overhead, not a method: never compare it with other systems):")
+        print(perCall.render())
+        if !callsOnly {
+            print("\nMemory per idle VM, \(idle) running at once, from /proc/PID/smaps_rollup of the VM's process:")
+            print(memory.render())
+        }
     }
 
     /// Times `count` provisions (each destroyed at once), in microseconds.

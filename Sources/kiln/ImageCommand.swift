@@ -79,7 +79,7 @@ struct ImageCommand: AsyncParsableCommand {
             print("  kernel     \(image.metadata.kernelPackage) \(image.metadata.kernelVersion)")
             print("  initramfs  \(image.metadata.initrd), \(image.metadata.initrdBytes / 1024) KiB")
             for (name, method) in image.manifest.methods.sorted(by: { $0.key < $1.key }) {
-                print("  \(name): \(image.manifest.guestEntry(for: name) ?? []) deadline \(method.deadlineMs) ms, \(method.mode.rawValue)")
+                print("  \(name): \(image.manifest.guestEntry(for: name) ?? []) deadline \(method.deadlineMs) ms, \(method.mode.rawValue)\(method.warm ? " (warm)" : ""), \(method.lifecycle.rawValue)")
             }
         }
     }

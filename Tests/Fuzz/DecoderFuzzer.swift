@@ -16,6 +16,21 @@ public func fuzzDecoders(_ data: UnsafePointer<UInt8>, _ count: Int) -> Int32 {
             fatalError("value did not survive re-encoding: \(value)")
         }
     }
+    // Serve mode: the agent reads a runtime's answers, and the SDK the agent's calls, as bytes.
+    let bytes = Array(buffer)
+    if let answer = try? ServeAnswerFields(body: bytes) {
+        // What the fast path passes on must be one well-formed value within the limits (its
+        // strings are the runtime's business, as an exec-mode program's stdout is: the host's
+        // decoder refuses invalid UTF-8).
+        let wellFormed = answer.methodOutput.withUnsafeBytes { output in
+            (try? MessagePackValidator(limits: .default).validate(output)) != nil
+        }
+        guard wellFormed else {
+            fatalError("the answer's output is not MessagePack: \(bytes)")
+        }
+    }
+    _ = try? ServeCallFields(body: bytes)
+    _ = try? ServeCall.body(payload: bytes, id: "fuzz", deadlineMs: 1, framed: true)
     var frames = FrameBuffer(maxFrameBytes: 1 << 16)
     frames.append(buffer)
     while let body = try? frames.nextFrame() {

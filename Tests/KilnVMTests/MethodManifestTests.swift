@@ -13,17 +13,24 @@ struct MethodManifestTests {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().path
         let manifest = try MethodManifest.load(path: root + "/examples/methods.json")
-        #expect(Set(manifest.methods.keys) == ["echo", "sleep", "fail", "burn", "sha256"])
+        #expect(Set(manifest.methods.keys) == ["echo", "sleep", "fail", "burn", "sha256", "echo-serve", "wordcount", "noop"])
         #expect(manifest.guestEntry(for: "sleep") == ["/kiln/bin/kiln-examples", "sleep"])
-        #expect(manifest.methods["burn"]?.mode == .fresh)
+        #expect(manifest.methods["burn"]?.lifecycle == .fresh)
+        #expect(manifest.methods["burn"]?.mode == .exec)
         #expect(manifest.methods["echo"]?.deadlineMs == 5000)
+        #expect(manifest.methods["echo-serve"]?.mode == .serve)
+        #expect(manifest.methods["wordcount"]?.warm == true)
+        #expect(manifest.guestEntry(for: "noop") == ["kiln:noop"])
+        #expect(manifest.programs["kiln-examples"] == "swift:kiln-examples")
     }
 
     @Test func fillsDefaults() throws {
         let manifest = try parse(#"{"version":1,"programs":{},"methods":{"sh":{"entry":["/bin/sh","-c","true"]}}}"#)
         let method = try #require(manifest.methods["sh"])
         #expect(method.deadlineMs == 30_000)
-        #expect(method.mode == .reuse)
+        #expect(method.mode == .exec)
+        #expect(method.warm == false)
+        #expect(method.lifecycle == .reuse)
         #expect(method.resources == .init(vcpus: 1, memoryMB: 128))
         #expect(manifest.guestEntry(for: "sh") == ["/bin/sh", "-c", "true"])
         #expect(manifest.guestEntry(for: "missing") == nil)
@@ -39,6 +46,10 @@ struct MethodManifestTests {
         (#"{"version":1,"programs":{},"methods":{"a":{"entry":["/x"],"deadline_ms":0}}}"#, "deadline_ms"),
         (#"{"version":1,"programs":{},"methods":{"a":{"entry":["/x"],"resources":{"vcpus":0}}}}"#, "vcpus"),
         (#"{"version":1,"programs":{},"methods":{"a":{"entry":["/x"],"mode":"sometimes"}}}"#, "sometimes"),
+        (#"{"version":1,"programs":{},"methods":{"a":{"entry":["/x"],"mode":"fresh"}}}"#, #""lifecycle": "fresh""#),
+        (#"{"version":1,"programs":{},"methods":{"a":{"entry":["/x"],"lifecycle":"serve"}}}"#, "serve"),
+        (#"{"version":1,"programs":{},"methods":{"a":{"entry":["/x"],"warm":true}}}"#, "warm needs"),
+        (#"{"version":1,"programs":{},"methods":{"a":{"entry":["kiln:dance"]}}}"#, "kiln:noop"),
         (#"{"version":1,"methods":{"a":{"entry":["/x"]}}}"#, "programs"),
         (#"{"version":1,"programs":{},"methods":{"a":{}}}"#, "entry"),
     ])

@@ -13,7 +13,7 @@ struct GuestFrameValueTests {
         .result(.init(id: "inv-2", status: .error, output: [1], exitCode: -1, stderr: "", execUs: 0, maxrssKB: 0)),
         .ping,
         .pong(.init(uptimeUs: UInt64.max, load1: 0.25, memAvailableKB: 100_000)),
-        .reset, .resetOK, .shutdown,
+        .reset(.init()), .reset(.init(keepRuntime: true)), .resetOK, .shutdown,
         .error(.init(message: "malformed frame")),
     ]
 

@@ -111,7 +111,7 @@ struct MessageCodingTests {
         GuestFrame.hello(.init(agentVersion: "0.1.0", uptimeUs: 1, vcpus: 1, memoryMB: 128)),
         .exec(.init(id: "i", method: "echo", entry: ["/methods/echo/run"], payload: [0x80], deadlineMs: 100)),
         .result(.init(id: "i", status: .timeout, output: [], exitCode: 137, stderr: "tail", execUs: 100_000, maxrssKB: 1_024)),
-        .ping, .pong(.init(uptimeUs: 2, load1: 0.1, memAvailableKB: 9)), .reset, .resetOK, .shutdown,
+        .ping, .pong(.init(uptimeUs: 2, load1: 0.1, memAvailableKB: 9)), .reset(.init()), .reset(.init(keepRuntime: true)), .resetOK, .shutdown,
         .error(.init(message: "bad frame")),
     ])
     func guestFramesRoundTripThroughTheFrameCodec(_ frame: GuestFrame) throws {

@@ -28,11 +28,15 @@ struct EndToEndTests {
         let slow = invocation("sleep", ["ms": 10_000], deadline: 300)
         let unknown = invocation("no-such-method")
         let sha = invocation("sha256", ["data": "abc"])
-        for item in [echo, sleep, fail, slow, unknown, sha] { try await client.submit(item) }
+        // Serve mode through the worker: the runtimes stay up across the pool's resets.
+        let counted = invocation("wordcount", ["text": "one two three"])
+        let served = invocation("echo-serve", ["text": "served"])
+        let noop = invocation("noop")
+        for item in [echo, sleep, fail, slow, unknown, sha, counted, served, noop] { try await client.submit(item) }
         // A body that is not MessagePack goes to the dead-letter queue with the reason.
         try await client.connection.publish(AMQPMessage(exchange: names.invokeExchange, routingKey: "echo", body: [0xc1, 0x00]))
 
-        let ids: Set = [echo.id, sleep.id, fail.id, slow.id, unknown.id, sha.id]
+        let ids: Set = [echo.id, sleep.id, fail.id, slow.id, unknown.id, sha.id, counted.id, served.id, noop.id]
         let (results, _) = try await client.collect(ids, timeout: .seconds(90))
         let echoed = try #require(results[echo.id])
         #expect(echoed.status == .ok)
@@ -54,6 +58,9 @@ struct EndToEndTests {
         #expect(results[unknown.id]?.status == .rejected)
         #expect(results[unknown.id]?.error?.kind == "unknown_method")
         #expect(results[sha.id]?.output == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        #expect(results[counted.id]?.output?["words"] == 3, "\(String(describing: results[counted.id]?.error))")
+        #expect(results[served.id]?.output == served.args, "\(String(describing: results[served.id]?.error))")
+        #expect(results[noop.id]?.status == .ok)
 
         let dead = try await client.connection.consume(queue: names.deadQueue, prefetch: 10)
         var iterator = dead.makeAsyncIterator()

@@ -99,3 +99,19 @@ def test_example_manifest_matches_its_schema():
     jsonschema.Draft202012Validator.check_schema(schema)
     manifest = json.loads((ROOT / "examples" / "methods.json").read_text())
     jsonschema.Draft202012Validator(schema).validate(manifest)
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        {"entry": ["/x"], "mode": "reuse"},  # a lifecycle, not a mode
+        {"entry": ["/x"], "warm": True},  # warm needs serve
+        {"entry": ["/x"], "mode": "exec", "warm": True},
+        {"entry": ["/x"], "lifecycle": "sometimes"},
+    ],
+)
+def test_manifest_schema_refuses_mixed_up_modes(method):
+    schema = json.loads((SCHEMAS / "method-manifest.schema.json").read_text())
+    manifest = {"version": 1, "methods": {"a": method}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(schema).validate(manifest)

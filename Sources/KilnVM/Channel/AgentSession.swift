@@ -56,10 +56,11 @@ public actor AgentSession {
     }
 
     /// Asks the agent to kill leftovers and wipe scratch space.
-    public func reset(timeout: Duration) async throws(VMError) {
+    /// - Parameter keepRuntime: keep the serve-mode runtime of the method that ran last.
+    public func reset(keepRuntime: Bool = false, timeout: Duration) async throws(VMError) {
         try await exclusive { () async throws(VMError) in
             let deadline = ContinuousClock.now + timeout
-            try await send(.reset, until: deadline, timeout: timeout, step: "reset")
+            try await send(.reset(.init(keepRuntime: keepRuntime)), until: deadline, timeout: timeout, step: "reset")
             let frame = try await receive(until: deadline, timeout: timeout, step: "reset")
             guard case .resetOK = frame else {
                 throw .protocolViolation(vm: vmID, detail: "expected reset-ok, got \(frame.type)")
@@ -127,8 +128,9 @@ public actor AgentSession {
         case .timedOut:
             return .timedOut(vm: vmID, step: step, after: timeout, detail: "")
         case .closed:
-            // Give the process a moment to be reaped so the message can say how it ended.
-            for _ in 0..<20 {
+            // Give the process a moment to be reaped so the message can say how it ended (up to
+            // a second: on a busy 2-core host the reaper can take longer than 100 ms).
+            for _ in 0..<200 {
                 if let death = await deathCheck() { return .vmDied(vm: vmID, during: step, detail: death) }
                 try? await Task.sleep(for: .milliseconds(5))
             }

@@ -73,6 +73,9 @@ public struct GuestImage: Sendable, Equatable {
 public enum GuestLayout {
     public static let agent = "/kiln/agent"
     public static let manifest = "/kiln/methods.json"
+    /// The same manifest in MessagePack, for the agent (which has no JSON parser): which methods
+    /// run in serve mode, which start warm.
+    public static let agentManifest = "/kiln/methods.msgpack"
     public static let modules = "/lib/kiln-modules"
     /// The methods' working directory, wiped by `reset`.
     public static let scratch = "/tmp"

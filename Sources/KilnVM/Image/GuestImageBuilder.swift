@@ -1,15 +1,17 @@
 import Foundation
 import Glibc
 import KilnDigest
+import KilnWire
 import Logging
 
 /// Builds guest images: Debian's kernel (vmlinux extracted from vmlinuz), an initramfs with
 /// busybox-static, kiln-agent and the shared libraries it needs, the virtio modules, an init
-/// script and the method programs a manifest names. Images are content-addressed under
+/// script, the method programs a manifest names (compiling `swift:<product>` ones first, see
+/// ``SwiftProgram``) and the manifest itself, as JSON and as MessagePack for the agent. Images are content-addressed under
 /// `<cache>/<sha256>/`: an unchanged image is not rebuilt.
 public struct GuestImageBuilder: Sendable {
     /// Bumped whenever the layout of an image changes, so old cache entries are not reused.
-    static let formatVersion = "kiln-image-3"
+    static let formatVersion = "kiln-image-4"
 
     /// What an image is built from.
     public struct Inputs: Sendable {
@@ -148,7 +150,12 @@ public struct GuestImageBuilder: Sendable {
         var programs = [inputs.agent]
         let manifestFolder = (inputs.manifestPath as NSString).deletingLastPathComponent
         for (name, hostPath) in manifest.programs.sorted(by: { $0.key < $1.key }) {
-            let resolved = hostPath.hasPrefix("/") ? hostPath : manifestFolder + "/" + hostPath
+            let resolved: String
+            if let swift = SwiftProgram(programValue: hostPath) {
+                resolved = try await swift.build(manifestFolder: manifestFolder, scratch: scratch, logger: logger)
+            } else {
+                resolved = hostPath.hasPrefix("/") ? hostPath : manifestFolder + "/" + hostPath
+            }
             guard access(resolved, X_OK) == 0 else {
                 throw .imageBuildFailed(step: "adding program \(name)", reason: "\(resolved) is missing or not executable")
             }
@@ -172,6 +179,11 @@ public struct GuestImageBuilder: Sendable {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         let manifestJSON = (try? encoder.encode(guestManifest)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
         plan.add(GuestLayout.manifest, .text(manifestJSON + "\n", mode: 0o644))
+        do {
+            plan.add(GuestLayout.agentManifest, .bytes(try MessagePackEncoder().encode(guestManifest), mode: 0o644))
+        } catch {
+            throw .imageBuildFailed(step: "writing \(GuestLayout.agentManifest)", reason: "\(error)")
+        }
         return plan
     }
 
@@ -209,6 +221,8 @@ public struct GuestImageBuilder: Sendable {
                 }
             case .text(let text, let mode):
                 try writeFile(target, Array(text.utf8), mode: mode_t(mode))
+            case .bytes(let bytes, let mode):
+                try writeFile(target, bytes, mode: mode_t(mode))
             case .symlink(let destination):
                 unlink(target)
                 guard symlink(destination, target) == 0 else {
@@ -226,7 +240,7 @@ public struct GuestImageBuilder: Sendable {
             switch plan.entries[path]! {
             case .directory(let mode):
                 archive.add(path, .directory, mode: mode)
-            case .hostFile(_, let mode, _), .text(_, let mode):
+            case .hostFile(_, let mode, _), .text(_, let mode), .bytes(_, let mode):
                 guard let bytes = readFile(root + path) else { throw .hostFailure("cannot read staged \(root + path)") }
                 archive.add(path, .file(bytes, executable: mode & 0o111 != 0), mode: mode)
             case .symlink(let destination):

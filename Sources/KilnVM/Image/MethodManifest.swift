@@ -1,23 +1,27 @@
 import Foundation
 
-/// A method manifest: which methods a guest image carries, how each is started, its default
-/// deadline, lifecycle mode and resources. JSON, read by the image builder and by the worker.
+/// A method manifest: which methods a guest image carries, how each is started (`mode`: a program
+/// per call, or a runtime that stays up), its default deadline, VM lifecycle and resources. JSON,
+/// read by the image builder, by the worker and (in its MessagePack twin) by the guest agent.
 ///
 /// ```json
 /// {
 ///   "version": 1,
-///   "programs": { "kiln-examples": "../.build-guest/methods/release/kiln-examples" },
+///   "programs": { "kiln-examples": "swift:kiln-examples" },
 ///   "methods": {
 ///     "echo":  { "entry": ["kiln-examples", "echo"], "deadline_ms": 5000 },
-///     "sleep": { "entry": ["kiln-examples", "sleep"], "deadline_ms": 10000, "mode": "fresh",
-///                "resources": { "vcpus": 1, "memory_mb": 128 } }
+///     "wordcount": { "entry": ["kiln-examples", "wordcount"], "mode": "serve", "warm": true },
+///     "sleep": { "entry": ["kiln-examples", "sleep"], "deadline_ms": 10000, "lifecycle": "fresh",
+///                "resources": { "vcpus": 1, "memory_mb": 128 } },
+///     "noop":  { "entry": ["kiln:noop"] }
 ///   }
 /// }
 /// ```
 ///
-/// `programs` maps a program name to a host file (relative to the manifest's folder); the image
-/// holds it as `/kiln/bin/<name>`. An entry's first element names a program, or is an absolute
-/// path inside the guest (`/bin/sh`).
+/// `programs` maps a program name to a host file (relative to the manifest's folder), or to
+/// `swift:<product>`, a SwiftPM product the image builder compiles (see ``ProgramSource``); the
+/// image holds it as `/kiln/bin/<name>`. An entry's first element names a program, is an absolute
+/// path inside the guest (`/bin/sh`), or names an agent builtin (`kiln:noop`).
 public struct MethodManifest: Codable, Sendable, Equatable {
     /// The format version; 1.
     public var version: Int
@@ -41,35 +45,70 @@ public struct MethodManifest: Codable, Sendable, Equatable {
         public var entry: [String]
         /// The deadline when an invocation gives none.
         public var deadlineMs: UInt64
-        /// What happens to the VM after an invocation.
+        /// How the program runs: once per call, or as a runtime that stays up.
         public var mode: Mode
+        /// Serve mode only: start the runtime when the VM starts (so a snapshot template holds it
+        /// running), not at the first call.
+        public var warm: Bool
+        /// What happens to the VM after an invocation.
+        public var lifecycle: Lifecycle
         /// The VM profile the method needs.
         public var resources: Resources
 
-        public init(entry: [String], deadlineMs: UInt64 = 30_000, mode: Mode = .reuse, resources: Resources = .init()) {
+        public init(
+            entry: [String], deadlineMs: UInt64 = 30_000, mode: Mode = .exec, warm: Bool = false,
+            lifecycle: Lifecycle = .reuse, resources: Resources = .init()
+        ) {
             self.entry = entry
             self.deadlineMs = deadlineMs
             self.mode = mode
+            self.warm = warm
+            self.lifecycle = lifecycle
             self.resources = resources
         }
 
         enum CodingKeys: String, CodingKey {
             case entry
             case deadlineMs = "deadline_ms"
-            case mode, resources
+            case mode, warm, lifecycle, resources
         }
 
         public init(from decoder: any Decoder) throws {
             let container = try decoder.container(keyedBy: CodingKeys.self)
             entry = try container.decode([String].self, forKey: .entry)
             deadlineMs = try container.decodeIfPresent(UInt64.self, forKey: .deadlineMs) ?? 30_000
-            mode = try container.decodeIfPresent(Mode.self, forKey: .mode) ?? .reuse
+            mode = try container.decodeIfPresent(Mode.self, forKey: .mode) ?? .exec
+            warm = try container.decodeIfPresent(Bool.self, forKey: .warm) ?? false
+            lifecycle = try container.decodeIfPresent(Lifecycle.self, forKey: .lifecycle) ?? .reuse
             resources = try container.decodeIfPresent(Resources.self, forKey: .resources) ?? .init()
         }
     }
 
-    /// The VM lifecycle of a method.
+    /// How a method's program runs inside the guest.
     public enum Mode: String, Codable, Sendable, Equatable {
+        /// The agent starts the program for every call: the request on stdin, the answer on stdout.
+        case exec
+        /// The agent starts the program once per VM and streams calls to it as frames over its
+        /// stdin and stdout (see `ServeCall` in KilnWire).
+        case serve
+
+        public init(from decoder: any Decoder) throws {
+            let text = try decoder.singleValueContainer().decode(String.self)
+            if let mode = Mode(rawValue: text) {
+                self = mode
+            } else if Lifecycle(rawValue: text) != nil {
+                throw DecodingError.dataCorrupted(.init(
+                    codingPath: decoder.codingPath,
+                    debugDescription: "mode '\(text)' is a VM lifecycle since manifests gained serve mode: write \"lifecycle\": \"\(text)\" (mode is exec or serve)"))
+            } else {
+                throw DecodingError.dataCorrupted(.init(
+                    codingPath: decoder.codingPath, debugDescription: "mode '\(text)' is not exec or serve"))
+            }
+        }
+    }
+
+    /// The VM lifecycle of a method.
+    public enum Lifecycle: String, Codable, Sendable, Equatable {
         /// The VM is reset (processes killed, scratch wiped) and reused.
         case reuse
         /// The VM is destroyed after one invocation.
@@ -144,8 +183,15 @@ public struct MethodManifest: Codable, Sendable, Equatable {
             guard let program = method.entry.first, !program.isEmpty else {
                 throw .manifestInvalid(path: path, reason: "methods.\(name).entry is empty")
             }
-            guard program.hasPrefix("/") || programs[program] != nil else {
+            if program.hasPrefix(Self.builtinPrefix) {
+                guard Self.builtins.contains(program) else {
+                    throw .manifestInvalid(path: path, reason: "methods.\(name).entry names builtin '\(program)'; the agent has \(Self.builtins.sorted().joined(separator: ", "))")
+                }
+            } else if !program.hasPrefix("/") && programs[program] == nil {
                 throw .manifestInvalid(path: path, reason: "methods.\(name).entry names program '\(program)', which is not in programs")
+            }
+            guard !method.warm || method.mode == .serve else {
+                throw .manifestInvalid(path: path, reason: "methods.\(name).warm needs \"mode\": \"serve\" (only a runtime that stays up can be started ahead)")
             }
             guard method.deadlineMs > 0 else {
                 throw .manifestInvalid(path: path, reason: "methods.\(name).deadline_ms must be positive")
@@ -156,10 +202,18 @@ public struct MethodManifest: Codable, Sendable, Equatable {
         }
     }
 
-    /// The argv of `method` inside the guest: program names resolved to `/kiln/bin/<name>`.
+    /// Entries that start with this name an agent builtin, not a program.
+    public static let builtinPrefix = "kiln:"
+    /// The agent's builtins: `kiln:noop` answers at once without starting anything (it measures the
+    /// platform's own overhead).
+    public static let builtins: Set<String> = ["kiln:noop"]
+
+    /// The argv of `method` inside the guest: program names resolved to `/kiln/bin/<name>`
+    /// (absolute paths and builtins stay as they are).
     public func guestEntry(for method: String) -> [String]? {
         guard let entry = methods[method]?.entry, let program = entry.first else { return nil }
-        let resolved = program.hasPrefix("/") ? program : Self.guestProgramFolder + "/" + program
+        let resolved = program.hasPrefix("/") || program.hasPrefix(Self.builtinPrefix)
+            ? program : Self.guestProgramFolder + "/" + program
         return [resolved] + entry.dropFirst()
     }
 

@@ -9,6 +9,7 @@ struct RootFilesystemPlan {
         /// A host file, copied (and stripped of symbols when `strip`).
         case hostFile(String, mode: UInt32, strip: Bool)
         case text(String, mode: UInt32)
+        case bytes([UInt8], mode: UInt32)
         case symlink(String)
     }
 
@@ -49,6 +50,8 @@ struct RootFilesystemPlan {
                 lines.append("f \(path) \(String(mode, radix: 8)) \(strip ? "strip" : "copy") \(fileHashes[source] ?? "?")")
             case .text(let text, let mode):
                 lines.append("t \(path) \(String(mode, radix: 8)) \(SHA256Text.hex(text))")
+            case .bytes(let bytes, let mode):
+                lines.append("b \(path) \(String(mode, radix: 8)) \(SHA256.hash(bytes).hexString)")
             case .symlink(let target): lines.append("l \(path) \(target)")
             }
         }

@@ -49,10 +49,10 @@ public actor ProcessMicroVM: MicroVM {
         }
     }
 
-    public func reset() async throws {
+    public func reset(keepingServeRuntime: Bool) async throws {
         try checkAlive()
         do {
-            try await session.reset(timeout: configuration.request)
+            try await session.reset(keepRuntime: keepingServeRuntime, timeout: configuration.request)
         } catch {
             await failed(error)
             throw error

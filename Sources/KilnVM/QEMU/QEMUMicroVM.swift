@@ -52,10 +52,10 @@ public actor QEMUMicroVM: MicroVM {
         }
     }
 
-    public func reset() async throws {
+    public func reset(keepingServeRuntime: Bool) async throws {
         try checkAlive()
         do {
-            try await session.reset(timeout: timeouts.request)
+            try await session.reset(keepRuntime: keepingServeRuntime, timeout: timeouts.request)
         } catch {
             await failed(error)
             throw error

@@ -1,0 +1,74 @@
+import Glibc
+import KilnWire
+
+/// What the agent knows of the image's methods, from the manifest's MessagePack twin
+/// (`/kiln/methods.msgpack`, written by the image builder): which run in serve mode, which start
+/// warm, and their entries inside the guest. A method it does not know runs in exec mode, with the
+/// entry the host sends.
+struct MethodTable {
+    /// One method.
+    struct Method: Equatable {
+        var serve: Bool
+        var warm: Bool
+        /// argv inside the guest: program names resolved to their guest paths.
+        var entry: [String]
+    }
+
+    private(set) var methods: [String: Method] = [:]
+
+    /// Reads the table at `path`; a missing file is an empty table (every method runs in exec
+    /// mode), an unreadable one too, with a line on the console.
+    static func load(path: String) -> MethodTable {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return MethodTable() }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 16 * 1024)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count > 0 {
+                bytes.append(contentsOf: chunk[0..<count])
+            } else if count < 0 && errno == EINTR {
+                continue
+            } else {
+                break
+            }
+        }
+        do {
+            return try MethodTable(manifest: MessagePackDecoder().decodeValue(from: bytes))
+        } catch {
+            AgentLog.write("kiln-agent: \(path) is unreadable (\(error)); every method runs in exec mode")
+            return MethodTable()
+        }
+    }
+
+    init() {}
+
+    /// Reads the guest manifest (`{programs: {name: guest path}, methods: {name: {entry, mode?, warm?}}}`).
+    init(manifest: MessagePackValue) throws(WireError) {
+        guard case .map(let entries)? = manifest["methods"] else {
+            throw .missingKey("methods", path: "")
+        }
+        for entry in entries {
+            guard case .string(let name) = entry.key, case .array(let argv) = entry.value["entry"] ?? .nil else {
+                throw .invalidValue("a method without an entry", path: "methods")
+            }
+            var resolved = argv.compactMap(\.stringValue)
+            if let program = resolved.first, !program.hasPrefix("/"), !program.hasPrefix("kiln:") {
+                resolved[0] = manifest["programs"]?[program]?.stringValue ?? "/kiln/bin/" + program
+            }
+            methods[name] = Method(
+                serve: entry.value["mode"]?.stringValue == "serve", warm: entry.value["warm"] == .bool(true), entry: resolved)
+        }
+    }
+
+    /// Whether `method` runs as a runtime that stays up.
+    func isServe(_ method: String) -> Bool {
+        methods[method]?.serve ?? false
+    }
+
+    /// Serve-mode methods to start with the VM, by name.
+    var warm: [(name: String, entry: [String])] {
+        methods.filter { $0.value.serve && $0.value.warm }.sorted { $0.key < $1.key }.map { ($0.key, $0.value.entry) }
+    }
+}

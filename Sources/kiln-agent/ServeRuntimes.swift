@@ -1,0 +1,117 @@
+import Glibc
+import KilnWire
+
+/// The serve-mode runtimes of this guest, by method: started at a method's first call (or with the
+/// VM, for warm ones), called one at a time, killed and started again after a deadline, a crash
+/// or a protocol break. Each call's result looks like an exec-mode one: the output bytes are
+/// `{output, context?}`, a failure carries an exit code and the tail of stderr.
+struct ServeRuntimes {
+    let scratch: String
+    private var running: [String: ServeRuntime] = [:]
+
+    init(scratch: String) {
+        self.scratch = scratch
+    }
+
+    /// How long a warm runtime may take to say it is ready before the VM greets its host anyway.
+    static let warmReadyTimeoutUs: UInt64 = 2_000_000
+
+    /// Starts the runtimes of warm methods and waits until each says it is ready (or
+    /// ``warmReadyTimeoutUs`` passes), so that a snapshot taken after the agent greets holds them
+    /// idle. A failure shows on the console; the method's first call starts it again.
+    mutating func startWarm(_ methods: [(name: String, entry: [String])]) {
+        for (name, entry) in methods {
+            switch ServeRuntime.start(method: name, entry: entry, scratch: scratch) {
+            case .success(let runtime): running[name] = runtime
+            case .failure(let failure): AgentLog.write("kiln-agent: warm runtime of \(name) did not start: \(failure.message)")
+            }
+        }
+        let deadline = monotonicMicroseconds() + Self.warmReadyTimeoutUs
+        for (name, runtime) in running.sorted(by: { $0.key < $1.key }) where !runtime.awaitReady(deadlineUs: deadline) {
+            AgentLog.write("kiln-agent: warm runtime of \(name) did not say it is ready (\(runtime.takeStderrTail())); greeting anyway")
+        }
+    }
+
+    /// Whether `method` has a runtime up.
+    mutating func isRunning(_ method: String) -> Bool {
+        running[method]?.isRunning() ?? false
+    }
+
+    /// Runs one call of a serve-mode method, starting its runtime when it has none (or the one it
+    /// had has ended, or was started with another entry).
+    mutating func call(_ request: GuestFrame.ExecRequest) -> GuestFrame.ExecResult {
+        let started = monotonicMicroseconds()
+        if let runtime = running[request.method], runtime.entry != request.entry || !runtime.isRunning() {
+            _ = runtime.kill()
+            running[request.method] = nil
+        }
+        if running[request.method] == nil {
+            switch ServeRuntime.start(method: request.method, entry: request.entry, scratch: scratch) {
+            case .success(let runtime): running[request.method] = runtime
+            case .failure(let failure):
+                return result(request, started: started, status: .error, exitCode: 127, stderr: "serve: \(failure.message)")
+            }
+        }
+        let runtime = running[request.method]!
+        switch runtime.call(request, deadlineUs: started + request.deadlineMs * 1000) {
+        case .answered(let answer):
+            var tail = runtime.takeStderrTail()
+            if let error = answer.error {
+                tail = "error: \(error)" + (tail.isEmpty ? "" : "\n" + tail)
+                return result(request, started: started, status: .error, exitCode: 1, stderr: tail, reportRSS: true)
+            }
+            return result(request, started: started, status: .ok, output: answer.methodOutput, exitCode: 0, stderr: tail, reportRSS: true)
+        case .refused(let reason):
+            return result(request, started: started, status: .error, exitCode: 65, stderr: "serve: \(reason)", reportRSS: true)
+        case .timedOut:
+            return end(request, started: started, status: .timeout, why: "the deadline of \(request.deadlineMs) ms expired")
+        case .ended:
+            return end(request, started: started, status: .error, why: "it ended during the call")
+        case .brokeProtocol(let detail):
+            return end(request, started: started, status: .error, why: "it broke the serve protocol: \(detail)")
+        }
+    }
+
+    /// Kills every runtime but `method`'s.
+    mutating func killAll(except method: String? = nil) {
+        for (name, runtime) in running where name != method {
+            _ = runtime.kill()
+            running[name] = nil
+        }
+    }
+
+    /// Records a runtime's exit when the agent's orphan reaper collected it.
+    mutating func noteReaped(pid: pid_t, status: Int32) {
+        for runtime in running.values where runtime.pid == pid {
+            runtime.noteReaped(status: status)
+        }
+    }
+
+    /// Kills the call's runtime (it starts again at the next call) and reports why.
+    private mutating func end(
+        _ request: GuestFrame.ExecRequest, started: UInt64, status: GuestFrame.ExecStatus, why: String
+    ) -> GuestFrame.ExecResult {
+        guard let runtime = running.removeValue(forKey: request.method) else {
+            return result(request, started: started, status: status, exitCode: 1, stderr: "serve: \(why)")
+        }
+        let rss = runtime.readPeakRSSKB()
+        let tail = runtime.takeStderrTail()
+        let waitStatus = runtime.kill()
+        let exitCode: Int32 = (waitStatus & 0x7f) == 0 ? (waitStatus >> 8) & 0xff : 128 + (waitStatus & 0x7f)
+        let message = "kiln-agent: serve runtime of \(request.method) (pid \(runtime.pid), \(runtime.calls) calls answered): \(why); process group killed, it restarts at the next call"
+        var answer = result(request, started: started, status: status, exitCode: exitCode,
+                            stderr: tail + (tail.isEmpty ? "" : "\n") + message)
+        answer.maxrssKB = rss
+        return answer
+    }
+
+    private func result(
+        _ request: GuestFrame.ExecRequest, started: UInt64, status: GuestFrame.ExecStatus, output: [UInt8] = [],
+        exitCode: Int32, stderr: String, reportRSS: Bool = false
+    ) -> GuestFrame.ExecResult {
+        let execUs = monotonicMicroseconds() - started
+        let rss = reportRSS ? running[request.method]?.peakRSSKB() ?? 0 : 0
+        return GuestFrame.ExecResult(
+            id: request.id, status: status, output: output, exitCode: exitCode, stderr: stderr, execUs: execUs, maxrssKB: rss)
+    }
+}

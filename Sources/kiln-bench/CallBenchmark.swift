@@ -1,0 +1,100 @@
+import Foundation
+import KilnVM
+import KilnWire
+
+/// Per-call cost on one VM, one call after another: the same echo in exec mode (a program started
+/// per call) and in serve mode (a runtime that stays up), and the agent's `kiln:noop` builtin,
+/// which starts nothing and so shows the platform's own overhead (the channel, the agent, the
+/// host side). The noop row is that overhead, not a method: it is never compared with other
+/// systems.
+struct CallBenchmark {
+    /// One row: what was called, its host round trips and the agent's own timing (`exec_us`).
+    struct Row {
+        var what: String
+        var mode: String
+        var host: [Double]
+        var guest: [Double]
+        /// Wall time of all measured calls, seconds.
+        var elapsed: Double
+    }
+
+    let image: GuestImage
+    /// Calls per serve-mode and noop row (after warm-up).
+    let calls: Int
+    /// Calls per exec-mode row (after warm-up): each starts a process, so fewer.
+    let execCalls: Int
+
+    /// Measures every row on `vm`.
+    func run(on vm: any MicroVM) async throws -> [Row] {
+        guard let plain = image.manifest.guestEntry(for: "echo"), let sdk = image.manifest.guestEntry(for: "echo-serve") else {
+            throw BenchError.missingMethod("echo and echo-serve")
+        }
+        guard image.manifest.methods["echo-serve"]?.mode == .serve else { throw BenchError.missingMethod("echo-serve in serve mode") }
+        let noop = image.manifest.guestEntry(for: "noop") ?? ["kiln:noop"]
+        let plans: [(what: String, mode: String, method: String, entry: [String], count: Int)] = [
+            ("echo (kiln-examples)", "exec", "echo", plain, execCalls),
+            // The SDK's echo in exec mode: the agent's table does not know this method name, so it
+            // starts the program per call, and the SDK answers once.
+            ("echo-sdk (KilnMethod)", "exec", "echo-sdk-exec", sdk, execCalls),
+            ("echo-sdk (KilnMethod)", "serve", "echo-serve", sdk, calls),
+            ("kiln:noop (platform overhead)", "builtin", "noop", noop, calls),
+        ]
+        var rows: [Row] = []
+        for plan in plans {
+            do {
+                rows.append(try await measure(vm, plan.what, plan.mode, method: plan.method, entry: plan.entry, count: plan.count))
+            } catch let error as BenchError {
+                // An image whose programs differ from the examples' (a method that speaks only
+                // serve mode): the other rows still count.
+                FileHandle.standardError.write(Data("  skipped \(plan.what) \(plan.mode): \(error)\n".utf8))
+            }
+        }
+        return rows
+    }
+
+    private func measure(
+        _ vm: any MicroVM, _ what: String, _ mode: String, method: String, entry: [String], count: Int
+    ) async throws -> Row {
+        let payload = try MessagePackEncoder().encode(["args": ["text": "ping", "n": 1]] as MessagePackValue)
+        let clock = ContinuousClock()
+        var host: [Double] = []
+        var guest: [Double] = []
+        var started = clock.now
+        for round in 0..<(count + 20) {
+            if round == 20 { started = clock.now }
+            let request = GuestFrame.ExecRequest(id: "\(method)-\(round)", method: method, entry: entry, payload: payload, deadlineMs: 5_000)
+            let start = clock.now
+            let result = try await vm.exec(request)
+            let elapsed = start.duration(to: clock.now)
+            guard result.status == .ok else { throw BenchError.callFailed(method, result.stderr) }
+            if round >= 20 {
+                host.append(elapsed.microseconds)
+                guest.append(Double(result.execUs))
+            }
+        }
+        return Row(what: what, mode: mode, host: host, guest: guest, elapsed: started.duration(to: clock.now).seconds)
+    }
+}
+
+/// Why a benchmark could not run.
+enum BenchError: Error, CustomStringConvertible {
+    case missingMethod(String)
+    case callFailed(String, String)
+
+    var description: String {
+        switch self {
+        case .missingMethod(let what): return "the image has no \(what); build it from examples/methods.json (make image)"
+        case .callFailed(let method, let stderr): return "\(method) failed: \(stderr)"
+        }
+    }
+}
+
+extension TextTable {
+    /// A row of per-call figures: host p50/p99, the agent's p50/p99, calls per second.
+    mutating func addCalls(_ backend: String, _ row: CallBenchmark.Row) {
+        let host = Summary(row.host)
+        let guest = Summary(row.guest)
+        add(backend, row.what, row.mode, "\(host.count)", formatted(host.median), formatted(host.p99),
+            formatted(guest.median), formatted(guest.p99), formatted(Double(host.count) / row.elapsed))
+    }
+}
