@@ -39,15 +39,18 @@ struct AdaptiveAllocatorTests {
         defer { Task { await driver.shutdown() } }
 
         // What the work takes on a VM with a whole core: the prediction the allocator compares with.
-        _ = try await hashWork(vm, entry: entry)
-        let unconstrained = try await hashWork(vm, entry: entry).execUs
+        // The fastest of three, so that a busy moment on a shared host does not inflate it.
+        var unconstrainedRuns: [UInt64] = []
+        for _ in 0..<3 { unconstrainedRuns.append(try await hashWork(vm, entry: entry).execUs) }
+        let unconstrained = unconstrainedRuns.min()!
 
         let recorder = Recorder()
         let allocator = AdaptiveAllocator(
-            policy: AllocationPolicy(degradationRatio: 1.5, sustained: 2, cpuStep: 0.75, maximumCPUs: 1, relaxAfter: .milliseconds(300)),
+            policy: AllocationPolicy(degradationRatio: 1.5, sustained: 2, cpuStep: 0.9, maximumCPUs: 1, relaxAfter: .milliseconds(300)),
             observer: recorder, logger: logger)
         let memory = VMProfile.small.memoryMB + QEMUDriver.qemuOverheadMB
-        let tight = ResourceLimits(cpus: 0.25, memoryMB: memory)
+        // A tenth of a core: slow enough to stand out even when parallel tests share the host.
+        let tight = ResourceLimits(cpus: 0.1, memoryMB: memory)
         await allocator.register(vm, base: tight, driverDefault: ResourceLimits(cpus: 1, memoryMB: memory), memoryAdjustable: false)
 
         var slow: [UInt64] = []
@@ -56,10 +59,10 @@ struct AdaptiveAllocatorTests {
             slow.append(result.execUs)
             await allocator.observe(vm: vm.id, predictedUs: Double(unconstrained), actualUs: Double(result.execUs), peakMemoryKB: result.maxrssKB)
         }
-        #expect(slow.allSatisfy { Double($0) > 1.5 * Double(unconstrained) }, "a quarter core did not slow the work: \(slow) against \(unconstrained)")
+        #expect(slow.allSatisfy { Double($0) > 1.5 * Double(unconstrained) }, "a tenth of a core did not slow the work: \(slow) against \(unconstrained)")
         let changes = recorder.changes.withLock { $0 }
         try #require(changes.count == 1)
-        #expect(changes[0].from.cpus == 0.25)
+        #expect(changes[0].from.cpus == 0.1)
         #expect(changes[0].to.cpus == 1)
         #expect(changes[0].reason.contains("predicted for 2 invocations in a row"))
 
