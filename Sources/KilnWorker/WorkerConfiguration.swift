@@ -97,7 +97,7 @@ public struct WorkerConfiguration: Codable, Sendable, Equatable {
 
     public struct Lifecycle: Codable, Sendable, Equatable {
         /// Invocations a VM runs before it is destroyed.
-        public var maxUses = 100
+        public var maxUses = 10_000
         /// Seconds an idle VM is kept beyond the pool's target (the forecast keeps VMs warm for
         /// expected bursts; this only stops the pool from thrashing).
         public var idleTTLSeconds = 10.0

@@ -31,18 +31,22 @@ struct CallBenchmark {
         }
         guard image.manifest.methods["echo-serve"]?.mode == .serve else { throw BenchError.missingMethod("echo-serve in serve mode") }
         let noop = image.manifest.guestEntry(for: "noop") ?? ["kiln:noop"]
-        let plans: [(what: String, mode: String, method: String, entry: [String], count: Int)] = [
-            ("echo (kiln-examples)", "exec", "echo", plain, execCalls),
+        let plans: [(what: String, mode: String, method: String, entry: [String], count: Int, reset: Bool)] = [
+            ("echo (kiln-examples)", "exec", "echo", plain, execCalls, false),
             // The SDK's echo in exec mode: the agent's table does not know this method name, so it
             // starts the program per call, and the SDK answers once.
-            ("echo-sdk (KilnMethod)", "exec", "echo-sdk-exec", sdk, execCalls),
-            ("echo-sdk (KilnMethod)", "serve", "echo-serve", sdk, calls),
-            ("kiln:noop (platform overhead)", "builtin", "noop", noop, calls),
+            ("echo-sdk (KilnMethod)", "exec", "echo-sdk-exec", sdk, execCalls, false),
+            ("echo-sdk (KilnMethod)", "serve", "echo-serve", sdk, calls, false),
+            ("kiln:noop (platform overhead)", "builtin", "noop", noop, calls, false),
+            // As the pool runs them: every call followed by the reset that readies the VM for the next.
+            ("echo-sdk + reset keeping the runtime", "serve", "echo-serve", sdk, calls, true),
+            ("kiln:noop + reset", "builtin", "noop", noop, calls, true),
         ]
         var rows: [Row] = []
         for plan in plans {
             do {
-                rows.append(try await measure(vm, plan.what, plan.mode, method: plan.method, entry: plan.entry, count: plan.count))
+                rows.append(try await measure(
+                    vm, plan.what, plan.mode, method: plan.method, entry: plan.entry, count: plan.count, resetAfter: plan.reset))
             } catch let error as BenchError {
                 // An image whose programs differ from the examples' (a method that speaks only
                 // serve mode): the other rows still count.
@@ -53,7 +57,7 @@ struct CallBenchmark {
     }
 
     private func measure(
-        _ vm: any MicroVM, _ what: String, _ mode: String, method: String, entry: [String], count: Int
+        _ vm: any MicroVM, _ what: String, _ mode: String, method: String, entry: [String], count: Int, resetAfter: Bool
     ) async throws -> Row {
         let payload = try MessagePackEncoder().encode(["args": ["text": "ping", "n": 1]] as MessagePackValue)
         let clock = ContinuousClock()
@@ -65,6 +69,7 @@ struct CallBenchmark {
             let request = GuestFrame.ExecRequest(id: "\(method)-\(round)", method: method, entry: entry, payload: payload, deadlineMs: 5_000)
             let start = clock.now
             let result = try await vm.exec(request)
+            if resetAfter { try await vm.reset(keepingServeRuntime: true) }
             let elapsed = start.duration(to: clock.now)
             guard result.status == .ok else { throw BenchError.callFailed(method, result.stderr) }
             if round >= 20 {

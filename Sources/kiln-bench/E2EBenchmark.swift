@@ -92,27 +92,28 @@ struct E2EBenchmark: AsyncParsableCommand {
             """
         let empty = try await measureKiln(folder: folder, name: "cold", workload: [(method, 0)], extraConfiguration: coldConfiguration)
 
-        var rows = TextTable("system", "isolation", "round trip p50 ms", "p99 ms", "throughput /s")
+        var rows = TextTable("system", "isolation", "round trip p50 ms", "p99 ms", "throughput /s", "VMs started in the burst")
         var overhead = TextTable("in-worker overhead (delivery → result ready, minus the VM's exec time)", "n", "p50 µs", "p99 µs")
         for figures in warm.methods {
             let label = figures.method == noop ? "Kiln, \(noop) (agent builtin: platform overhead, not a peer comparison)"
                 : "Kiln, \(figures.method) (\(figures.method == method ? "serve" : "exec") mode), warm VM"
-            rows.add(label, "VM (\(warm.backend))", ms(figures.roundTrips.median), ms(figures.roundTrips.p99), formatted(figures.throughput))
+            rows.add(label, "VM (\(warm.backend))", ms(figures.roundTrips.median), ms(figures.roundTrips.p99), formatted(figures.throughput),
+                     "\(figures.vmsCreatedInBurst)")
             overhead.add("\(figures.method), sequential", "\(figures.overheadSequential.count)",
                          formatted(figures.overheadSequential.median), formatted(figures.overheadSequential.p99))
             overhead.add("\(figures.method), during the burst (waiting for a VM included)", "\(figures.overheadBurst.count)",
                          formatted(figures.overheadBurst.median), formatted(figures.overheadBurst.p99))
         }
         let coldStarts = empty.methods[0].roundTrips
-        rows.add("Kiln, \(method), cold: empty pool, a VM restored per call", "VM (\(empty.backend))", ms(coldStarts.median), ms(coldStarts.p99), "-")
+        rows.add("Kiln, \(method), cold: empty pool, a VM restored per call", "VM (\(empty.backend))", ms(coldStarts.median), ms(coldStarts.p99), "-", "-")
 
         var celeryThroughput = Double.nan
         if !kilnOnly {
             let celery = try measureCelery(folder: folder, cores: cores)
             celeryThroughput = celery.throughput
-            rows.add("Celery \(celery.version), prefork ×\(cores), rpc:// results", "process", ms(celery.roundTrips.median), ms(celery.roundTrips.p99), formatted(celery.throughput))
+            rows.add("Celery \(celery.version), prefork ×\(cores), rpc:// results", "process", ms(celery.roundTrips.median), ms(celery.roundTrips.p99), formatted(celery.throughput), "-")
             let boot = try await measureBootPerInvocation(lanes: cores)
-            rows.add("\(execMethod.isEmpty ? method : execMethod) in a VM booted per call", "VM (\(boot.backend))", ms(boot.latencies.median), ms(boot.latencies.p99), formatted(boot.throughput, decimals: 2))
+            rows.add("\(execMethod.isEmpty ? method : execMethod) in a VM booted per call", "VM (\(boot.backend))", ms(boot.latencies.median), ms(boot.latencies.p99), formatted(boot.throughput, decimals: 2), "\(boots)")
         }
 
         print("\nRound trips are sequential (submit, wait for the result); throughput is a burst submitted at once, first submit to last result.")
@@ -144,6 +145,8 @@ struct E2EBenchmark: AsyncParsableCommand {
         var overheadSequential = Summary([])
         var overheadBurst = Summary([])
         var throughput = Double.nan
+        /// VMs the worker created during the burst.
+        var vmsCreatedInBurst = 0
         /// Medians of the sequential round trips' parts: to the worker, in it, in the VM.
         var toWorker = 0.0
         var inWorker = 0.0
@@ -242,11 +245,21 @@ struct E2EBenchmark: AsyncParsableCommand {
         progress("\(method): \(latency) round trips, p50 \(ms(figures.roundTrips.median)) ms")
 
         try await Task.sleep(for: .seconds(1))
+        let createdBefore = try await vmsCreated()
         let (seconds, results) = try await client.burst(burst)
         figures.throughput = Double(burst) / seconds
+        figures.vmsCreatedInBurst = try await vmsCreated() - createdBefore
         figures.overheadBurst = Summary(results.map(\.workerOverheadUs))
-        progress("\(method): a burst of \(burst), \(formatted(figures.throughput)) invocations/s")
+        progress("\(method): a burst of \(burst), \(formatted(figures.throughput)) invocations/s, \(figures.vmsCreatedInBurst) VMs created")
         return figures
+    }
+
+    /// VMs the worker has created so far, from its /metrics.
+    private func vmsCreated() async throws -> Int {
+        try await httpGet("/metrics").split(separator: "\n")
+            .filter { $0.hasPrefix("kiln_vm_create_seconds_count") }
+            .compactMap { $0.split(separator: " ").last.flatMap { Int($0) } }
+            .reduce(0, +)
     }
 
     /// Removes the queues and exchanges of a finished worker's prefix.
