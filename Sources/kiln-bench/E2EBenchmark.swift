@@ -63,6 +63,9 @@ struct E2EBenchmark: AsyncParsableCommand {
     @Option(help: "The worker's status port.")
     var statusPort = 9490
 
+    @Option(help: "YAML appended to the warm worker's configuration, e.g. 'profiles: {small: {max_total: 2}}'.")
+    var workerYAML = ""
+
     func validate() throws {
         guard latency >= 20, count >= 100, cold >= 3, boots >= 2 else {
             throw ValidationError("--latency ≥ 20, --count ≥ 100, --cold ≥ 3, --boots ≥ 2")
@@ -85,7 +88,7 @@ struct E2EBenchmark: AsyncParsableCommand {
         var workload = [(method: method, burst: count)]
         if !execMethod.isEmpty { workload.append((execMethod, max(100, count / 10))) }
         if !noop.isEmpty { workload.append((noop, count)) }
-        let warm = try await measureKiln(folder: folder, name: "warm", workload: workload)
+        let warm = try await measureKiln(folder: folder, name: "warm", workload: workload, extraConfiguration: workerYAML)
         let coldConfiguration = """
             profiles: {small: {min_idle: 0, max_idle: 0}}
             method_lifecycles: {\(method): {max_uses: 1}}
