@@ -2,7 +2,11 @@
 /// pool sizer reads.
 struct DemandTracker: Sendable {
     let window: Duration
+    /// Arrival instants, oldest first, from `arrivalsStart` on (those before it have left the
+    /// window): trimming moves the start instead of shifting the array on every arrival, and the
+    /// array is compacted once half of it is stale.
     private var arrivals: [ContinuousClock.Instant] = []
+    private var arrivalsStart = 0
     private var coldStarts: [ContinuousClock.Instant] = []
     /// Moving average of how long an invocation holds a VM, seconds (exec and reset).
     private(set) var holdSeconds: Double = 0
@@ -29,12 +33,12 @@ struct DemandTracker: Sendable {
 
     private mutating func trim(now: ContinuousClock.Instant) {
         let horizon = now - window
-        if let first = arrivals.firstIndex(where: { $0 >= horizon }) {
-            if first > 0 { arrivals.removeFirst(first) }
-        } else {
-            arrivals.removeAll()
+        while arrivalsStart < arrivals.count, arrivals[arrivalsStart] < horizon { arrivalsStart += 1 }
+        if arrivalsStart > 64, arrivalsStart * 2 > arrivals.count {
+            arrivals.removeFirst(arrivalsStart)
+            arrivalsStart = 0
         }
-        coldStarts.removeAll { $0 < horizon }
+        if let first = coldStarts.first, first < horizon { coldStarts.removeAll { $0 < horizon } }
     }
 
     /// Demand over the window ending `now`.
@@ -42,7 +46,7 @@ struct DemandTracker: Sendable {
         trim(now: now)
         let seconds = window.inSeconds
         return DemandSnapshot(
-            arrivalRate: Double(arrivals.count) / seconds, serviceTime: holdSeconds, coldStarts: coldStarts.count,
+            arrivalRate: Double(arrivals.count - arrivalsStart) / seconds, serviceTime: holdSeconds, coldStarts: coldStarts.count,
             window: seconds)
     }
 }

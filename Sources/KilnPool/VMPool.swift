@@ -191,12 +191,19 @@ public actor VMPool {
         while true {
             guard !closed else { throw PoolError.shutDown }
             let sample = host()
-            let state = profiles[request.profile]!
-            var candidates = state.idle.map { candidate(for: $0, request, sample) }
-            if canProvision(state, sample) {
-                candidates.append(PlacementCandidate(
-                    kind: .provision, profile: request.profile,
-                    features: features(request, state.settings.vm, warmth: .notProvisioned, reuse: 0, sample)))
+            var candidates: [PlacementCandidate]
+            let waiting: Int
+            do {
+                // A copy of the profile's state must not outlive this scope: held across the
+                // wait below, it would make every later arrival copy the demand history.
+                let state = profiles[request.profile]!
+                candidates = state.idle.map { candidate(for: $0, request, sample) }
+                if canProvision(state, sample) {
+                    candidates.append(PlacementCandidate(
+                        kind: .provision, profile: request.profile,
+                        features: features(request, state.settings.vm, warmth: .notProvisioned, reuse: 0, sample)))
+                }
+                waiting = state.waiters.count
             }
             if let decision = placement.place(request, among: candidates, host: sample) {
                 switch decision.winner.candidate.kind {
@@ -208,8 +215,8 @@ public actor VMPool {
                     return try await provisionForInvocation(request, decision: decision)
                 }
             }
-            guard state.waiters.count < maxWaiting else {
-                throw PoolError.saturated(profile: request.profile, waiting: state.waiters.count)
+            guard waiting < maxWaiting else {
+                throw PoolError.saturated(profile: request.profile, waiting: waiting)
             }
             await withCheckedContinuation { profiles[request.profile]!.waiters.append($0) }
         }
