@@ -100,7 +100,7 @@ struct E2EBenchmark: AsyncParsableCommand {
         for figures in warm.methods {
             let label = figures.method == noop ? "Kiln, \(noop) (agent builtin: platform overhead, not a peer comparison)"
                 : "Kiln, \(figures.method) (\(figures.method == method ? "serve" : "exec") mode), warm VM"
-            rows.add(label, "VM (\(warm.backend))", ms(figures.roundTrips.median), ms(figures.roundTrips.p99), formatted(figures.throughput),
+            rows.add(label, isolation(warm.backend), ms(figures.roundTrips.median), ms(figures.roundTrips.p99), formatted(figures.throughput),
                      "\(figures.vmsCreatedInBurst)")
             overhead.add("\(figures.method), sequential", "\(figures.overheadSequential.count)",
                          formatted(figures.overheadSequential.median), formatted(figures.overheadSequential.p99))
@@ -108,7 +108,7 @@ struct E2EBenchmark: AsyncParsableCommand {
                          formatted(figures.overheadBurst.median), formatted(figures.overheadBurst.p99))
         }
         let coldStarts = empty.methods[0].roundTrips
-        rows.add("Kiln, \(method), cold: empty pool, a VM restored per call", "VM (\(empty.backend))", ms(coldStarts.median), ms(coldStarts.p99), "-", "-")
+        rows.add("Kiln, \(method), cold: empty pool, a VM restored per call", isolation(empty.backend), ms(coldStarts.median), ms(coldStarts.p99), "-", "-")
 
         var celeryThroughput = Double.nan
         if !kilnOnly {
@@ -255,6 +255,11 @@ struct E2EBenchmark: AsyncParsableCommand {
         figures.overheadBurst = Summary(results.map(\.workerOverheadUs))
         progress("\(method): a burst of \(burst), \(formatted(figures.throughput)) invocations/s, \(figures.vmsCreatedInBurst) VMs created")
         return figures
+    }
+
+    /// What a backend isolates with, for the table: the process sandbox is no VM.
+    private func isolation(_ backend: String) -> String {
+        backend == "process" ? "sandbox (namespaces, no VM)" : "VM (\(backend))"
     }
 
     /// VMs the worker has created so far, from its /metrics.
