@@ -166,7 +166,7 @@ let package = Package(
         ),
         .testTarget(
             name: "KilnPoolTests",
-            dependencies: ["KilnPool", "KilnVM", "KilnWire", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["KilnPool", "KilnPredict", "KilnVM", "KilnWire", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(
             name: "KilnWorkerTests",

@@ -45,10 +45,17 @@ public struct PoolLimits: Sendable, Equatable {
     public var memoryPerVMMB: Int
     /// Standard deviations of Poisson demand kept warm on top of the mean.
     public var burstAllowance: Double
+    /// VMs working at once (running an invocation or being reset), over every profile, while
+    /// the host's CPU is saturated; further invocations wait for one of them to be idle again.
+    /// On a saturated host more concurrent VMs add no throughput, only wake-ups and cold caches
+    /// (under emulation, a VM woken for each call costs twice the CPU of one kept busy).
+    public var saturatedBusyLimit: Int
+    /// The host CPU utilisation (0…1) from which the host counts as saturated.
+    public var saturatedCPU: Double
 
     public init(
         minIdle: Int = 1, maxIdle: Int = .max, maxTotal: Int = 8, memoryReserveMB: Int = 1_024, cpuReserveCores: Double = 0.25,
-        memoryPerVMMB: Int = 128, burstAllowance: Double = 2
+        memoryPerVMMB: Int = 128, burstAllowance: Double = 2, saturatedBusyLimit: Int = .max, saturatedCPU: Double = 0.9
     ) {
         self.minIdle = minIdle
         self.maxIdle = maxIdle
@@ -57,6 +64,8 @@ public struct PoolLimits: Sendable, Equatable {
         self.cpuReserveCores = cpuReserveCores
         self.memoryPerVMMB = memoryPerVMMB
         self.burstAllowance = burstAllowance
+        self.saturatedBusyLimit = saturatedBusyLimit
+        self.saturatedCPU = saturatedCPU
     }
 }
 

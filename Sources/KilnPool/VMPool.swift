@@ -129,6 +129,8 @@ public actor VMPool {
     private let provisionConcurrency: Int
     private var profiles: [String: ProfileState]
     private var busy: [String: Entry] = [:]
+    /// Invocations waiting because the host's CPU is saturated (any profile), first come first.
+    private var saturationWaiters: [CheckedContinuation<Void, Never>] = []
     private var backgroundProvisions = 0
     private var forecaster: ArrivalForecaster
     /// The methods seen per profile, for the forecast.
@@ -191,13 +193,20 @@ public actor VMPool {
         while true {
             guard !closed else { throw PoolError.shutDown }
             let sample = host()
+            if saturated(sample) {
+                let waiting = profiles[request.profile]!.waiters.count + saturationWaiters.count
+                guard waiting < maxWaiting else { throw PoolError.saturated(profile: request.profile, waiting: waiting) }
+                await withCheckedContinuation { saturationWaiters.append($0) }
+                continue
+            }
             var candidates: [PlacementCandidate]
             let waiting: Int
             do {
                 // A copy of the profile's state must not outlive this scope: held across the
                 // wait below, it would make every later arrival copy the demand history.
                 let state = profiles[request.profile]!
-                candidates = state.idle.map { candidate(for: $0, request, sample) }
+                // Most recently used first: the scorer gives ties to the earliest.
+                candidates = state.idle.reversed().map { candidate(for: $0, request, sample) }
                 if canProvision(state, sample) {
                     candidates.append(PlacementCandidate(
                         kind: .provision, profile: request.profile,
@@ -220,6 +229,13 @@ public actor VMPool {
             }
             await withCheckedContinuation { profiles[request.profile]!.waiters.append($0) }
         }
+    }
+
+    /// Whether the host's CPU is saturated and as many VMs as it should keep busy are working.
+    private func saturated(_ sample: HostSample) -> Bool {
+        guard sample.cpuUtilization >= sizer.limits.saturatedCPU else { return false }
+        let working = busy.count + profiles.values.reduce(0) { $0 + $1.resetting }
+        return working >= sizer.limits.saturatedBusyLimit
     }
 
     private func features(
@@ -367,7 +383,10 @@ public actor VMPool {
         report(entry.profile)
     }
 
+    /// Wakes the first invocation waiting for a VM of `profile`, and the first waiting for the
+    /// saturated host: a VM of `profile` has come free or gone.
     private func wakeWaiter(_ profile: String) {
+        if !saturationWaiters.isEmpty { saturationWaiters.removeFirst().resume() }
         guard !(profiles[profile]?.waiters.isEmpty ?? true) else { return }
         profiles[profile]!.waiters.removeFirst().resume()
     }
@@ -425,6 +444,10 @@ public actor VMPool {
     public func resize() async {
         guard !closed else { return }
         let sample = host()
+        // Invocations held for a saturated host look at the new sample.
+        let held = saturationWaiters
+        saturationWaiters.removeAll()
+        for waiter in held { waiter.resume() }
         for name in profiles.keys.sorted() {
             let state = profiles[name]!
             var demand = profiles[name]!.demand.snapshot()
@@ -485,6 +508,8 @@ public actor VMPool {
     /// back. Call after in-flight invocations have finished, then the driver's `shutdown`.
     public func shutdown() async {
         closed = true
+        for waiter in saturationWaiters { waiter.resume() }
+        saturationWaiters.removeAll()
         for name in profiles.keys.sorted() {
             for waiter in profiles[name]!.waiters { waiter.resume() }
             profiles[name]!.waiters.removeAll()

@@ -139,16 +139,20 @@ public struct InvocationPipeline: Sendable {
         }
         run.scheduleUs = (ContinuousClock.now - received).inMicroseconds - lease.provisionDuration.inMicroseconds
         run.result = await execute(invocation, method: method, on: lease, run: &run)
+        // The VM is reset (or destroyed) while the result is published: it is free for the next
+        // invocation without waiting for the broker's confirm.
+        let execOutcome = run.outcome
+        async let released: Void = pool.release(
+            lease, method: invocation.method, affinityKey: invocation.affinity?.key, outcome: execOutcome,
+            lifecycle: method.lifecycle)
         await finish(&run, lease: lease)
+        await released
         // After the result is out: how the VM fared against the prediction may change its resources.
         if run.outcome == .completed {
             await pool.allocator?.observe(
                 vm: lease.vm.id, predictedUs: lease.decision.winner.prediction.execUs, actualUs: Double(run.execUs),
                 peakMemoryKB: run.peakMemoryKB)
         }
-        await pool.release(
-            lease, method: invocation.method, affinityKey: invocation.affinity?.key, outcome: run.outcome,
-            lifecycle: method.lifecycle)
         let outcome = ExecutionOutcome(
             features: lease.decision.winner.candidate.features, provisionUs: Double(lease.provisionDuration.inMicroseconds),
             execUs: Double(run.execUs), succeeded: run.outcome == .completed)

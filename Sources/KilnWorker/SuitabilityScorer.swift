@@ -19,12 +19,16 @@ public struct SuitabilityScorer: Sendable {
     public var networkWeight: Double
     /// The host's network capacity, bytes per second, against which its load is measured.
     public var networkCapacityBps: Double
+    /// How close to the best suitability (a fraction) a candidate must be to count as a tie.
+    public var tieTolerance: Double
 
     public init(
         predictor: any LatencyPredictor, riskAversion: Double = 0.5, affinityDiscount: Double = 0.8,
-        cpuWeight: Double = 2, memoryWeight: Double = 4, networkWeight: Double = 1, networkCapacityBps: Double = 125_000_000
+        cpuWeight: Double = 2, memoryWeight: Double = 4, networkWeight: Double = 1, networkCapacityBps: Double = 125_000_000,
+        tieTolerance: Double = 0.03
     ) {
         self.predictor = predictor
+        self.tieTolerance = tieTolerance
         self.networkWeight = networkWeight
         self.networkCapacityBps = networkCapacityBps
         self.riskAversion = riskAversion
@@ -51,10 +55,14 @@ public struct SuitabilityScorer: Sendable {
             suitability: suitability)
     }
 
-    /// Scores every candidate and picks the most suitable; `nil` when there is none.
+    /// Scores every candidate and picks the most suitable; `nil` when there is none. Candidates
+    /// within `tieTolerance` of the best count as equal, and the earliest of them wins: the pool
+    /// lists its idle VMs most recently used first, so that work stays on VMs whose caches are
+    /// hot while the others idle (and age out).
     public func choose(from candidates: [PlacementCandidate], host: HostSample) -> PlacementDecision? {
         let scored = candidates.map { score($0, prediction: predictor.predict($0.features), host: host) }
-        guard let winner = scored.max(by: { $0.suitability < $1.suitability }) else { return nil }
+        guard let best = scored.map(\.suitability).max() else { return nil }
+        let winner = scored.first { $0.suitability >= best * (1 - tieTolerance) }!
         return PlacementDecision(winner: winner, candidates: scored)
     }
 }

@@ -68,7 +68,9 @@ public struct Worker: Sendable {
             predictor: predictor,
             sizer: PoolSizer(limits: PoolLimits(
                 memoryReserveMB: configuration.pool.memoryReserveMB, cpuReserveCores: configuration.pool.cpuReserveCores,
-                memoryPerVMMB: (profiles.map(\.vm.memoryMB).max() ?? 128) + (backend.name == "qemu" ? 64 : 0))),
+                memoryPerVMMB: (profiles.map(\.vm.memoryMB).max() ?? 128) + (backend.name == "qemu" ? 64 : 0),
+                saturatedBusyLimit: configuration.pool.saturatedBusyLimit > 0
+                    ? configuration.pool.saturatedBusyLimit : ProcessInfo.processInfo.activeProcessorCount)),
             demandWindow: .milliseconds(Int64(configuration.pool.demandWindowSeconds * 1_000)),
             idleTTL: .milliseconds(Int64(configuration.lifecycle.idleTTLSeconds * 1_000)),
             provisionConcurrency: configuration.pool.provisionConcurrency, allocator: allocator,

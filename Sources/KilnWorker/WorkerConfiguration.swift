@@ -85,6 +85,9 @@ public struct WorkerConfiguration: Codable, Sendable, Equatable {
         public var demandWindowSeconds = 30.0
         /// VMs provisioned at the same time at most.
         public var provisionConcurrency = 2
+        /// VMs working at once (running or being reset) while the host's CPU is 90% busy or
+        /// more; 0: one per host core.
+        public var saturatedBusyLimit = 0
 
         enum CodingKeys: String, CodingKey {
             case memoryReserveMB = "memory_reserve_mb"
@@ -92,6 +95,7 @@ public struct WorkerConfiguration: Codable, Sendable, Equatable {
             case sizingIntervalSeconds = "sizing_interval_s"
             case demandWindowSeconds = "demand_window_s"
             case provisionConcurrency = "provision_concurrency"
+            case saturatedBusyLimit = "saturated_busy_limit"
         }
     }
 
@@ -258,7 +262,7 @@ extension WorkerConfiguration {
         "worker": ["name", "host"],
         "amqp": ["url", "prefix", "prefetch", "heartbeat_s", "publish_window", "delivery_limit"],
         "vm": ["backend", "manifest", "image_cache", "image"],
-        "pool": ["memory_reserve_mb", "cpu_reserve_cores", "sizing_interval_s", "demand_window_s", "provision_concurrency"],
+        "pool": ["memory_reserve_mb", "cpu_reserve_cores", "sizing_interval_s", "demand_window_s", "provision_concurrency", "saturated_busy_limit"],
         "lifecycle": ["max_uses", "idle_ttl_s"],
         "adaptive": ["enabled", "degradation_ratio", "sustained", "cpu_step", "max_cpus", "relax_after_s"],
         "history": ["path", "max_records", "max_age_days"],
@@ -359,6 +363,7 @@ extension WorkerConfiguration {
         try require(configuration.pool.memoryReserveMB >= 0, "pool.memory_reserve_mb", "must not be negative")
         try require(configuration.pool.sizingIntervalSeconds > 0, "pool.sizing_interval_s", "must be positive")
         try require(configuration.pool.provisionConcurrency >= 1, "pool.provision_concurrency", "must be at least 1")
+        try require(configuration.pool.saturatedBusyLimit >= 0, "pool.saturated_busy_limit", "must not be negative (0: one per host core)")
         for (name, lifecycle) in [("lifecycle", configuration.lifecycle)] + configuration.methodLifecycles.map({ ("method_lifecycles.\($0.key)", $0.value) }) {
             try require(lifecycle.maxUses >= 1, "\(name).max_uses", "must be at least 1")
             try require(lifecycle.idleTTLSeconds >= 0, "\(name).idle_ttl_s", "must not be negative")

@@ -39,6 +39,31 @@ struct SuitabilityScoreTests {
         #expect(decision.explanation.last?.hasPrefix("new small VM: predicted 47500 µs (+45000 µs provision") == true)
     }
 
+    /// Predicts 1 ms plus a microsecond per earlier use of the VM: near-equal VMs.
+    struct ByReuse: LatencyPredictor {
+        var name: String { "by-reuse" }
+        func predict(_ features: PlacementFeatures) -> LatencyPrediction {
+            LatencyPrediction(provisionUs: 0, execUs: 1_000 + Double(features.reuseCount), uncertaintyUs: 0)
+        }
+        func observe(_ outcome: ExecutionOutcome) {}
+        func observeProvisioning(_ outcome: ProvisionOutcome) {}
+    }
+
+    @Test func nearTiesGoToTheEarliestCandidateTheMostRecentlyUsedVM() throws {
+        func idle(_ vm: String, reuse: Int) -> PlacementCandidate {
+            PlacementCandidate(kind: .idle(vm: vm), profile: "small", features: PlacementFeatures(
+                method: "echo", profile: "small", backend: "qemu", warmth: .warmForMethod, reuseCount: reuse))
+        }
+        // "hot" is listed first (the pool lists the most recently used first) and predicted 0.5%
+        // slower than "cold": within the tolerance, so it wins.
+        let scorer = SuitabilityScorer(predictor: ByReuse())
+        let near = try #require(scorer.choose(from: [idle("hot", reuse: 5), idle("cold", reuse: 0)], host: quiet))
+        #expect(near.winner.candidate.kind == .idle(vm: "hot"))
+        // 10% slower is no tie.
+        let far = try #require(scorer.choose(from: [idle("hot", reuse: 100), idle("cold", reuse: 0)], host: quiet))
+        #expect(far.winner.candidate.kind == .idle(vm: "cold"))
+    }
+
     @Test func affinityTipsTheBalanceBetweenEquals() throws {
         let predictor = Fixed(exec: [.warm: 1_000], provision: 45_000)
         let candidates = [
