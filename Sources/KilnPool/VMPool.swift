@@ -79,6 +79,9 @@ public struct PoolStatus: Sendable, Codable, Equatable {
     public var minIdle: Int
     public var maxTotal: Int
     public var waiting: Int
+    /// Invocations of any profile held because the host's CPU is saturated (the same figure in
+    /// every profile's status).
+    public var heldForSaturatedHost: Int
     public var lastSizing: String
     public var vms: [VM]
 }
@@ -499,7 +502,8 @@ public actor VMPool {
             return PoolStatus(
                 profile: name, backend: backend, idle: state.idle.count, busy: state.busy, resetting: state.resetting,
                 provisioning: state.provisioning, targetIdle: state.targetIdle, minIdle: state.settings.minIdle,
-                maxTotal: state.settings.maxTotal, waiting: state.waiters.count, lastSizing: state.lastSizing,
+                maxTotal: state.settings.maxTotal, waiting: state.waiters.count,
+                heldForSaturatedHost: saturationWaiters.count, lastSizing: state.lastSizing,
                 vms: (idle + lent).sorted { $0.id < $1.id })
         }
     }

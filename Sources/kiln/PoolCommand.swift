@@ -46,8 +46,8 @@ struct PoolCommand: AsyncParsableCommand {
     static func render(_ pool: PoolStatus) -> String {
         var lines = [
             "pool \(pool.profile) (\(pool.backend)): \(pool.idle) idle, \(pool.busy) busy, \(pool.resetting) resetting, "
-                + "\(pool.provisioning) provisioning, \(pool.waiting) waiting; idle target \(pool.targetIdle) "
-                + "(min \(pool.minIdle), max \(pool.maxTotal) VMs)",
+                + "\(pool.provisioning) provisioning, \(pool.waiting) waiting, \(pool.heldForSaturatedHost) held for the saturated host; "
+                + "idle target \(pool.targetIdle) (min \(pool.minIdle), max \(pool.maxTotal) VMs)",
             "  sizing: \(pool.lastSizing)",
         ]
         for vm in pool.vms {
