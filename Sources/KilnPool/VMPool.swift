@@ -193,13 +193,16 @@ public actor VMPool {
         profiles[request.profile]!.demand.recordArrival()
         forecaster.recordArrival(request.method, at: .now)
         methodsByProfile[request.profile, default: []].insert(request.method)
+        var heldBefore = false
         while true {
             guard !closed else { throw PoolError.shutDown }
             let sample = host()
             if saturated(sample) {
                 let waiting = profiles[request.profile]!.waiters.count + saturationWaiters.count
                 guard waiting < maxWaiting else { throw PoolError.saturated(profile: request.profile, waiting: waiting) }
-                await withCheckedContinuation { saturationWaiters.append($0) }
+                // Woken, but a newer arrival took the VM first: back to the head of the line.
+                await withCheckedContinuation { heldBefore ? saturationWaiters.insert($0, at: 0) : saturationWaiters.append($0) }
+                heldBefore = true
                 continue
             }
             var candidates: [PlacementCandidate]
@@ -447,10 +450,12 @@ public actor VMPool {
     public func resize() async {
         guard !closed else { return }
         let sample = host()
-        // Invocations held for a saturated host look at the new sample.
-        let held = saturationWaiters
-        saturationWaiters.removeAll()
-        for waiter in held { waiter.resume() }
+        // The host is no longer saturated: the invocations held for it go ahead.
+        if !saturated(sample) {
+            let held = saturationWaiters
+            saturationWaiters.removeAll()
+            for waiter in held { waiter.resume() }
+        }
         for name in profiles.keys.sorted() {
             let state = profiles[name]!
             var demand = profiles[name]!.demand.snapshot()
