@@ -1,3 +1,4 @@
+import Foundation
 import KilnPool
 import KilnPredict
 import KilnWorker
@@ -37,6 +38,23 @@ struct SuitabilityScoreTests {
         #expect(decision.candidates.count == 3)
         #expect(decision.explanation.first?.hasPrefix("idle b (warm_method): predicted 300 µs") == true)
         #expect(decision.explanation.last?.hasPrefix("new small VM: predicted 47500 µs (+45000 µs provision") == true)
+    }
+
+    @Test func theExplanationWritesFiguresAsPrintfWould() throws {
+        let predictor = Fixed(exec: [.warmForMethod: 333.5, .notProvisioned: 2_499.49], provision: 45_000.7)
+        let busy = HostSample(cpuUtilization: 0.73, cpuCount: 2, memoryTotalMB: 24_000, memoryAvailableMB: 20_000,
+                              memoryPressure: 0.004, networkReceiveBps: 0, networkTransmitBps: 0)
+        let candidates = [
+            PlacementCandidate(kind: .idle(vm: "b"), profile: "small", features: features(.warmForMethod), affinityMatch: true),
+            PlacementCandidate(kind: .provision, profile: "small", features: features(.notProvisioned)),
+        ]
+        let decision = try #require(SuitabilityScorer(predictor: predictor).choose(from: candidates, host: busy))
+        let expected = decision.candidates.sorted { $0.suitability > $1.suitability }.map { scored in
+            String(format: "%.0f µs (+%.0f µs provision, ±%.0f), resources x%.2f%@, suitability %.2f",
+                   scored.prediction.totalUs, scored.prediction.provisionUs, scored.prediction.uncertaintyUs,
+                   scored.resourceFactor, scored.candidate.affinityMatch ? ", affinity" : "", scored.suitability)
+        }
+        #expect(decision.explanation.map { String($0.split(separator: "predicted ", maxSplits: 1)[1]) } == expected)
     }
 
     /// Predicts 1 ms plus a microsecond per earlier use of the VM: near-equal VMs.
