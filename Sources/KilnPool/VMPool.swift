@@ -335,8 +335,11 @@ public actor VMPool {
 
     /// Takes a VM back after an invocation: by `lifecycle`, it is reset and returned to the
     /// pool, or destroyed. Returns once the VM is idle again or gone.
+    /// - Parameter resetInGuest: The exec asked the agent to reset right after answering
+    ///   (`reset_after`) and it answered: the VM needs no reset of its own.
     public func release(
-        _ lease: VMLease, method: String, affinityKey: String?, outcome: ExecOutcome, lifecycle: LifecyclePolicy
+        _ lease: VMLease, method: String, affinityKey: String?, outcome: ExecOutcome, lifecycle: LifecyclePolicy,
+        resetInGuest: Bool = false
     ) async {
         guard var entry = busy.removeValue(forKey: lease.vm.id) else { return }
         let profile = entry.profile
@@ -354,7 +357,7 @@ public actor VMPool {
             do {
                 // A serve-mode runtime stays up for the next call of the same method; the agent
                 // kills it before any other method runs in the VM.
-                try await entry.vm.reset(keepingServeRuntime: true)
+                if !resetInGuest { try await entry.vm.reset(keepingServeRuntime: true) }
                 reset = .success(())
             } catch {
                 reset = .failure(error)

@@ -24,6 +24,7 @@ extension GuestFrame {
             add("entry", .array(exec.entry.map { .string($0) }))
             add("payload", .binary(exec.payload))
             add("deadline_ms", .uint(exec.deadlineMs))
+            if exec.resetAfter { add("reset_after", .bool(true)) }
         case .result(let result):
             add("id", .string(result.id))
             add("status", .string(result.status.rawValue))
@@ -60,7 +61,8 @@ extension GuestFrame {
         case "exec":
             self = .exec(ExecRequest(
                 id: try fields.string("id"), method: try fields.string("method"), entry: try fields.strings("entry"),
-                payload: try fields.bytes("payload"), deadlineMs: try fields.integer("deadline_ms", UInt64.self)))
+                payload: try fields.bytes("payload"), deadlineMs: try fields.integer("deadline_ms", UInt64.self),
+                resetAfter: try fields.optionalBool("reset_after") ?? false))
         case "result":
             let statusText = try fields.string("status")
             guard let status = ExecStatus(rawValue: statusText) else {

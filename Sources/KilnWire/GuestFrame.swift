@@ -69,18 +69,44 @@ extension GuestFrame {
         /// The MessagePack map `{args, context}` the program reads on stdin.
         public var payload: [UInt8]
         public var deadlineMs: UInt64
+        /// After sending the result, the agent resets the guest as `reset {keep_runtime: true}`
+        /// would, before it reads the next frame: the pool's reset without its round trip.
+        /// Optional on the wire (`reset_after`), written only when true.
+        public var resetAfter: Bool
 
-        public init(id: String, method: String, entry: [String], payload: [UInt8], deadlineMs: UInt64) {
+        public init(id: String, method: String, entry: [String], payload: [UInt8], deadlineMs: UInt64, resetAfter: Bool = false) {
             self.id = id
             self.method = method
             self.entry = entry
             self.payload = payload
             self.deadlineMs = deadlineMs
+            self.resetAfter = resetAfter
         }
 
         enum CodingKeys: String, CodingKey {
             case id, method, entry, payload
             case deadlineMs = "deadline_ms"
+            case resetAfter = "reset_after"
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            id = try container.decode(String.self, forKey: .id)
+            method = try container.decode(String.self, forKey: .method)
+            entry = try container.decode([String].self, forKey: .entry)
+            payload = try container.decode([UInt8].self, forKey: .payload)
+            deadlineMs = try container.decode(UInt64.self, forKey: .deadlineMs)
+            resetAfter = try container.decodeIfPresent(Bool.self, forKey: .resetAfter) ?? false
+        }
+
+        public func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(id, forKey: .id)
+            try container.encode(method, forKey: .method)
+            try container.encode(entry, forKey: .entry)
+            try container.encode(payload, forKey: .payload)
+            try container.encode(deadlineMs, forKey: .deadlineMs)
+            if resetAfter { try container.encode(true, forKey: .resetAfter) }
         }
     }
 

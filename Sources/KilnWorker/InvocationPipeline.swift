@@ -144,7 +144,7 @@ public struct InvocationPipeline: Sendable {
         let execOutcome = run.outcome
         async let released: Void = pool.release(
             lease, method: invocation.method, affinityKey: invocation.affinity?.key, outcome: execOutcome,
-            lifecycle: method.lifecycle)
+            lifecycle: method.lifecycle, resetInGuest: !method.lifecycle.freshVM && execOutcome == .completed)
         await finish(&run, lease: lease)
         await released
         // After the result is out: how the VM fared against the prediction may change its resources.
@@ -172,8 +172,11 @@ public struct InvocationPipeline: Sendable {
             return run.failure(.error, kind: "encode", message: "cannot encode the method's input: \(error)")
         }
         let deadline = invocation.deadlineMs ?? method.deadlineMs
+        // A VM that will be reused resets itself right after answering: the pool then skips the
+        // reset's own round trip.
         let request = GuestFrame.ExecRequest(
-            id: invocation.id, method: invocation.method, entry: method.entry, payload: payload, deadlineMs: deadline)
+            id: invocation.id, method: invocation.method, entry: method.entry, payload: payload, deadlineMs: deadline,
+            resetAfter: !method.lifecycle.freshVM)
         let started = ContinuousClock.now
         let answer: GuestFrame.ExecResult
         do {

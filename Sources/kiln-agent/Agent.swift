@@ -16,6 +16,8 @@ struct Agent {
     /// The method whose code has run here since everything was last cleared: before another
     /// method's code runs, nothing of it may remain (processes, runtimes, scratch files).
     private var tenant: String?
+    /// The exec just answered asked for a reset once its result is sent (`reset_after`).
+    private var resetAfterReply = false
 
     init(options: AgentOptions) {
         self.options = options
@@ -81,6 +83,10 @@ struct Agent {
                 reply = .error(.init(message: "malformed frame: \(error)"))
             }
             if let reply, !port.send(reply) { return }
+            if resetAfterReply {
+                resetAfterReply = false
+                reset(keepingRuntime: true)
+            }
         }
     }
 
@@ -90,15 +96,12 @@ struct Agent {
             entropy.mix(body.prefix(256))
             let result = execute(request)
             for orphan in housekeeping.reapOrphans() { runtimes.noteReaped(pid: orphan.pid, status: orphan.status) }
+            resetAfterReply = request.resetAfter
             return .result(result)
         case .ping:
             return .pong(Housekeeping.pong())
         case .reset(let scope):
-            if scope.keepRuntime, let tenant, runtimes.isRunning(tenant) {
-                housekeeping.wipeScratch()
-            } else {
-                clearEverything()
-            }
+            reset(keepingRuntime: scope.keepRuntime)
             return .resetOK
         case .shutdown:
             runtimes.killAll()
@@ -106,6 +109,16 @@ struct Agent {
             housekeeping.powerOff()
         case .hello, .result, .pong, .resetOK, .error:
             return .error(.init(message: "unexpected '\(frame.type)' frame from the host"))
+        }
+    }
+
+    /// Clears what the last method left: scratch only when its serve-mode runtime is kept and
+    /// still running, else everything.
+    private mutating func reset(keepingRuntime: Bool) {
+        if keepingRuntime, let tenant, runtimes.isRunning(tenant) {
+            housekeeping.wipeScratch()
+        } else {
+            clearEverything()
         }
     }
 

@@ -24,6 +24,15 @@ struct CallBenchmark {
     /// Calls per exec-mode row (after warm-up): each starts a process, so fewer.
     let execCalls: Int
 
+    /// How a row resets the VM after each call.
+    enum Reset {
+        case none
+        /// A `reset` frame of its own after the call.
+        case roundTrip
+        /// `reset_after` in the exec frame: the agent resets after answering.
+        case afterAnswering
+    }
+
     /// Measures every row on `vm`.
     func run(on vm: any MicroVM) async throws -> [Row] {
         guard let plain = image.manifest.guestEntry(for: "echo"), let sdk = image.manifest.guestEntry(for: "echo-serve") else {
@@ -31,22 +40,25 @@ struct CallBenchmark {
         }
         guard image.manifest.methods["echo-serve"]?.mode == .serve else { throw BenchError.missingMethod("echo-serve in serve mode") }
         let noop = image.manifest.guestEntry(for: "noop") ?? ["kiln:noop"]
-        let plans: [(what: String, mode: String, method: String, entry: [String], count: Int, reset: Bool)] = [
-            ("echo (kiln-examples)", "exec", "echo", plain, execCalls, false),
+        let plans: [(what: String, mode: String, method: String, entry: [String], count: Int, reset: Reset)] = [
+            ("echo (kiln-examples)", "exec", "echo", plain, execCalls, .none),
             // The SDK's echo in exec mode: the agent's table does not know this method name, so it
             // starts the program per call, and the SDK answers once.
-            ("echo-sdk (KilnMethod)", "exec", "echo-sdk-exec", sdk, execCalls, false),
-            ("echo-sdk (KilnMethod)", "serve", "echo-serve", sdk, calls, false),
-            ("kiln:noop (platform overhead)", "builtin", "noop", noop, calls, false),
-            // As the pool runs them: every call followed by the reset that readies the VM for the next.
-            ("echo-sdk + reset keeping the runtime", "serve", "echo-serve", sdk, calls, true),
-            ("kiln:noop + reset", "builtin", "noop", noop, calls, true),
+            ("echo-sdk (KilnMethod)", "exec", "echo-sdk-exec", sdk, execCalls, .none),
+            ("echo-sdk (KilnMethod)", "serve", "echo-serve", sdk, calls, .none),
+            ("kiln:noop (platform overhead)", "builtin", "noop", noop, calls, .none),
+            // Every call followed by the reset that readies the VM for the next: as its own round
+            // trip, and as the pool does it, by the agent right after answering (`reset_after`).
+            ("echo-sdk + reset keeping the runtime", "serve", "echo-serve", sdk, calls, .roundTrip),
+            ("echo-sdk + reset_after (the pool's way)", "serve", "echo-serve", sdk, calls, .afterAnswering),
+            ("kiln:noop + reset", "builtin", "noop", noop, calls, .roundTrip),
+            ("kiln:noop + reset_after (the pool's way)", "builtin", "noop", noop, calls, .afterAnswering),
         ]
         var rows: [Row] = []
         for plan in plans {
             do {
                 rows.append(try await measure(
-                    vm, plan.what, plan.mode, method: plan.method, entry: plan.entry, count: plan.count, resetAfter: plan.reset))
+                    vm, plan.what, plan.mode, method: plan.method, entry: plan.entry, count: plan.count, reset: plan.reset))
             } catch let error as BenchError {
                 // An image whose programs differ from the examples' (a method that speaks only
                 // serve mode): the other rows still count.
@@ -57,7 +69,7 @@ struct CallBenchmark {
     }
 
     private func measure(
-        _ vm: any MicroVM, _ what: String, _ mode: String, method: String, entry: [String], count: Int, resetAfter: Bool
+        _ vm: any MicroVM, _ what: String, _ mode: String, method: String, entry: [String], count: Int, reset: Reset
     ) async throws -> Row {
         let payload = try MessagePackEncoder().encode(["args": ["text": "ping", "n": 1]] as MessagePackValue)
         let clock = ContinuousClock()
@@ -66,10 +78,12 @@ struct CallBenchmark {
         var started = clock.now
         for round in 0..<(count + 20) {
             if round == 20 { started = clock.now }
-            let request = GuestFrame.ExecRequest(id: "\(method)-\(round)", method: method, entry: entry, payload: payload, deadlineMs: 5_000)
+            let request = GuestFrame.ExecRequest(
+                id: "\(method)-\(round)", method: method, entry: entry, payload: payload, deadlineMs: 5_000,
+                resetAfter: reset == .afterAnswering)
             let start = clock.now
             let result = try await vm.exec(request)
-            if resetAfter { try await vm.reset(keepingServeRuntime: true) }
+            if reset == .roundTrip { try await vm.reset(keepingServeRuntime: true) }
             let elapsed = start.duration(to: clock.now)
             guard result.status == .ok else { throw BenchError.callFailed(method, result.stderr) }
             if round >= 20 {

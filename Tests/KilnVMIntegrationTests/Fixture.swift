@@ -53,9 +53,9 @@ enum Fixture {
     }
 
     /// A request that runs a shell command in the guest (busybox sh).
-    static func shell(_ script: String, deadlineMs: UInt64 = 5_000) -> GuestFrame.ExecRequest {
+    static func shell(_ script: String, deadlineMs: UInt64 = 5_000, resetAfter: Bool = false) -> GuestFrame.ExecRequest {
         GuestFrame.ExecRequest(id: "sh-\(UUID().uuidString.prefix(8))", method: "shell",
-                               entry: ["/bin/sh", "-c", script], payload: [], deadlineMs: deadlineMs)
+                               entry: ["/bin/sh", "-c", script], payload: [], deadlineMs: deadlineMs, resetAfter: resetAfter)
     }
 
     /// The `output` of a method's answer.

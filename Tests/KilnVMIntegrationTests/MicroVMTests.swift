@@ -137,6 +137,24 @@ struct MicroVMTests {
         }
     }
 
+    /// `reset_after`: the agent resets right after answering, before it reads the next frame, so
+    /// the next exec finds nothing of this one without a reset of its own.
+    @Test(arguments: Backend.allCases)
+    func anExecAskingToResetAfterLeavesNothingForTheNext(backend: Backend) async throws {
+        try await withVM(backend) { vm in
+            let wrote = try await vm.exec(Fixture.shell(
+                "echo secret > leftover.txt && (setsid sleep 1000 > /dev/null 2>&1 &) && ls -A", resetAfter: true))
+            #expect(wrote.status == .ok, "stderr: \(wrote.stderr)")
+            #expect(String(decoding: wrote.output, as: UTF8.self).contains("leftover.txt"))
+
+            let after = try await vm.exec(Fixture.shell("ls -A /tmp; echo ---; ps -o comm | grep -c '^sleep' || true"))
+            let text = String(decoding: after.output, as: UTF8.self)
+            let parts = text.components(separatedBy: "---\n")
+            #expect(parts.first?.trimmingCharacters(in: .whitespacesAndNewlines) == "", "scratch after reset_after: \(text)")
+            #expect(parts.last?.trimmingCharacters(in: .whitespacesAndNewlines) == "0", "sleepers after reset_after: \(text)")
+        }
+    }
+
     @Test(arguments: Backend.allCases)
     func methodsHaveNoNetwork(backend: Backend) async throws {
         try await withVM(backend) { vm in

@@ -8,6 +8,7 @@ struct GuestFrameValueTests {
         .hello(.init(agentVersion: "0.1.0", uptimeUs: 1_234_567, vcpus: 2, memoryMB: 128)),
         .exec(.init(id: "inv-1", method: "echo", entry: ["/kiln/bin/kiln-examples", "echo"], payload: [0x80, 1, 2],
                     deadlineMs: 5_000)),
+        .exec(.init(id: "inv-3", method: "echo", entry: ["kiln:noop"], payload: [], deadlineMs: 1, resetAfter: true)),
         .result(.init(id: "inv-1", status: .timeout, output: [], exitCode: 137, stderr: "killed", execUs: 9,
                       maxrssKB: 6_800)),
         .result(.init(id: "inv-2", status: .error, output: [1], exitCode: -1, stderr: "", execUs: 0, maxrssKB: 0)),
