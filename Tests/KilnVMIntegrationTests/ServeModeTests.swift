@@ -130,7 +130,11 @@ struct ServeModeTests {
             let noop = try await vm.exec(try Fixture.request("noop", image: image))
             #expect(noop.status == .ok)
             #expect(try MessagePackDecoder().decodeValue(from: noop.output) == ["output": .nil])
-            #expect(noop.execUs < 5_000)
+            // Nothing is spawned: the fastest of a few calls stays far below a process start (several
+            // ms under TCG). The fastest, because one call can lose the core to the parallel tests.
+            var fastestUs = noop.execUs
+            for _ in 0..<4 { fastestUs = min(fastestUs, try await vm.exec(try Fixture.request("noop", image: image)).execUs) }
+            #expect(fastestUs < 5_000)
             // The builtin is not a method's code: the runtime is still there.
             #expect(try await runtimeCalls(vm, image) == 2)
             let unknown = try await vm.exec(GuestFrame.ExecRequest(id: "b", method: "b", entry: ["kiln:dance"], payload: [], deadlineMs: 1_000))
