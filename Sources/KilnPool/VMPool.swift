@@ -335,8 +335,8 @@ public actor VMPool {
 
     /// Takes a VM back after an invocation: by `lifecycle`, it is reset and returned to the
     /// pool, or destroyed. Returns once the VM is idle again or gone.
-    /// - Parameter resetInGuest: The exec asked the agent to reset right after answering
-    ///   (`reset_after`) and it answered: the VM needs no reset of its own.
+    /// - Parameter resetInGuest: The agent answered that it resets the guest right after this
+    ///   call (`reset_pending`, for an exec with `reset_after`): the VM needs no reset of its own.
     public func release(
         _ lease: VMLease, method: String, affinityKey: String?, outcome: ExecOutcome, lifecycle: LifecyclePolicy,
         resetInGuest: Bool = false

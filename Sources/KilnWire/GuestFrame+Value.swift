@@ -33,6 +33,7 @@ extension GuestFrame {
             add("stderr", .string(result.stderr))
             add("exec_us", .uint(result.execUs))
             add("maxrss_kb", .uint(result.maxrssKB))
+            if result.resetPending { add("reset_pending", .bool(true)) }
         case .pong(let pong):
             add("uptime_us", .uint(pong.uptimeUs))
             add("load1", .double(pong.load1))
@@ -71,7 +72,8 @@ extension GuestFrame {
             self = .result(ExecResult(
                 id: try fields.string("id"), status: status, output: try fields.bytes("output"),
                 exitCode: try fields.integer("exit_code", Int32.self), stderr: try fields.string("stderr"),
-                execUs: try fields.integer("exec_us", UInt64.self), maxrssKB: try fields.integer("maxrss_kb", UInt64.self)))
+                execUs: try fields.integer("exec_us", UInt64.self), maxrssKB: try fields.integer("maxrss_kb", UInt64.self),
+                resetPending: try fields.optionalBool("reset_pending") ?? false))
         case "ping": self = .ping
         case "pong":
             self = .pong(Pong(

@@ -134,10 +134,14 @@ extension GuestFrame {
         public var execUs: UInt64
         /// The program's peak resident set, in KiB.
         public var maxrssKB: UInt64
+        /// The agent resets the guest before it reads the next frame, as the request's
+        /// `reset_after` asked. An agent that does not know `reset_after` leaves it out, and the
+        /// host then resets the VM itself. Optional on the wire (`reset_pending`), written only when true.
+        public var resetPending: Bool
 
         public init(
             id: String, status: ExecStatus, output: [UInt8], exitCode: Int32, stderr: String,
-            execUs: UInt64, maxrssKB: UInt64
+            execUs: UInt64, maxrssKB: UInt64, resetPending: Bool = false
         ) {
             self.id = id
             self.status = status
@@ -146,6 +150,7 @@ extension GuestFrame {
             self.stderr = stderr
             self.execUs = execUs
             self.maxrssKB = maxrssKB
+            self.resetPending = resetPending
         }
 
         enum CodingKeys: String, CodingKey {
@@ -154,6 +159,31 @@ extension GuestFrame {
             case stderr
             case execUs = "exec_us"
             case maxrssKB = "maxrss_kb"
+            case resetPending = "reset_pending"
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            id = try container.decode(String.self, forKey: .id)
+            status = try container.decode(ExecStatus.self, forKey: .status)
+            output = try container.decode([UInt8].self, forKey: .output)
+            exitCode = try container.decode(Int32.self, forKey: .exitCode)
+            stderr = try container.decode(String.self, forKey: .stderr)
+            execUs = try container.decode(UInt64.self, forKey: .execUs)
+            maxrssKB = try container.decode(UInt64.self, forKey: .maxrssKB)
+            resetPending = try container.decodeIfPresent(Bool.self, forKey: .resetPending) ?? false
+        }
+
+        public func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(id, forKey: .id)
+            try container.encode(status, forKey: .status)
+            try container.encode(output, forKey: .output)
+            try container.encode(exitCode, forKey: .exitCode)
+            try container.encode(stderr, forKey: .stderr)
+            try container.encode(execUs, forKey: .execUs)
+            try container.encode(maxrssKB, forKey: .maxrssKB)
+            if resetPending { try container.encode(true, forKey: .resetPending) }
         }
     }
 

@@ -142,9 +142,10 @@ public struct InvocationPipeline: Sendable {
         // The VM is reset (or destroyed) while the result is published: it is free for the next
         // invocation without waiting for the broker's confirm.
         let execOutcome = run.outcome
+        let resetInGuest = run.resetPending && execOutcome == .completed
         async let released: Void = pool.release(
             lease, method: invocation.method, affinityKey: invocation.affinity?.key, outcome: execOutcome,
-            lifecycle: method.lifecycle, resetInGuest: !method.lifecycle.freshVM && execOutcome == .completed)
+            lifecycle: method.lifecycle, resetInGuest: resetInGuest)
         await finish(&run, lease: lease)
         await released
         // After the result is out: how the VM fared against the prediction may change its resources.
@@ -191,6 +192,7 @@ public struct InvocationPipeline: Sendable {
         }
         run.execUs = answer.execUs
         run.peakMemoryKB = answer.maxrssKB
+        run.resetPending = answer.resetPending
         switch answer.status {
         case .timeout:
             run.outcome = .timedOut
@@ -294,6 +296,8 @@ struct Run {
     var scheduleUs: UInt64 = 0
     var execUs: UInt64 = 0
     var peakMemoryKB: UInt64 = 0
+    /// The agent confirmed it resets the guest after this call (`reset_pending`).
+    var resetPending = false
     var outcome = ExecOutcome.completed
     var result: InvocationResult?
 

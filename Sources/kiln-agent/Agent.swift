@@ -94,9 +94,10 @@ struct Agent {
         switch frame {
         case .exec(let request):
             entropy.mix(body.prefix(256))
-            let result = execute(request)
+            var result = execute(request)
             for orphan in housekeeping.reapOrphans() { runtimes.noteReaped(pid: orphan.pid, status: orphan.status) }
             resetAfterReply = request.resetAfter
+            result.resetPending = request.resetAfter
             return .result(result)
         case .ping:
             return .pong(Housekeeping.pong())

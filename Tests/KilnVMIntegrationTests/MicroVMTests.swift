@@ -145,9 +145,11 @@ struct MicroVMTests {
             let wrote = try await vm.exec(Fixture.shell(
                 "echo secret > leftover.txt && (setsid sleep 1000 > /dev/null 2>&1 &) && ls -A", resetAfter: true))
             #expect(wrote.status == .ok, "stderr: \(wrote.stderr)")
+            #expect(wrote.resetPending, "the agent confirms the reset it will do")
             #expect(String(decoding: wrote.output, as: UTF8.self).contains("leftover.txt"))
 
             let after = try await vm.exec(Fixture.shell("ls -A /tmp; echo ---; ps -o comm | grep -c '^sleep' || true"))
+            #expect(!after.resetPending, "no reset was asked for")
             let text = String(decoding: after.output, as: UTF8.self)
             let parts = text.components(separatedBy: "---\n")
             #expect(parts.first?.trimmingCharacters(in: .whitespacesAndNewlines) == "", "scratch after reset_after: \(text)")

@@ -12,6 +12,7 @@ struct GuestFrameValueTests {
         .result(.init(id: "inv-1", status: .timeout, output: [], exitCode: 137, stderr: "killed", execUs: 9,
                       maxrssKB: 6_800)),
         .result(.init(id: "inv-2", status: .error, output: [1], exitCode: -1, stderr: "", execUs: 0, maxrssKB: 0)),
+        .result(.init(id: "inv-3", status: .ok, output: [0x80], exitCode: 0, stderr: "", execUs: 7, maxrssKB: 1, resetPending: true)),
         .ping,
         .pong(.init(uptimeUs: UInt64.max, load1: 0.25, memAvailableKB: 100_000)),
         .reset(.init()), .reset(.init(keepRuntime: true)), .resetOK, .shutdown,
