@@ -46,6 +46,10 @@ public final class AMQPConnection: Sendable {
         try await withCheckedThrowingContinuation { continuation in loop.start(connected: continuation) }
     }
 
+    /// The connection's thread as a task executor, for tasks that do little but publish and
+    /// consume on this connection (see ``AMQPConnectionExecutor``).
+    public var executor: AMQPConnectionExecutor { loop.executor }
+
     /// How many times the connection has been established: 1 after ``connect()``, one more
     /// after each reconnect.
     public var connectionCount: Int { loop.connections.load(ordering: .relaxed) }

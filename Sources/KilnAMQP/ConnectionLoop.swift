@@ -12,6 +12,8 @@ enum ConnectionCommand: Sendable {
     case maintenance(Maintenance, CheckedContinuation<Void, any Error>)
     case cancelConsumer(CheckedContinuation<Void, Never>)
     case close(grace: Duration, CheckedContinuation<Void, Never>)
+    /// A task's job, for ``AMQPConnectionExecutor``.
+    case run(UnownedJob)
 }
 
 /// One-off broker calls that are not part of the topology.
@@ -80,6 +82,7 @@ struct FIFO<Element> {
 final class ConnectionLoop: @unchecked Sendable {
     // Shared with other threads.
     let mailbox = Mailbox<ConnectionCommand>()
+    let executor: AMQPConnectionExecutor
     /// Bumped whenever delivery tags start over (new connection or channel): deliveries made
     /// before are stale.
     let epoch = Atomic<Int>(0)
@@ -120,6 +123,7 @@ final class ConnectionLoop: @unchecked Sendable {
         self.configuration = configuration
         self.publishWindow = max(1, publishWindow)
         self.retryUnconfirmed = retryUnconfirmed
+        self.executor = AMQPConnectionExecutor(mailbox: mailbox)
         var logger = logger
         logger[metadataKey: "amqp.connection"] = .string(configuration.connectionName)
         self.logger = logger
@@ -134,6 +138,12 @@ final class ConnectionLoop: @unchecked Sendable {
     }
 
     private func run(connected: CheckedContinuation<Void, any Error>) {
+        // The kernel's name, for `top -H` and `ps -L` (a new thread has its creator's).
+        let comm = open("/proc/thread-self/comm", O_WRONLY)
+        if comm >= 0 {
+            _ = "kiln-amqp".utf8CString.withUnsafeBytes { write(comm, $0.baseAddress, $0.count - 1) }
+            close(comm)
+        }
         do {
             try connect()
             connected.resume()
@@ -263,6 +273,8 @@ final class ConnectionLoop: @unchecked Sendable {
     private var pendingConsumerStart: CheckedContinuation<Void, any Error>?
 
     private func handleWhileDisconnected(_ command: ConnectionCommand) {
+        // A close earlier in the same batch ended the loop.
+        guard !finished else { return abandon(command, with: AMQPError.closed) }
         switch command {
         case .publish(let pending):
             if retryUnconfirmed {
@@ -291,6 +303,8 @@ final class ConnectionLoop: @unchecked Sendable {
         case .close(_, let done):
             closing = (ContinuousClock.now, done)
             finish(with: AMQPError.closed)
+        case .run(let job):
+            job.runSynchronously(on: executor.asUnownedTaskExecutor())
         }
     }
 
@@ -305,11 +319,17 @@ final class ConnectionLoop: @unchecked Sendable {
     // MARK: Connected
 
     private func serviceOpenConnection(_ session: RabbitMQSession) throws {
-        var didWork = false
-        for command in mailbox.take() {
-            try handle(command, on: session)
-            didWork = true
+        let commands = mailbox.take()
+        for (index, command) in commands.enumerated() {
+            do {
+                try handle(command, on: session)
+            } catch {
+                // The rest of the batch waits for the recovery; none of it is dropped.
+                mailbox.putBack(commands[(index + 1)...])
+                throw error
+            }
         }
+        var didWork = !commands.isEmpty
         try sendAcks(on: session)
         try sendQueuedPublishes(on: session)
 
@@ -419,6 +439,8 @@ final class ConnectionLoop: @unchecked Sendable {
                 consumer?.tag = nil
                 consumer?.retryAt = nil
             }
+        case .run(let job):
+            job.runSynchronously(on: executor.asUnownedTaskExecutor())
         }
     }
 
@@ -563,22 +585,26 @@ final class ConnectionLoop: @unchecked Sendable {
         mailbox.awake()
     }
 
+    /// Answers a command that arrived after the loop ended: it fails with `error`, or runs elsewhere.
+    private func abandon(_ command: ConnectionCommand, with error: any Error) {
+        switch command {
+        case .publish(let pending): pending.continuation.resume(throwing: error)
+        case .settle: break
+        case .declare(_, let done), .maintenance(_, let done): done.resume(throwing: error)
+        case .cancelConsumer(let done): done.resume()
+        case .consume(let request):
+            request.started.resume(throwing: error)
+            request.deliveries.finish()
+        case .close(_, let done): done.resume()
+        case .run(let job): AMQPConnectionExecutor.runElsewhere(job)
+        }
+    }
+
     /// Ends the loop: everything still waiting fails with `error`, the consumer's sequence ends.
     private func finish(with error: any Error) {
         finished = true
         session = nil
-        for command in mailbox.close() {
-            switch command {
-            case .publish(let pending): pending.continuation.resume(throwing: error)
-            case .settle: break
-            case .declare(_, let done), .maintenance(_, let done): done.resume(throwing: error)
-            case .cancelConsumer(let done): done.resume()
-            case .consume(let request):
-                request.started.resume(throwing: error)
-                request.deliveries.finish()
-            case .close(_, let done): done.resume()
-            }
-        }
+        for command in mailbox.close() { abandon(command, with: error) }
         for pending in queuedPublishes.removeAll() { pending.continuation.resume(throwing: error) }
         for (_, pending) in outstanding { pending.continuation.resume(throwing: error) }
         outstanding.removeAll()

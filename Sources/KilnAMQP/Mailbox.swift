@@ -60,6 +60,13 @@ final class Mailbox<Command: Sendable>: Sendable {
         }
     }
 
+    /// Puts `commands` back in front of those queued since, for the next ``take()``: the rest of
+    /// a batch that one failing command interrupted.
+    func putBack(_ commands: ArraySlice<Command>) {
+        guard !commands.isEmpty else { return }
+        state.withLock { $0.commands.insert(contentsOf: commands, at: 0) }
+    }
+
     /// Waits up to `limit` for a command without sleeping in the kernel, yielding the CPU between
     /// looks; `true` when one arrived. Cheaper than a wake-up through `poll` when an answer is
     /// due within microseconds (the ack for a delivery just handed out, the next publish of a
