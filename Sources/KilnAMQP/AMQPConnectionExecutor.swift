@@ -3,7 +3,8 @@
 /// A task that publishes one message at a time, or consumes with a small prefetch, spends most
 /// of its time handing work to the connection's thread and being woken when the confirm or the
 /// delivery comes back: one thread wake per message. With this executor as its preference the
-/// task runs on that thread, so the confirm resumes it in place:
+/// task runs on that thread: the confirm queues it in the thread's mailbox, and it runs on the
+/// thread's next pass, with no thread to wake:
 ///
 /// ```swift
 /// try await withTaskExecutorPreference(connection.executor) {
@@ -13,8 +14,9 @@
 ///
 /// What runs here delays the connection's own I/O, heartbeats included: give it short,
 /// non-blocking work (publishing, acking, decoding), never a blocking call or a long
-/// computation. Jobs that arrive before ``AMQPConnection/connect()`` wait for it; once the
-/// connection is closed, they run on the global concurrent executor.
+/// computation. Conversely, its tasks wait while the thread (re)connects, which blocks for up to
+/// the handshake timeout per attempt. Before ``AMQPConnection/connect()`` started the thread,
+/// and once the connection is closed, its tasks run on the global concurrent executor.
 public final class AMQPConnectionExecutor: TaskExecutor {
     private let mailbox: Mailbox<ConnectionCommand>
 
@@ -22,9 +24,11 @@ public final class AMQPConnectionExecutor: TaskExecutor {
         self.mailbox = mailbox
     }
 
+    /// Queues `job` for the connection's thread, or for the global concurrent executor when
+    /// that thread is not running.
     public func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
-        if !mailbox.post(.run(job)) { Self.runElsewhere(job) }
+        if !mailbox.post(.run(job), onlyOnceStarted: true) { Self.runElsewhere(job) }
     }
 
     /// Hands `job` to the global concurrent executor: the connection's thread has ended.

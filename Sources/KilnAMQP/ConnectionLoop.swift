@@ -105,7 +105,8 @@ final class ConnectionLoop: @unchecked Sendable {
     private var unacked = Set<UInt64>()
     private var reconnectAttempt = 0
     private var reconnectAt = ContinuousClock.now
-    private var closing: (deadline: ContinuousClock.Instant, done: CheckedContinuation<Void, Never>)?
+    /// Set by the first `close`: when the grace period ends, and every caller waiting for it.
+    private var closing: (deadline: ContinuousClock.Instant, waiting: [CheckedContinuation<Void, Never>])?
     private var finished = false
     /// Whether this pass handed something to a task (a delivery, a confirm) that is likely to
     /// answer at once.
@@ -134,11 +135,13 @@ final class ConnectionLoop: @unchecked Sendable {
     func start(connected: CheckedContinuation<Void, any Error>) {
         let thread = Thread { [self] in run(connected: connected) }
         thread.name = "kiln-amqp \(configuration.connectionName)"
+        mailbox.start()
         thread.start()
     }
 
     private func run(connected: CheckedContinuation<Void, any Error>) {
-        // The kernel's name, for `top -H` and `ps -L` (a new thread has its creator's).
+        // The kernel's name, for `top -H` and `ps -L`: a new thread has its creator's, and
+        // `Thread.name` does not reach the kernel when it is longer than its 15 bytes.
         let comm = open("/proc/thread-self/comm", O_WRONLY)
         if comm >= 0 {
             _ = "kiln-amqp".utf8CString.withUnsafeBytes { write(comm, $0.baseAddress, $0.count - 1) }
@@ -186,6 +189,7 @@ final class ConnectionLoop: @unchecked Sendable {
         nextSequence = 1
         lowestOutstanding = 1
         unacked.removeAll()
+        acksToSend.removeAll()
         lastReturn = nil
     }
 
@@ -196,7 +200,7 @@ final class ConnectionLoop: @unchecked Sendable {
     }
 
     private func startConsumer(on session: RabbitMQSession) throws(AMQPError) {
-        guard var state = consumer else { return }
+        guard var state = consumer, !state.cancelled else { return }
         try session.qos(prefetch: state.request.prefetch)
         state.tag = try session.consume(queue: state.request.queue)
         state.retryAt = nil
@@ -227,6 +231,7 @@ final class ConnectionLoop: @unchecked Sendable {
         session = nil
         epoch.add(1, ordering: .releasing)
         unacked.removeAll()
+        acksToSend.removeAll()
         lastReturn = nil
         if var state = consumer {
             state.tag = nil
@@ -301,7 +306,7 @@ final class ConnectionLoop: @unchecked Sendable {
             consumer = nil
             done.resume()
         case .close(_, let done):
-            closing = (ContinuousClock.now, done)
+            closing = (ContinuousClock.now, (closing?.waiting ?? []) + [done])
             finish(with: AMQPError.closed)
         case .run(let job):
             job.runSynchronously(on: executor.asUnownedTaskExecutor())
@@ -325,7 +330,7 @@ final class ConnectionLoop: @unchecked Sendable {
                 try handle(command, on: session)
             } catch {
                 // The rest of the batch waits for the recovery; none of it is dropped.
-                mailbox.putBack(commands[(index + 1)...])
+                for command in mailbox.putBack(commands[(index + 1)...]) { abandon(command, with: error) }
                 throw error
             }
         }
@@ -427,13 +432,16 @@ final class ConnectionLoop: @unchecked Sendable {
                 throw error
             }
         case .cancelConsumer(let done):
-            if let tag = consumer?.tag { try session.cancel(consumerTag: tag) }
+            let tag = consumer?.tag
             consumer?.tag = nil
             consumer?.retryAt = nil
             consumer?.cancelled = true
-            done.resume()
+            // Cancelled either way: if the broker call fails, the channel or connection is gone
+            // and its recovery does not start a cancelled consumer again.
+            defer { done.resume() }
+            if let tag { try session.cancel(consumerTag: tag) }
         case .close(let grace, let done):
-            closing = (ContinuousClock.now + grace, done)
+            closing = (min(closing?.deadline ?? .now + grace, .now + grace), (closing?.waiting ?? []) + [done])
             if let tag = consumer?.tag {
                 try session.cancel(consumerTag: tag)
                 consumer?.tag = nil
@@ -614,7 +622,7 @@ final class ConnectionLoop: @unchecked Sendable {
         pendingConsumerStart = nil
         consumer?.request.deliveries.finish()
         consumer = nil
-        closing?.done.resume()
+        for done in closing?.waiting ?? [] { done.resume() }
         closing = nil
     }
 }

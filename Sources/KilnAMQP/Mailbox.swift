@@ -10,6 +10,7 @@ final class Mailbox<Command: Sendable>: Sendable {
     private struct State {
         var commands: [Command] = []
         var sleeping = false
+        var started = false
         var closed = false
     }
 
@@ -36,11 +37,17 @@ final class Mailbox<Command: Sendable>: Sendable {
         Glibc.close(signalDescriptor)
     }
 
-    /// Queues `command`; `false` when the mailbox is closed (the connection is gone).
+    /// Marks the thread as running: from now on ``post(_:onlyOnceStarted:)`` takes everything.
+    func start() {
+        state.withLock { $0.started = true }
+    }
+
+    /// Queues `command`; `false` when the mailbox is closed (the connection is gone), or, with
+    /// `onlyOnceStarted`, when its thread has not started yet.
     @discardableResult
-    func post(_ command: Command) -> Bool {
+    func post(_ command: Command, onlyOnceStarted: Bool = false) -> Bool {
         let wake: Bool? = state.withLock { state in
-            guard !state.closed else { return nil }
+            guard !state.closed, state.started || !onlyOnceStarted else { return nil }
             state.commands.append(command)
             let wasSleeping = state.sleeping
             state.sleeping = false
@@ -61,10 +68,15 @@ final class Mailbox<Command: Sendable>: Sendable {
     }
 
     /// Puts `commands` back in front of those queued since, for the next ``take()``: the rest of
-    /// a batch that one failing command interrupted.
-    func putBack(_ commands: ArraySlice<Command>) {
-        guard !commands.isEmpty else { return }
-        state.withLock { $0.commands.insert(contentsOf: commands, at: 0) }
+    /// a batch that one failing command interrupted. Returns them instead when the mailbox is
+    /// closed, for the caller to answer.
+    func putBack(_ commands: ArraySlice<Command>) -> ArraySlice<Command> {
+        guard !commands.isEmpty else { return [] }
+        return state.withLock { state in
+            guard !state.closed else { return commands }
+            state.commands.insert(contentsOf: commands, at: 0)
+            return []
+        }
     }
 
     /// Waits up to `limit` for a command without sleeping in the kernel, yielding the CPU between

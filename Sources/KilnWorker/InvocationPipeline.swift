@@ -192,7 +192,7 @@ public struct InvocationPipeline: Sendable {
         }
         run.execUs = answer.execUs
         run.peakMemoryKB = answer.maxrssKB
-        run.resetPending = answer.resetPending
+        run.resetPending = answer.resetPending && request.resetAfter
         switch answer.status {
         case .timeout:
             run.outcome = .timedOut

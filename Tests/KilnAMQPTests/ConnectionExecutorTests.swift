@@ -9,6 +9,7 @@ import Testing
 struct ConnectionExecutorTests {
     @Test func aTaskOnTheConnectionsThreadPublishesAndConsumesThere() async throws {
         let connection = try await TestBroker.connect("executor", publishWindow: 1)
+        let other = try await TestBroker.connect("executor-other")
         let queue = "kiln-test-executor-\(UUID().uuidString.prefix(8))"
         try await connection.declare(AMQPTopology(queues: [.init(name: queue, durable: false)]))
         let (threads, received) = try await withTimeout(.seconds(20)) {
@@ -16,11 +17,11 @@ struct ConnectionExecutorTests {
                 var threads = Set<String>()
                 for index in 0..<50 {
                     try await connection.publish(AMQPMessage(exchange: "", routingKey: queue, body: [UInt8(index)]))
-                    threads.insert(currentThreadName())
+                    threads.insert(currentThread())
                 }
                 var received: [UInt8] = []
                 for try await delivery in try await connection.consume(queue: queue, prefetch: 1) {
-                    threads.insert(currentThreadName())
+                    threads.insert(currentThread())
                     received.append(delivery.body[0])
                     try delivery.ack()
                     if received.count == 50 { break }
@@ -28,22 +29,38 @@ struct ConnectionExecutorTests {
                 return (threads, received)
             }
         }
-        #expect(threads == ["kiln-amqp"], "the task ran on \(threads)")
+        let otherThread = try await withTimeout(.seconds(10)) {
+            await withTaskExecutorPreference(other.executor) {
+                await Task.yield()
+                return currentThread()
+            }
+        }
+        #expect(threads.count == 1 && threads.first?.hasSuffix(" kiln-amqp") == true, "the task ran on \(threads)")
+        #expect(otherThread.hasSuffix(" kiln-amqp") && !threads.contains(otherThread), "\(otherThread), \(threads)")
         #expect(received == Array(0..<50))
         try await connection.deleteQueue(queue)
         await connection.close()
+        await other.close()
     }
 
-    @Test func afterCloseItsTasksRunOnTheGlobalExecutor() async throws {
-        let connection = try await TestBroker.connect("executor-closed")
+    @Test func beforeConnectAndAfterCloseItsTasksRunOnTheGlobalExecutor() async throws {
+        let connection = AMQPConnection(configuration: try TestBroker.configuration("executor-lifetime"), logger: TestBroker.logger)
+        let connectedFrom = try await withTimeout(.seconds(10)) {
+            try await withTaskExecutorPreference(connection.executor) {
+                let thread = currentThread()
+                try await connection.connect()
+                return thread
+            }
+        }
+        #expect(!connectedFrom.hasSuffix(" kiln-amqp"), "ran on \(connectedFrom)")
         await connection.close()
         let thread = try await withTimeout(.seconds(10)) {
             await withTaskExecutorPreference(connection.executor) {
                 await Task.yield()
-                return currentThreadName()
+                return currentThread()
             }
         }
-        #expect(thread != "kiln-amqp" && thread != "?", "ran on \(thread)")
+        #expect(!thread.hasSuffix(" kiln-amqp") && !thread.isEmpty, "ran on \(thread)")
     }
 
     /// Commands queued together run in one batch on the connection's thread; a failing one (a
@@ -72,10 +89,68 @@ struct ConnectionExecutorTests {
     }
 }
 
-/// The calling thread's name, as the kernel keeps it (at most 15 bytes).
-private func currentThreadName() -> String {
-    let name = try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)
-    return name?.trimmingCharacters(in: .newlines) ?? "?"
+extension ConnectionExecutorTests {
+    /// An ack queued in the same batch as a command the broker refuses belongs to the channel the
+    /// refusal closed: it must not be sent on the reopened one (the broker would close that too,
+    /// failing the publishes in flight), and its delivery comes again.
+    @Test func anAckBatchedWithARefusedCommandIsNotSentOnTheNextChannel() async throws {
+        let connection = try await TestBroker.connect("executor-stale-ack")
+        let queue = "kiln-test-stale-ack-\(UUID().uuidString.prefix(8))"
+        try await connection.declare(AMQPTopology(queues: [.init(name: queue, durable: false)]))
+        for body in [[1], [2], [3]] as [[UInt8]] {
+            try await connection.publish(AMQPMessage(exchange: "", routingKey: queue, body: body))
+        }
+        let consumer = try await connection.consume(queue: queue, prefetch: 10)
+        let taken = try await consumer.take(3)
+        // Settled before: only the third (delivery tag 3) is unacked when its channel closes, and
+        // the reopened channel redelivers it as tag 1, so an ack of tag 3 there is a 406.
+        try taken[0].ack()
+        try taken[1].ack()
+        try await Task.sleep(for: .milliseconds(100))
+        let first = taken[2]
+        try await withTimeout(.seconds(20)) {
+            try await withTaskExecutorPreference(connection.executor) {
+                // Both children run in one pass; the ack, the declare and the publish they post
+                // arrive together in the next.
+                async let refused: Void = {
+                    try first.ack()
+                    try await connection.declare(AMQPTopology(queues: [.init(name: queue, durable: true)]))
+                }()
+                async let published: Void = connection.publish(AMQPMessage(exchange: "", routingKey: queue, body: [4]))
+                var refusal: (any Error)?
+                do { try await refused } catch { refusal = error }
+                #expect(refusal is AMQPError, "\(String(describing: refusal))")
+                try await published
+            }
+        }
+        let again = try await consumer.take(2)
+        #expect(Set(again.map(\.body)) == [[3], [4]])
+        #expect(again.first { $0.body == [3] }?.redelivered == true)
+        for delivery in again { try delivery.ack() }
+        try await connection.deleteQueue(queue)
+        await connection.close()
+    }
+}
+
+extension ConnectionExecutorTests {
+    /// Two closes in one batch: both callers return.
+    @Test func everyCallerOfCloseReturns() async throws {
+        let connection = try await TestBroker.connect("executor-close-twice")
+        try await withTimeout(.seconds(20)) {
+            await withTaskExecutorPreference(connection.executor) {
+                async let first: Void = connection.close(grace: .seconds(1))
+                async let second: Void = connection.close(grace: .seconds(1))
+                _ = await (first, second)
+            }
+        }
+    }
+}
+
+/// The calling thread: its kernel id and name (at most 15 bytes), as `TID NAME`.
+private func currentThread() -> String {
+    let path = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/thread-self")) ?? "?"
+    let name = (try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)) ?? "?"
+    return "\(path.split(separator: "/").last ?? "?") \(name.trimmingCharacters(in: .newlines))"
 }
 
 /// `body`'s value, or a ``TestTimeout`` when it takes longer than `limit`. A body that hangs is

@@ -133,7 +133,11 @@ struct ServeModeTests {
             // Nothing is spawned: the fastest of a few calls stays far below a process start (several
             // ms under TCG). The fastest, because one call can lose the core to the parallel tests.
             var fastestUs = noop.execUs
-            for _ in 0..<4 { fastestUs = min(fastestUs, try await vm.exec(try Fixture.request("noop", image: image)).execUs) }
+            for _ in 0..<4 {
+                let again = try await vm.exec(try Fixture.request("noop", image: image))
+                #expect(again.status == .ok)
+                fastestUs = min(fastestUs, again.execUs)
+            }
             #expect(fastestUs < 5_000)
             // The builtin is not a method's code: the runtime is still there.
             #expect(try await runtimeCalls(vm, image) == 2)
