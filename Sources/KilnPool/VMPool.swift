@@ -213,6 +213,10 @@ public actor VMPool {
                 let state = profiles[request.profile]!
                 // Most recently used first: the scorer gives ties to the earliest.
                 candidates = state.idle.reversed().map { candidate(for: $0, request, sample) }
+                if candidates.isEmpty {
+                    // None of its own: an idle VM of a larger profile fits too, rather than a new one.
+                    candidates = largerIdleVMs(than: state.settings.vm).map { candidate(for: $0, request, sample) }
+                }
                 if canProvision(state, sample) {
                     candidates.append(PlacementCandidate(
                         kind: .provision, profile: request.profile,
@@ -223,8 +227,9 @@ public actor VMPool {
             if let decision = placement.place(request, among: candidates, host: sample) {
                 switch decision.winner.candidate.kind {
                 case .idle(let id):
-                    guard let index = profiles[request.profile]!.idle.firstIndex(where: { $0.vm.id == id }) else { continue }
-                    let entry = profiles[request.profile]!.idle.remove(at: index)
+                    let owner = decision.winner.candidate.profile
+                    guard let index = profiles[owner]?.idle.firstIndex(where: { $0.vm.id == id }) else { continue }
+                    let entry = profiles[owner]!.idle.remove(at: index)
                     return lend(entry, decision: decision, cold: false, provisioned: .zero)
                 case .provision:
                     return try await provisionForInvocation(request, decision: decision)
@@ -255,11 +260,20 @@ public actor VMPool {
             queueDepth: state.waiters.count, idleVMs: state.idle.count, provisionsInFlight: state.provisioning)
     }
 
+    /// Idle VMs of the other profiles with at least `profile`'s vCPUs and memory, smallest
+    /// profile first, most recently used first within one.
+    private func largerIdleVMs(than profile: VMProfile) -> [Entry] {
+        profiles.values
+            .filter { $0.settings.vm.name != profile.name && $0.settings.vm.vcpus >= profile.vcpus && $0.settings.vm.memoryMB >= profile.memoryMB }
+            .sorted { ($0.settings.vm.vcpus, $0.settings.vm.memoryMB, $0.settings.vm.name) < ($1.settings.vm.vcpus, $1.settings.vm.memoryMB, $1.settings.vm.name) }
+            .flatMap { $0.idle.reversed() }
+    }
+
     private func candidate(for entry: Entry, _ request: PlacementRequest, _ sample: HostSample) -> PlacementCandidate {
         let warmth: VMWarmth = entry.lastMethod == request.method ? .warmForMethod : (entry.uses == 0 ? .fresh : .warm)
-        let profile = profiles[request.profile]!.settings.vm
+        let profile = profiles[entry.profile]!.settings.vm
         return PlacementCandidate(
-            kind: .idle(vm: entry.vm.id), profile: request.profile,
+            kind: .idle(vm: entry.vm.id), profile: entry.profile,
             features: features(request, profile, warmth: warmth, reuse: entry.uses, sample),
             affinityMatch: request.affinityKey != nil && entry.lastAffinity == request.affinityKey)
     }
@@ -394,10 +408,17 @@ public actor VMPool {
 
     /// Wakes the first invocation waiting for a VM of `profile`, and the first waiting for the
     /// saturated host: a VM of `profile` has come free or gone.
+    /// Wakes an invocation waiting for a VM of `profile`, or else one waiting for a smaller
+    /// profile, which an idle VM of `profile` fits too.
     private func wakeWaiter(_ profile: String) {
         if !saturationWaiters.isEmpty { saturationWaiters.removeFirst().resume() }
-        guard !(profiles[profile]?.waiters.isEmpty ?? true) else { return }
-        profiles[profile]!.waiters.removeFirst().resume()
+        guard let freed = profiles[profile]?.settings.vm else { return }
+        let fitting = profiles.keys.sorted().filter { name in
+            let vm = profiles[name]!.settings.vm
+            return name != profile && vm.vcpus <= freed.vcpus && vm.memoryMB <= freed.memoryMB
+        }
+        guard let name = ([profile] + fitting).first(where: { !profiles[$0]!.waiters.isEmpty }) else { return }
+        profiles[name]!.waiters.removeFirst().resume()
     }
 
     private func report(_ profile: String) {
