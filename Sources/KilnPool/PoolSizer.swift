@@ -95,7 +95,8 @@ public struct PoolSizer: Sendable {
     public func decide(demand: DemandSnapshot, busy: Int, idle: Int, host: HostSample) -> SizingDecision {
         let concurrent = demand.arrivalRate * demand.serviceTime
         let steady = Int((concurrent + limits.burstAllowance * concurrent.squareRoot()).rounded(.up))
-        var wantedIdle = max(limits.minIdle, steady - busy, demand.forecastWarm)
+        // Each cold start in the window is an invocation an idle VM more would have served.
+        var wantedIdle = max(limits.minIdle, steady - busy, demand.forecastWarm, demand.coldStarts)
         var reason = String(
             format: "demand %.1f/s x %.3f s = %.2f busy; %d cold starts in %.0f s; forecast %d warm",
             demand.arrivalRate, demand.serviceTime, concurrent, demand.coldStarts, demand.window, demand.forecastWarm)
