@@ -6,22 +6,43 @@ public struct LifecyclePolicy: Sendable, Equatable {
     public var idleTTL: Duration
     /// Whether every invocation gets a VM of its own, destroyed afterwards.
     public var freshVM: Bool
+    /// Whether a VM whose method failed (a non-zero exit, an error its runtime reported) is
+    /// destroyed rather than reset.
+    public var destroyOnError: Bool
+    /// Whether a VM whose method crashed (killed by a signal, a serve runtime that ended or broke
+    /// the protocol mid-call) is destroyed rather than reset.
+    public var destroyOnCrash: Bool
 
-    public init(maxUses: Int = 100, idleTTL: Duration = .seconds(300), freshVM: Bool = false) {
+    public init(
+        maxUses: Int = 100, idleTTL: Duration = .seconds(300), freshVM: Bool = false, destroyOnError: Bool = false,
+        destroyOnCrash: Bool = true
+    ) {
         self.maxUses = maxUses
         self.idleTTL = idleTTL
         self.freshVM = freshVM
+        self.destroyOnError = destroyOnError
+        self.destroyOnCrash = destroyOnCrash
     }
 }
 
 /// How an invocation left its VM.
 public enum ExecOutcome: Sendable, Equatable {
-    /// The method finished (successfully or not); the VM is sound.
+    /// The method finished and answered; the VM is sound.
     case completed
+    /// The method finished with an error of its own: a non-zero exit, or an error its serve
+    /// runtime reported.
+    case failed
+    /// The method's process was killed by a signal, or its serve runtime ended or broke the
+    /// protocol during the call: what it left in the guest is suspect.
+    case crashed(String)
     /// The method ran past its deadline: whatever it left running is suspect.
     case timedOut
     /// The VM died, hung or broke the protocol.
     case vmFailed(String)
+
+    /// Whether the method ran to its own end, successfully or not: its time is one of the
+    /// method's, for the latency model.
+    public var ranToEnd: Bool { self == .completed || self == .failed }
 }
 
 /// The lifecycle decision for a VM coming back from an invocation.
@@ -38,7 +59,9 @@ extension LifecyclePolicy {
         switch outcome {
         case .timedOut: return .destroy(reason: "tainted:timeout")
         case .vmFailed: return .destroy(reason: "tainted:vm_failed")
-        case .completed:
+        case .crashed where destroyOnCrash: return .destroy(reason: "tainted:crash")
+        case .failed where destroyOnError: return .destroy(reason: "tainted:error")
+        case .completed, .failed, .crashed:
             if freshVM { return .destroy(reason: "fresh_vm_policy") }
             if uses >= maxUses { return .destroy(reason: "max_uses") }
             return .reuse

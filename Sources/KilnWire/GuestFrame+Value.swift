@@ -34,6 +34,7 @@ extension GuestFrame {
             add("exec_us", .uint(result.execUs))
             add("maxrss_kb", .uint(result.maxrssKB))
             if result.resetPending { add("reset_pending", .bool(true)) }
+            if result.crashed { add("crashed", .bool(true)) }
         case .pong(let pong):
             add("uptime_us", .uint(pong.uptimeUs))
             add("load1", .double(pong.load1))
@@ -73,7 +74,7 @@ extension GuestFrame {
                 id: try fields.string("id"), status: status, output: try fields.bytes("output"),
                 exitCode: try fields.integer("exit_code", Int32.self), stderr: try fields.string("stderr"),
                 execUs: try fields.integer("exec_us", UInt64.self), maxrssKB: try fields.integer("maxrss_kb", UInt64.self),
-                resetPending: try fields.optionalBool("reset_pending") ?? false))
+                resetPending: try fields.optionalBool("reset_pending") ?? false, crashed: try fields.optionalBool("crashed") ?? false))
         case "ping": self = .ping
         case "pong":
             self = .pong(Pong(

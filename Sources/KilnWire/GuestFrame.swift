@@ -138,10 +138,14 @@ extension GuestFrame {
         /// `reset_after` asked. An agent that does not know `reset_after` leaves it out, and the
         /// host then resets the VM itself. Optional on the wire (`reset_pending`), written only when true.
         public var resetPending: Bool
+        /// The method did not just fail, it crashed: its process was killed by a signal, or its
+        /// serve runtime ended or broke the protocol during the call. What it left in the guest
+        /// is suspect. Optional on the wire (`crashed`), written only when true.
+        public var crashed: Bool
 
         public init(
             id: String, status: ExecStatus, output: [UInt8], exitCode: Int32, stderr: String,
-            execUs: UInt64, maxrssKB: UInt64, resetPending: Bool = false
+            execUs: UInt64, maxrssKB: UInt64, resetPending: Bool = false, crashed: Bool = false
         ) {
             self.id = id
             self.status = status
@@ -151,6 +155,7 @@ extension GuestFrame {
             self.execUs = execUs
             self.maxrssKB = maxrssKB
             self.resetPending = resetPending
+            self.crashed = crashed
         }
 
         enum CodingKeys: String, CodingKey {
@@ -160,6 +165,7 @@ extension GuestFrame {
             case execUs = "exec_us"
             case maxrssKB = "maxrss_kb"
             case resetPending = "reset_pending"
+            case crashed
         }
 
         public init(from decoder: any Decoder) throws {
@@ -172,6 +178,7 @@ extension GuestFrame {
             execUs = try container.decode(UInt64.self, forKey: .execUs)
             maxrssKB = try container.decode(UInt64.self, forKey: .maxrssKB)
             resetPending = try container.decodeIfPresent(Bool.self, forKey: .resetPending) ?? false
+            crashed = try container.decodeIfPresent(Bool.self, forKey: .crashed) ?? false
         }
 
         public func encode(to encoder: any Encoder) throws {
@@ -184,6 +191,7 @@ extension GuestFrame {
             try container.encode(execUs, forKey: .execUs)
             try container.encode(maxrssKB, forKey: .maxrssKB)
             if resetPending { try container.encode(true, forKey: .resetPending) }
+            if crashed { try container.encode(true, forKey: .crashed) }
         }
     }
 

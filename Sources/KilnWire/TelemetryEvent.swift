@@ -115,19 +115,22 @@ extension TelemetryEvent {
         public var bootUs: UInt64
         /// `boot` for a fresh boot, `restore` for a snapshot restore.
         public var mode: String?
+        /// Why the pool made it: a cold start for an invocation, replenishing the idle target.
+        public var reason: String?
 
-        public init(vm: String, backend: String, profile: String, bootUs: UInt64, mode: String? = nil) {
+        public init(vm: String, backend: String, profile: String, bootUs: UInt64, mode: String? = nil, reason: String? = nil) {
             self.vm = vm
             self.backend = backend
             self.profile = profile
             self.bootUs = bootUs
             self.mode = mode
+            self.reason = reason
         }
 
         enum CodingKeys: String, CodingKey {
             case vm, backend, profile
             case bootUs = "boot_us"
-            case mode
+            case mode, reason
         }
     }
 

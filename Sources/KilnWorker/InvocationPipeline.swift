@@ -142,21 +142,21 @@ public struct InvocationPipeline: Sendable {
         // The VM is reset (or destroyed) while the result is published: it is free for the next
         // invocation without waiting for the broker's confirm.
         let execOutcome = run.outcome
-        let resetInGuest = run.resetPending && execOutcome == .completed
+        let resetInGuest = run.resetPending
         async let released: Void = pool.release(
             lease, method: invocation.method, affinityKey: invocation.affinity?.key, outcome: execOutcome,
             lifecycle: method.lifecycle, resetInGuest: resetInGuest)
         await finish(&run, lease: lease)
         await released
         // After the result is out: how the VM fared against the prediction may change its resources.
-        if run.outcome == .completed {
+        if run.outcome.ranToEnd {
             await pool.allocator?.observe(
                 vm: lease.vm.id, predictedUs: lease.decision.winner.prediction.execUs, actualUs: Double(run.execUs),
                 peakMemoryKB: run.peakMemoryKB)
         }
         let outcome = ExecutionOutcome(
             features: lease.decision.winner.candidate.features, provisionUs: Double(lease.provisionDuration.inMicroseconds),
-            execUs: Double(run.execUs), succeeded: run.outcome == .completed)
+            execUs: Double(run.execUs), succeeded: run.outcome.ranToEnd)
         predictor.observe(outcome)
         history?.record(ExecutionRecord(
             invocationID: invocation.id, recordedAtUs: TelemetrySink.nowMicroseconds(), outcome: outcome,
@@ -198,7 +198,12 @@ public struct InvocationPipeline: Sendable {
             run.outcome = .timedOut
             return run.failure(.timeout, kind: "deadline", message: "deadline of \(deadline) ms exceeded; the VM was destroyed",
                                exitCode: answer.exitCode, stderr: answer.stderr)
+        case .error where answer.crashed:
+            run.outcome = .crashed("exit code \(answer.exitCode)")
+            return run.failure(.error, kind: "crash", message: "method crashed (exit code \(answer.exitCode))",
+                               exitCode: answer.exitCode, stderr: answer.stderr)
         case .error:
+            run.outcome = .failed
             return run.failure(.error, kind: "exit", message: "method exited with code \(answer.exitCode)",
                                exitCode: answer.exitCode, stderr: answer.stderr)
         case .ok:
@@ -209,6 +214,7 @@ public struct InvocationPipeline: Sendable {
                 result.context = output.context
                 return result
             } catch {
+                run.outcome = .failed
                 return run.failure(.error, kind: "bad_output", message: "the method's stdout is not {output, context?}: \(error)",
                                    exitCode: answer.exitCode, stderr: answer.stderr)
             }

@@ -87,7 +87,8 @@ public struct Worker: Sendable {
         let catalog = MethodCatalog(manifest: image.manifest, profiles: profiles) { method, entry in
             let policy = configuration.methodLifecycles[method] ?? configuration.lifecycle
             return LifecyclePolicy(
-                maxUses: policy.maxUses, idleTTL: .milliseconds(Int64(policy.idleTTLSeconds * 1_000)), freshVM: entry.lifecycle == .fresh)
+                maxUses: policy.maxUses, idleTTL: .milliseconds(Int64(policy.idleTTLSeconds * 1_000)), freshVM: entry.lifecycle == .fresh,
+                destroyOnError: policy.destroyOnError, destroyOnCrash: policy.destroyOnCrash)
         }
         for (method, reason) in catalog.unplaceable { logger.warning("method \(method) cannot run here: \(reason)") }
         let pipeline = InvocationPipeline(

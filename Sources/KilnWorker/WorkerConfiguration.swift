@@ -105,10 +105,19 @@ public struct WorkerConfiguration: Codable, Sendable, Equatable {
         /// Seconds an idle VM is kept beyond the pool's target (the forecast keeps VMs warm for
         /// expected bursts; this only stops the pool from thrashing).
         public var idleTTLSeconds = 10.0
+        /// Destroy a VM whose method failed (non-zero exit, an error its runtime reported)
+        /// instead of resetting it. A failure leaves nothing the reset does not clear, as in
+        /// Lambda or OpenWhisk, so the VM is kept by default.
+        public var destroyOnError = false
+        /// Destroy a VM whose method crashed (killed by a signal, a serve runtime that ended or
+        /// broke the protocol mid-call): it is tainted.
+        public var destroyOnCrash = true
 
         enum CodingKeys: String, CodingKey {
             case maxUses = "max_uses"
             case idleTTLSeconds = "idle_ttl_s"
+            case destroyOnError = "destroy_on_error"
+            case destroyOnCrash = "destroy_on_crash"
         }
     }
 
@@ -263,7 +272,7 @@ extension WorkerConfiguration {
         "amqp": ["url", "prefix", "prefetch", "heartbeat_s", "publish_window", "delivery_limit"],
         "vm": ["backend", "manifest", "image_cache", "image"],
         "pool": ["memory_reserve_mb", "cpu_reserve_cores", "sizing_interval_s", "demand_window_s", "provision_concurrency", "saturated_busy_limit"],
-        "lifecycle": ["max_uses", "idle_ttl_s"],
+        "lifecycle": ["max_uses", "idle_ttl_s", "destroy_on_error", "destroy_on_crash"],
         "adaptive": ["enabled", "degradation_ratio", "sustained", "cpu_step", "max_cpus", "relax_after_s"],
         "history": ["path", "max_records", "max_age_days"],
         "predict": ["model", "train_at_start"],

@@ -47,7 +47,7 @@ extension WorkerMetrics: PoolObserver {
             .recordNanoseconds(Int64(provisioning.duration.inMicroseconds) * 1_000)
         telemetry.emit(.vmCreated(.init(
             vm: id, backend: backend, profile: profile.name, bootUs: provisioning.duration.inMicroseconds,
-            mode: provisioning.method.rawValue)))
+            mode: provisioning.method.rawValue, reason: reason)))
     }
 
     public func vmDestroyed(id: String, backend: String, profile: String, reason: String, lifetime: Duration, uses: Int, took: Duration) {

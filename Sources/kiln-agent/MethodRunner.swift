@@ -68,6 +68,9 @@ struct MethodRunner {
         let exitCode: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
         var stderrText = io.stderrTail()
         let resultStatus: GuestFrame.ExecStatus
+        // Killed by a signal it did not get from the agent (a deadline or too much output):
+        // a crash, which taints the VM, not just a failure.
+        var crashed = false
         switch outcome {
         case .timedOut:
             resultStatus = .timeout
@@ -77,11 +80,13 @@ struct MethodRunner {
             stderrText += (stderrText.isEmpty ? "" : "\n") + "kiln-agent: stdout exceeded \(Self.maxOutputBytes) bytes; process group killed"
         case .finished, .exited:
             resultStatus = exitCode == 0 ? .ok : .error
+            crashed = (status & 0x7f) != 0
         }
         return GuestFrame.ExecResult(
             id: request.id, status: resultStatus, output: resultStatus == .ok ? io.output : [],
             exitCode: exitCode, stderr: stderrText, execUs: finished - started,
-            maxrssKB: UInt64(max(0, usage.ru_maxrss))
+            maxrssKB: UInt64(max(0, usage.ru_maxrss)),
+            crashed: crashed
         )
     }
 

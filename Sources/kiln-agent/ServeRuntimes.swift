@@ -66,9 +66,13 @@ struct ServeRuntimes {
         case .timedOut:
             return end(request, started: started, status: .timeout, why: "the deadline of \(request.deadlineMs) ms expired")
         case .ended:
-            return end(request, started: started, status: .error, why: "it ended during the call")
+            var answer = end(request, started: started, status: .error, why: "it ended during the call")
+            answer.crashed = true
+            return answer
         case .brokeProtocol(let detail):
-            return end(request, started: started, status: .error, why: "it broke the serve protocol: \(detail)")
+            var answer = end(request, started: started, status: .error, why: "it broke the serve protocol: \(detail)")
+            answer.crashed = true
+            return answer
         }
     }
 

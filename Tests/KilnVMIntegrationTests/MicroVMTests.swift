@@ -62,6 +62,13 @@ struct MicroVMTests {
             #expect(failed.exitCode == 3)
             #expect(failed.stderr.contains("fail: bad input"))
             #expect(failed.output.isEmpty)
+            #expect(!failed.crashed, "an exit code is a failure, not a crash")
+
+            // Killed by a signal it did not get from the agent: a crash, which taints the VM.
+            let killed = try await vm.exec(Fixture.shell("kill -SEGV $$"))
+            #expect(killed.status == .error && killed.exitCode == 128 + SIGSEGV, "\(killed.exitCode): \(killed.stderr)")
+            #expect(killed.crashed)
+            #expect(!slept.crashed, "a deadline is a timeout, not a crash")
 
             // The VM is still usable after both.
             let echo = try await vm.exec(try Fixture.request("echo", ["after": true], image: image))

@@ -64,6 +64,7 @@ struct ServeModeTests {
             #expect(crashed.status == .error)
             #expect(crashed.exitCode == 128 + SIGABRT, "exit \(crashed.exitCode): \(crashed.stderr)")
             #expect(crashed.stderr.contains("ended during the call"), "\(crashed.stderr)")
+            #expect(crashed.crashed, "a runtime that died mid-call is a crash")
             #expect(crashed.output.isEmpty)
             let after = try await vm.exec(try Fixture.request("echo-serve", ["after": true], image: image))
             #expect(after.status == .ok, "\(after.stderr)")

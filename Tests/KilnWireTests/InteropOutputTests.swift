@@ -29,7 +29,7 @@ struct InteropOutputTests {
                 worker: "w-1", finishedAtUs: 1_795_939_200_000_500)
         }
         let payloads: [TelemetryEvent.Payload] = [
-            .vmCreated(.init(vm: "vm-1", backend: "qemu", profile: "small", bootUs: 44_000, mode: "restore")),
+            .vmCreated(.init(vm: "vm-1", backend: "qemu", profile: "small", bootUs: 44_000, mode: "restore", reason: "replenish to idle target 2")),
             .vmDestroyed(.init(vm: "vm-1", reason: "max_uses", lifetimeUs: 9_000_000, uses: 100)),
             .vmReallocated(.init(vm: "vm-1", from: .init(vcpus: 1, cpuQuotaPercent: 50), to: .init(vcpus: 1, cpuQuotaPercent: 100), reason: "slow")),
             .poolResized(.init(profile: "small", from: 1, to: 3, reason: "demand")),
@@ -42,7 +42,7 @@ struct InteropOutputTests {
         let frames: [GuestFrame] = [
             .hello(.init(agentVersion: "0.1.0", uptimeUs: 1_000, vcpus: 1, memoryMB: 128)),
             .exec(.init(id: "i", method: "echo", entry: ["/methods/echo/run"], payload: [0x80], deadlineMs: 100, resetAfter: true)),
-            .result(.init(id: "i", status: .ok, output: [0x80], exitCode: 0, stderr: "", execUs: 90, maxrssKB: 900, resetPending: true)),
+            .result(.init(id: "i", status: .error, output: [], exitCode: 139, stderr: "", execUs: 90, maxrssKB: 900, resetPending: true, crashed: true)),
             .ping, .pong(.init(uptimeUs: 5, load1: 0.5, memAvailableKB: 1_000)), .reset(.init(keepRuntime: true)), .resetOK, .shutdown,
             .error(.init(message: "malformed frame")),
         ]

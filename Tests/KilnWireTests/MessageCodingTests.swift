@@ -75,7 +75,7 @@ struct MessageCodingTests {
     }
 
     @Test(arguments: [
-        TelemetryEvent.Payload.vmCreated(.init(vm: "vm-1", backend: "qemu", profile: "small", bootUs: 44_000, mode: "restore")),
+        TelemetryEvent.Payload.vmCreated(.init(vm: "vm-1", backend: "qemu", profile: "small", bootUs: 44_000, mode: "restore", reason: "replenish to idle target 2")),
         .vmDestroyed(.init(vm: "vm-1", reason: "max_uses", lifetimeUs: 1_000, uses: 100)),
         .vmReallocated(.init(vm: "vm-1", from: .init(cpuQuotaPercent: 50), to: .init(cpuQuotaPercent: 100), reason: "slow")),
         .poolResized(.init(profile: "small", from: 2, to: 4, reason: "demand")),

@@ -31,11 +31,13 @@ struct WorkerConfigurationTests {
           large: {vcpus: 2, memory_mb: 512}
         method_lifecycles:
           burn: {max_uses: 1}
+          fail: {destroy_on_error: true}
         metrics:
           listen: 0.0.0.0:9500
         """)
         let configuration = try WorkerConfiguration.load(file: path, environment: [
             "KILN_AMQP_PREFETCH": "64", "KILN_POOL_MEMORY_RESERVE_MB": "2048", "KILN_AMQP_PORT": "5999", "HOME": "/root",
+            "KILN_LIFECYCLE_DESTROY_ON_CRASH": "false",
         ])
         #expect(configuration.amqp.url == "amqp://kiln:pw@broker:5672/prod")
         #expect(configuration.amqp.prefetch == 64)
@@ -45,6 +47,9 @@ struct WorkerConfigurationTests {
         #expect(configuration.profiles["large"]?.minIdle == 1)
         #expect(configuration.methodLifecycles["burn"]?.maxUses == 1)
         #expect(configuration.methodLifecycles["burn"]?.idleTTLSeconds == 10)
+        #expect(configuration.methodLifecycles["fail"]?.destroyOnError == true)
+        #expect(configuration.methodLifecycles["burn"]?.destroyOnError == false)
+        #expect(configuration.lifecycle.destroyOnCrash == false)
         #expect(configuration.metrics.listen == "0.0.0.0:9500")
     }
 

@@ -32,11 +32,13 @@ struct EndToEndTests {
         let counted = invocation("wordcount", ["text": "one two three"])
         let served = invocation("echo-serve", ["text": "served"])
         let noop = invocation("noop")
-        for item in [echo, sleep, fail, slow, unknown, sha, counted, served, noop] { try await client.submit(item) }
+        // A runtime that dies mid-call: a crash, whose VM is destroyed (`destroy_on_crash`).
+        let crash = invocation("echo-serve", ["crash": true])
+        for item in [echo, sleep, fail, slow, unknown, sha, counted, served, noop, crash] { try await client.submit(item) }
         // A body that is not MessagePack goes to the dead-letter queue with the reason.
         try await client.connection.publish(AMQPMessage(exchange: names.invokeExchange, routingKey: "echo", body: [0xc1, 0x00]))
 
-        let ids: Set = [echo.id, sleep.id, fail.id, slow.id, unknown.id, sha.id, counted.id, served.id, noop.id]
+        let ids: Set = [echo.id, sleep.id, fail.id, slow.id, unknown.id, sha.id, counted.id, served.id, noop.id, crash.id]
         let (results, _) = try await client.collect(ids, timeout: .seconds(90))
         let echoed = try #require(results[echo.id])
         #expect(echoed.status == .ok)
@@ -61,6 +63,8 @@ struct EndToEndTests {
         #expect(results[counted.id]?.output?["words"] == 3, "\(String(describing: results[counted.id]?.error))")
         #expect(results[served.id]?.output == served.args, "\(String(describing: results[served.id]?.error))")
         #expect(results[noop.id]?.status == .ok)
+        #expect(results[crash.id]?.status == .error)
+        #expect(results[crash.id]?.error?.kind == "crash", "\(String(describing: results[crash.id]?.error))")
 
         let dead = try await client.connection.consume(queue: names.deadQueue, prefetch: 10)
         var iterator = dead.makeAsyncIterator()
@@ -69,9 +73,12 @@ struct EndToEndTests {
         #expect(letter.properties.headers[KilnNames.errorHeader]?.stringValue?.contains("0xc1") == true)
         try letter.ack()
 
-        // The VM that timed out was destroyed, with the reason in the metrics.
+        // The VMs that timed out and crashed were destroyed, with the reasons in the metrics; the
+        // one whose method failed was kept (`destroy_on_error: false`).
         let metrics = try await worker.httpGet("/metrics")
         #expect(metrics.contains("kiln_vm_destroyed_total{profile=\"small\",reason=\"tainted:timeout\"}"))
+        #expect(metrics.contains("kiln_vm_destroyed_total{profile=\"small\",reason=\"tainted:crash\"}"))
+        #expect(!metrics.contains("reason=\"tainted:error\""))
         #expect(metrics.contains("kiln_invocations_total{method=\"echo\",status=\"ok\"}"))
         #expect(worker.stop() == 0)
         await client.close()
