@@ -13,6 +13,9 @@ packages=(
     busybox-static    # the guest image's userland
     xz-utils          # vmlinux is extracted from the xz payload of vmlinuz
     cpio              # checks the initramfs writer in the unit tests
+    python3-venv      # the venv of the Python interop peers (pika, msgpack, jsonschema)
+    iproute2          # ss: the broker script checks that its port is free
+    procps            # ps, pgrep: the broker script and the tests find processes by PID
 )
 
 missing=()
