@@ -151,6 +151,10 @@ enum DemoPlan {
             invocation(index % 2 == 0 ? "echo" : "sha256", ["text": .string("wave two #\(index)"), "data": "abc"], affinity: "user-\(index % 2)")
         }
         let third: [Invocation] = [
+            // Serve mode: the runtime starts at the first call and stays up for the next ones.
+            invocation("wordcount", ["text": "a runtime that stays up between calls"]),
+            invocation("echo-serve", ["text": "served without starting a process"]),
+            invocation("echo-serve", ["text": "and again"]),
             invocation("burn", ["ms": 200]),
             invocation("echo", ["text": "warm again"], affinity: "user-0"),
             invocation("sha256", ["data": .binary(Array(repeating: 7, count: 4_096))], affinity: "user-1"),
