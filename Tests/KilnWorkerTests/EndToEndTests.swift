@@ -19,6 +19,22 @@ struct EndToEndTests {
     func eachMethodGetsTheRightResult() async throws {
         let names = names()
         let client = try await TestClient(names: names)
+        // A tap on the telemetry exchange, as a consumer of the events would have.
+        let telemetryTap = "\(names.prefix).telemetry-tap"
+        try await client.connection.declare(AMQPTopology(
+            queues: [.init(name: telemetryTap, durable: false, autoDelete: false)],
+            bindings: [.init(queue: telemetryTap, exchange: names.telemetryExchange, routingKey: "#")]))
+        // An invocation another consumer took and gave back before this worker started: the
+        // worker runs its second attempt.
+        let retried = invocation("echo", ["retried": true])
+        try await client.submit(retried)
+        let observer = AMQPConnection(configuration: try AMQPConfiguration(url: WorkerProcess.brokerURL), logger: TestClient.logger)
+        try await observer.connect()
+        var taken = try await observer.consume(queue: names.invocationsQueue, prefetch: 1).makeAsyncIterator()
+        let givenBack = try #require(try await taken.next())
+        await observer.cancelConsumer()  // so that the broker does not hand it straight back
+        try givenBack.nack(requeue: true)
+
         let worker = try WorkerProcess(names: names, statusPort: 9481)
         try await worker.waitUntilReady()
 
@@ -38,7 +54,7 @@ struct EndToEndTests {
         // A body that is not MessagePack goes to the dead-letter queue with the reason.
         try await client.connection.publish(AMQPMessage(exchange: names.invokeExchange, routingKey: "echo", body: [0xc1, 0x00]))
 
-        let ids: Set = [echo.id, sleep.id, fail.id, slow.id, unknown.id, sha.id, counted.id, served.id, noop.id, crash.id]
+        let ids: Set = [echo.id, sleep.id, fail.id, slow.id, unknown.id, sha.id, counted.id, served.id, noop.id, crash.id, retried.id]
         let (results, _) = try await client.collect(ids, timeout: .seconds(90))
         let echoed = try #require(results[echo.id])
         #expect(echoed.status == .ok)
@@ -65,6 +81,9 @@ struct EndToEndTests {
         #expect(results[noop.id]?.status == .ok)
         #expect(results[crash.id]?.status == .error)
         #expect(results[crash.id]?.error?.kind == "crash", "\(String(describing: results[crash.id]?.error))")
+        #expect(results[retried.id]?.status == .ok)
+        #expect(results[retried.id]?.attempt == 2, "attempt \(String(describing: results[retried.id]?.attempt))")
+        #expect(results[echo.id]?.attempt == 1)
 
         let dead = try await client.connection.consume(queue: names.deadQueue, prefetch: 10)
         var iterator = dead.makeAsyncIterator()
@@ -79,6 +98,25 @@ struct EndToEndTests {
         #expect(metrics.contains("kiln_vm_destroyed_total{profile=\"small\",reason=\"tainted:timeout\"}"))
         #expect(metrics.contains("kiln_vm_destroyed_total{profile=\"small\",reason=\"tainted:crash\"}"))
         #expect(!metrics.contains("reason=\"tainted:error\""))
+
+        // The telemetry: every invocation's completion with its placement, and why each VM was made.
+        var events = try await observer.consume(queue: telemetryTap, prefetch: 100).makeAsyncIterator()
+        var completed = Set<String>()
+        var creationReasons: [String] = []
+        let telemetryDeadline = ContinuousClock.now + .seconds(20)
+        while !(completed.isSuperset(of: [echo.id, retried.id]) && !creationReasons.isEmpty), ContinuousClock.now < telemetryDeadline {
+            guard let delivery = try await events.next() else { break }
+            try delivery.ack()
+            switch try MessagePackDecoder().decode(TelemetryEvent.self, from: delivery.body).payload {
+            case .invocationCompleted(let event) where event.placement?.candidates.isEmpty == false: completed.insert(event.id)
+            case .vmCreated(let event): creationReasons.append(event.reason ?? "")
+            default: break
+            }
+        }
+        #expect(completed.isSuperset(of: [echo.id, retried.id]), "invocation.completed seen for \(completed.count) invocations")
+        #expect(!creationReasons.isEmpty && creationReasons.allSatisfy { $0.hasPrefix("cold start") || $0.hasPrefix("replenish") },
+                "vm.created reasons: \(creationReasons)")
+        await observer.close(grace: .seconds(1))
         #expect(metrics.contains("kiln_invocations_total{method=\"echo\",status=\"ok\"}"))
         #expect(worker.stop() == 0)
         await client.close()
