@@ -13,6 +13,8 @@ public struct LifecyclePolicy: Sendable, Equatable {
     /// the protocol mid-call) is destroyed rather than reset.
     public var destroyOnCrash: Bool
 
+    /// Creates a policy; the defaults reuse a VM up to `maxUses` times and destroy it after a
+    /// crash but not after a failure.
     public init(
         maxUses: Int = 100, idleTTL: Duration = .seconds(300), freshVM: Bool = false, destroyOnError: Bool = false,
         destroyOnCrash: Bool = true
@@ -34,7 +36,7 @@ public enum ExecOutcome: Sendable, Equatable {
     case failed
     /// The method's process was killed by a signal, or its serve runtime ended or broke the
     /// protocol during the call: what it left in the guest is suspect.
-    case crashed(String)
+    case crashed
     /// The method ran past its deadline: whatever it left running is suspect.
     case timedOut
     /// The VM died, hung or broke the protocol.

@@ -199,7 +199,7 @@ public struct InvocationPipeline: Sendable {
             return run.failure(.timeout, kind: "deadline", message: "deadline of \(deadline) ms exceeded; the VM was destroyed",
                                exitCode: answer.exitCode, stderr: answer.stderr)
         case .error where answer.crashed:
-            run.outcome = .crashed("exit code \(answer.exitCode)")
+            run.outcome = .crashed
             return run.failure(.error, kind: "crash", message: "method crashed (exit code \(answer.exitCode))",
                                exitCode: answer.exitCode, stderr: answer.stderr)
         case .error:

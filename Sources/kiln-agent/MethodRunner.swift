@@ -65,10 +65,10 @@ struct MethodRunner {
         io.closeAll()
         let finished = monotonicMicroseconds()
 
-        let exitCode: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        let exitCode = WaitStatus(raw: status).exitCode
         var stderrText = io.stderrTail()
         let resultStatus: GuestFrame.ExecStatus
-        // Killed by a signal it did not get from the agent (a deadline or too much output):
+        // Ended by a crash signal (not a deadline or too much output, where the agent killed it):
         // a crash, which taints the VM, not just a failure.
         var crashed = false
         switch outcome {
@@ -80,7 +80,7 @@ struct MethodRunner {
             stderrText += (stderrText.isEmpty ? "" : "\n") + "kiln-agent: stdout exceeded \(Self.maxOutputBytes) bytes; process group killed"
         case .finished, .exited:
             resultStatus = exitCode == 0 ? .ok : .error
-            crashed = (status & 0x7f) != 0
+            crashed = WaitStatus(raw: status).isCrash
         }
         return GuestFrame.ExecResult(
             id: request.id, status: resultStatus, output: resultStatus == .ok ? io.output : [],

@@ -19,6 +19,9 @@ final class ServeRuntime {
         case ended
         /// The runtime wrote something that is not an answer to this call; it must be killed.
         case brokeProtocol(String)
+        /// The runtime's answer is larger than the agent takes; it must be killed (its stdout is
+        /// out of step), but it did not misbehave otherwise.
+        case answerTooLarge(String)
     }
 
     let method: String
@@ -125,6 +128,7 @@ final class ServeRuntime {
                     return answer(to: request, body: body)
                 }
             } catch {
+                if case .limitExceeded(.frameBytes, _, _, _) = error { return .answerTooLarge("\(error)") }
                 return .brokeProtocol("its stdout is not length-prefixed frames: \(error)")
             }
             let now = monotonicMicroseconds()

@@ -66,13 +66,14 @@ struct ServeRuntimes {
         case .timedOut:
             return end(request, started: started, status: .timeout, why: "the deadline of \(request.deadlineMs) ms expired")
         case .ended:
-            var answer = end(request, started: started, status: .error, why: "it ended during the call")
-            answer.crashed = true
-            return answer
+            // A crash if a crash signal ended it, or it died after serving calls; a runtime that
+            // cannot start (an exit code before its first answer) has failed, not crashed.
+            let served = runtime.calls > 0
+            return end(request, started: started, status: .error, why: "it ended during the call") { served || $0.isCrash }
         case .brokeProtocol(let detail):
-            var answer = end(request, started: started, status: .error, why: "it broke the serve protocol: \(detail)")
-            answer.crashed = true
-            return answer
+            return end(request, started: started, status: .error, why: "it broke the serve protocol: \(detail)") { _ in true }
+        case .answerTooLarge(let detail):
+            return end(request, started: started, status: .error, why: "its answer is too large: \(detail)") { _ in false }
         }
     }
 
@@ -91,21 +92,25 @@ struct ServeRuntimes {
         }
     }
 
-    /// Kills the call's runtime (it starts again at the next call) and reports why.
+    /// Kills and reaps the runtime of `request`'s method after a call that ended it, and makes
+    /// the call's result (the runtime starts again at the next call); `crashed` judges, from how the
+    /// runtime ended, whether that was a crash.
     private mutating func end(
-        _ request: GuestFrame.ExecRequest, started: UInt64, status: GuestFrame.ExecStatus, why: String
+        _ request: GuestFrame.ExecRequest, started: UInt64, status: GuestFrame.ExecStatus, why: String,
+        crashed: (WaitStatus) -> Bool = { _ in false }
     ) -> GuestFrame.ExecResult {
         guard let runtime = running.removeValue(forKey: request.method) else {
             return result(request, started: started, status: status, exitCode: 1, stderr: "serve: \(why)")
         }
         let rss = runtime.readPeakRSSKB()
         let tail = runtime.takeStderrTail()
-        let waitStatus = runtime.kill()
-        let exitCode: Int32 = (waitStatus & 0x7f) == 0 ? (waitStatus >> 8) & 0xff : 128 + (waitStatus & 0x7f)
+        let waitStatus = WaitStatus(raw: runtime.kill())
+        let exitCode = waitStatus.exitCode
         let message = "kiln-agent: serve runtime of \(request.method) (pid \(runtime.pid), \(runtime.calls) calls answered): \(why); process group killed, it restarts at the next call"
         var answer = result(request, started: started, status: status, exitCode: exitCode,
                             stderr: tail + (tail.isEmpty ? "" : "\n") + message)
         answer.maxrssKB = rss
+        answer.crashed = crashed(waitStatus)
         return answer
     }
 
