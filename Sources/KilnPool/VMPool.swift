@@ -115,6 +115,9 @@ public actor VMPool {
         var provisionFailures = 0
         var retryAfter: ContinuousClock.Instant?
 
+        /// More idle VMs than the target and no invocation waiting: a smaller profile may borrow one.
+        var hasSurplus: Bool { idle.count > targetIdle && waiters.isEmpty }
+
         var total: Int { idle.count + busy + resetting + provisioning }
     }
 
@@ -194,6 +197,7 @@ public actor VMPool {
         forecaster.recordArrival(request.method, at: .now)
         methodsByProfile[request.profile, default: []].insert(request.method)
         var heldBefore = false
+        var waitedBefore = false
         while true {
             guard !closed else { throw PoolError.shutDown }
             let sample = host()
@@ -238,7 +242,15 @@ public actor VMPool {
             guard waiting < maxWaiting else {
                 throw PoolError.saturated(profile: request.profile, waiting: waiting)
             }
-            await withCheckedContinuation { profiles[request.profile]!.waiters.append($0) }
+            // Woken, but the VM went to another: back to the head of the line.
+            await withCheckedContinuation { continuation in
+                if waitedBefore {
+                    profiles[request.profile]!.waiters.insert(continuation, at: 0)
+                } else {
+                    profiles[request.profile]!.waiters.append(continuation)
+                }
+            }
+            waitedBefore = true
         }
     }
 
@@ -260,11 +272,13 @@ public actor VMPool {
             queueDepth: state.waiters.count, idleVMs: state.idle.count, provisionsInFlight: state.provisioning)
     }
 
-    /// Idle VMs of the other profiles with at least `profile`'s vCPUs and memory, smallest
-    /// profile first, most recently used first within one.
+    /// Idle VMs that profiles with at least `profile`'s vCPUs and memory can spare: those with
+    /// more idle VMs than their target and nothing waiting (a profile's own methods keep its
+    /// warm VMs and their runtimes). Smallest profile first, most recently used first within one.
     private func largerIdleVMs(than profile: VMProfile) -> [Entry] {
         profiles.values
             .filter { $0.settings.vm.name != profile.name && $0.settings.vm.vcpus >= profile.vcpus && $0.settings.vm.memoryMB >= profile.memoryMB }
+            .filter(\.hasSurplus)
             .sorted { ($0.settings.vm.vcpus, $0.settings.vm.memoryMB, $0.settings.vm.name) < ($1.settings.vm.vcpus, $1.settings.vm.memoryMB, $1.settings.vm.name) }
             .flatMap { $0.idle.reversed() }
     }
@@ -382,7 +396,7 @@ public actor VMPool {
             case .success where !closed:
                 entry.idleSince = .now
                 profiles[profile]!.idle.append(entry)
-                wakeWaiter(profile)
+                wakeWaiter(profile, idle: true)
                 report(profile)
             case .success:
                 await destroy(entry, reason: "shutdown")
@@ -407,18 +421,23 @@ public actor VMPool {
     }
 
     /// Wakes the first invocation waiting for a VM of `profile`, and the first waiting for the
-    /// saturated host: a VM of `profile` has come free or gone.
-    /// Wakes an invocation waiting for a VM of `profile`, or else one waiting for a smaller
-    /// profile, which an idle VM of `profile` fits too.
-    private func wakeWaiter(_ profile: String) {
+    /// saturated host: a VM of `profile` has come free or gone. When it came free (`idle`) and
+    /// nothing waits for `profile`, an invocation of a smaller profile that could borrow it
+    /// (see ``largerIdleVMs(than:)``) is woken instead, the closest fit first.
+    private func wakeWaiter(_ profile: String, idle: Bool = false) {
         if !saturationWaiters.isEmpty { saturationWaiters.removeFirst().resume() }
-        guard let freed = profiles[profile]?.settings.vm else { return }
-        let fitting = profiles.keys.sorted().filter { name in
-            let vm = profiles[name]!.settings.vm
-            return name != profile && vm.vcpus <= freed.vcpus && vm.memoryMB <= freed.memoryMB
+        guard let state = profiles[profile] else { return }
+        if !state.waiters.isEmpty {
+            profiles[profile]!.waiters.removeFirst().resume()
+            return
         }
-        guard let name = ([profile] + fitting).first(where: { !profiles[$0]!.waiters.isEmpty }) else { return }
-        profiles[name]!.waiters.removeFirst().resume()
+        guard idle, state.hasSurplus else { return }
+        let freed = state.settings.vm
+        let smaller = profiles.values
+            .filter { $0.settings.vm.name != profile && $0.settings.vm.vcpus <= freed.vcpus && $0.settings.vm.memoryMB <= freed.memoryMB }
+            .sorted { ($0.settings.vm.vcpus, $0.settings.vm.memoryMB) > ($1.settings.vm.vcpus, $1.settings.vm.memoryMB) }
+        guard let waiting = smaller.first(where: { !$0.waiters.isEmpty })?.settings.vm.name else { return }
+        profiles[waiting]!.waiters.removeFirst().resume()
     }
 
     private func report(_ profile: String) {
@@ -459,7 +478,7 @@ public actor VMPool {
                 return
             }
             profiles[name]!.idle.append(Entry(vm: vm, profile: name, createdAt: .now, idleSince: .now))
-            wakeWaiter(name)
+            wakeWaiter(name, idle: true)
             report(name)
         } catch {
             profiles[name]!.provisioning -= 1

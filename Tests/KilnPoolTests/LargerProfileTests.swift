@@ -5,42 +5,61 @@ import KilnVM
 import Logging
 import Testing
 
-/// An idle VM of a larger profile serves a method of a smaller one when that has none idle, with
-/// real process sandboxes.
+/// An idle VM that a larger profile can spare serves a method of a smaller one when that has none
+/// idle, with real process sandboxes.
 @Suite("Larger profiles", .serialized)
 struct LargerProfileTests {
     let logger = Logger(label: "kiln.test") { _ in SwiftLogNoOpLogHandler() }
     let large = VMProfile(name: "large", vcpus: 2, memoryMB: 256)
 
     @Test(.timeLimit(.minutes(1)))
-    func aSmallInvocationTakesAnIdleLargeVMBeforeANewSmallOne() async throws {
+    func aSmallInvocationBorrowsALargeVMTheLargeProfileCanSpare() async throws {
         let driver = try ProcessSandboxDriver(image: try GuestImage.current(repositoryRoot: SaturationGateTests.root), logger: logger)
         let pool = VMPool(
             driver: driver, backend: "process",
-            profiles: [PoolProfile(vm: .small, minIdle: 0, maxIdle: 0, maxTotal: 2), PoolProfile(vm: large, minIdle: 1, maxIdle: 1, maxTotal: 1)],
+            profiles: [PoolProfile(vm: .small, minIdle: 0, maxIdle: 0, maxTotal: 2), PoolProfile(vm: large, minIdle: 1, maxIdle: 1, maxTotal: 2)],
             placement: SaturationGateTests.FirstCandidate(), predictor: EWMAPredictor(), sizer: PoolSizer(limits: PoolLimits()),
             host: {
                 HostSample(cpuUtilization: 0.2, cpuCount: 2, memoryTotalMB: 24_000, memoryAvailableMB: 20_000,
                            memoryPressure: 0, networkReceiveBps: 0, networkTransmitBps: 0)
             },
             observer: SaturationGateTests.Silent(), logger: logger)
-        await pool.replenish()
-        let deadline = ContinuousClock.now + .seconds(20)
-        while await idle(pool, "large") < 1, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
-        #expect(await idle(pool, "large") == 1)
+        try await replenished(pool, large: 1)
 
-        // The pool lists it before provisioning a small VM (the placement here takes the first).
-        let lease = try await pool.acquire(PlacementRequest(invocationID: "1", method: "echo", profile: VMProfile.small.name), maxWaiting: 8)
-        #expect(lease.profile.name == "large" && !lease.cold, "got a \(lease.profile.name) VM, cold: \(lease.cold)")
-        #expect(lease.decision.winner.candidate.features.vcpus == 2, "the model is asked about the VM it would run on")
-        #expect(try await lease.vm.exec(.init(id: "1", method: "noop", entry: ["kiln:noop"], payload: [], deadlineMs: 1_000)).status == .ok)
+        // At its target the large profile keeps its VM for its own methods: the small invocation
+        // gets a new small VM (the placement here takes the first candidate the pool lists).
+        let own = try await pool.acquire(request("1", profile: VMProfile.small.name), maxWaiting: 8)
+        #expect(own.profile.name == "small" && own.cold, "got a \(own.profile.name) VM, cold: \(own.cold)")
+        await pool.release(own, method: "echo", affinityKey: nil, outcome: .completed, lifecycle: LifecyclePolicy(freshVM: true))
+
+        // One large VM over its target: the small invocation borrows it rather than wait for a new VM.
+        let largeLease = try await pool.acquire(request("2", profile: large.name), maxWaiting: 8)
+        try await replenished(pool, large: 1)
+        await pool.release(largeLease, method: "big", affinityKey: nil, outcome: .completed, lifecycle: LifecyclePolicy())
+        #expect(await idle(pool, "large") == 2)
+        let borrowed = try await pool.acquire(request("3", profile: VMProfile.small.name), maxWaiting: 8)
+        #expect(borrowed.profile.name == "large" && !borrowed.cold, "got a \(borrowed.profile.name) VM, cold: \(borrowed.cold)")
+        #expect(borrowed.decision.winner.candidate.features.vcpus == 2, "the model is asked about the VM it would run on")
+        #expect(try await borrowed.vm.exec(.init(id: "3", method: "noop", entry: ["kiln:noop"], payload: [], deadlineMs: 1_000)).status == .ok)
 
         // It goes back to its own pool.
-        await pool.release(lease, method: "echo", affinityKey: nil, outcome: .completed, lifecycle: LifecyclePolicy())
+        await pool.release(borrowed, method: "echo", affinityKey: nil, outcome: .completed, lifecycle: LifecyclePolicy())
         let idleLarge = await idle(pool, "large")
         let idleSmall = await idle(pool, "small")
-        #expect(idleLarge == 1 && idleSmall == 0, "idle: large \(idleLarge), small \(idleSmall)")
+        #expect(idleLarge == 2 && idleSmall == 0, "idle: large \(idleLarge), small \(idleSmall)")
         await pool.shutdown()
+    }
+
+    private func request(_ id: String, profile: String) -> PlacementRequest {
+        PlacementRequest(invocationID: id, method: profile == large.name ? "big" : "echo", profile: profile)
+    }
+
+    /// Replenishes and waits until the large profile has `count` idle VMs.
+    private func replenished(_ pool: VMPool, large count: Int) async throws {
+        await pool.replenish()
+        let deadline = ContinuousClock.now + .seconds(20)
+        while await idle(pool, "large") < count, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(await idle(pool, "large") == count)
     }
 
     private func idle(_ pool: VMPool, _ profile: String) async -> Int {
