@@ -292,7 +292,11 @@ extension WorkerConfiguration {
     private static func decode(_ tree: [String: Any]) throws -> WorkerConfiguration {
         let defaults = try JSONSerialization.jsonObject(with: JSONEncoder().encode(WorkerConfiguration())) as! [String: Any]
         let profileDefaults = try JSONSerialization.jsonObject(with: JSONEncoder().encode(Profile())) as! [String: Any]
-        let lifecycleDefaults = defaults["lifecycle"] as! [String: Any]
+        // A method's lifecycle starts from the configured `lifecycle` section, not the built-in one.
+        var lifecycleDefaults = defaults["lifecycle"] as! [String: Any]
+        if let configured = tree["lifecycle"] {
+            lifecycleDefaults = try overlay(configured, on: lifecycleDefaults, path: "lifecycle")
+        }
         var merged = defaults
         for (key, value) in tree {
             guard let base = defaults[key] else {

@@ -50,6 +50,7 @@ struct WorkerConfigurationTests {
         #expect(configuration.methodLifecycles["fail"]?.destroyOnError == true)
         #expect(configuration.methodLifecycles["burn"]?.destroyOnError == false)
         #expect(configuration.lifecycle.destroyOnCrash == false)
+        #expect(configuration.methodLifecycles["burn"]?.destroyOnCrash == false, "a method's lifecycle starts from the configured one")
         #expect(configuration.metrics.listen == "0.0.0.0:9500")
     }
 
