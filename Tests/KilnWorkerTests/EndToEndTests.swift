@@ -33,7 +33,7 @@ struct EndToEndTests {
         var taken = try await observer.consume(queue: names.invocationsQueue, prefetch: 1).makeAsyncIterator()
         let givenBack = try #require(try await taken.next())
         await observer.cancelConsumer()  // so that the broker does not hand it straight back
-        try givenBack.nack(requeue: true)
+        try givenBack.reject(requeue: true)
 
         let worker = try WorkerProcess(names: names, statusPort: 9481)
         try await worker.waitUntilReady()
@@ -93,8 +93,15 @@ struct EndToEndTests {
         try letter.ack()
 
         // The VMs that timed out and crashed were destroyed, with the reasons in the metrics; the
-        // one whose method failed was kept (`destroy_on_error: false`).
-        let metrics = try await worker.httpGet("/metrics")
+        // one whose method failed was kept (`destroy_on_error: false`). A VM is destroyed while its
+        // result is published: the metrics may trail the result a little.
+        var metrics = try await worker.httpGet("/metrics")
+        let metricsDeadline = ContinuousClock.now + .seconds(10)
+        while !metrics.contains("reason=\"tainted:crash\"") || !metrics.contains("reason=\"tainted:timeout\""),
+              ContinuousClock.now < metricsDeadline {
+            try await Task.sleep(for: .milliseconds(100))
+            metrics = try await worker.httpGet("/metrics")
+        }
         #expect(metrics.contains("kiln_vm_destroyed_total{profile=\"small\",reason=\"tainted:timeout\"}"))
         #expect(metrics.contains("kiln_vm_destroyed_total{profile=\"small\",reason=\"tainted:crash\"}"))
         #expect(!metrics.contains("reason=\"tainted:error\""))
@@ -116,6 +123,7 @@ struct EndToEndTests {
         #expect(completed.isSuperset(of: [echo.id, retried.id]), "invocation.completed seen for \(completed.count) invocations")
         #expect(!creationReasons.isEmpty && creationReasons.allSatisfy { $0.hasPrefix("cold start") || $0.hasPrefix("replenish") },
                 "vm.created reasons: \(creationReasons)")
+        try await observer.deleteQueue(telemetryTap)
         await observer.close(grace: .seconds(1))
         #expect(metrics.contains("kiln_invocations_total{method=\"echo\",status=\"ok\"}"))
         #expect(worker.stop() == 0)
