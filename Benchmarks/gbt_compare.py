@@ -43,6 +43,9 @@ def main(path):
     for method in sorted({r["method"] for r in test}):
         seen = [r for r in train if r["method"] == method]
         held = [r for r in test if r["method"] == method]
+        if not seen:
+            print(f"{method}: no training records, skipped")
+            continue
         keys = sorted({pair.split("=", 1)[0] for r in seen for pair in r["numeric_args"].split(";") if "=" in pair})[:4]
         model = GradientBoostingRegressor(n_estimators=200, max_depth=3, learning_rate=0.05, random_state=0)
         model.fit([features(r, keys) for r in seen], [math.log(actual_us(r)) for r in seen])

@@ -81,8 +81,8 @@ public struct SizingDecision: Sendable, Equatable {
 ///
 /// By Little's law `arrivalRate × serviceTime` VMs are busy on average; the pool keeps that
 /// many plus `burstAllowance` standard deviations (Poisson: the square root of the mean) in
-/// total, or what the arrival forecast (``ArrivalForecaster``) expects bursts to need, never
-/// less than `minIdle` idle. It never plans VMs past the memory reserve, and adds none while
+/// total, or what the arrival forecast (``ArrivalForecaster``) expects bursts to need, or as
+/// many idle VMs as there were cold starts in the demand window, never less than `minIdle` idle. It never plans VMs past the memory reserve, and adds none while
 /// idle CPU is under the CPU reserve.
 public struct PoolSizer: Sendable {
     public var limits: PoolLimits
@@ -95,7 +95,7 @@ public struct PoolSizer: Sendable {
     public func decide(demand: DemandSnapshot, busy: Int, idle: Int, host: HostSample) -> SizingDecision {
         let concurrent = demand.arrivalRate * demand.serviceTime
         let steady = Int((concurrent + limits.burstAllowance * concurrent.squareRoot()).rounded(.up))
-        // Each cold start in the window is an invocation an idle VM more would have served.
+        // The cold starts in the window are invocations that found no idle VM: at least as many.
         var wantedIdle = max(limits.minIdle, steady - busy, demand.forecastWarm, demand.coldStarts)
         var reason = String(
             format: "demand %.1f/s x %.3f s = %.2f busy; %d cold starts in %.0f s; forecast %d warm",

@@ -151,7 +151,7 @@ enum DemoPlan {
             invocation(index % 2 == 0 ? "echo" : "sha256", ["text": .string("wave two #\(index)"), "data": "abc"], affinity: "user-\(index % 2)")
         }
         let third: [Invocation] = [
-            // Serve mode: the runtime starts at the first call and stays up for the next ones.
+            // Serve mode: the runtime starts once per VM (wordcount's at warm-up) and stays up for the next calls.
             invocation("wordcount", ["text": "a runtime that stays up between calls"]),
             invocation("echo-serve", ["text": "served without starting a process"]),
             invocation("echo-serve", ["text": "and again"]),

@@ -22,7 +22,7 @@ struct PoolSizerTests {
         // A forecast burst larger than the steady estimate sets the target.
         let bursty = DemandSnapshot(arrivalRate: 40, serviceTime: 0.1, coldStarts: 2, forecastWarm: 9, forecastReason: "burst", window: 30)
         #expect(sizer.decide(demand: bursty, busy: 3, idle: 2, host: roomy).targetIdle == 9)
-        // Cold starts in the window ask for as many VMs more, when demand and forecast ask for fewer.
+        // Cold starts in the window ask for at least as many idle VMs, when demand and forecast ask for fewer.
         let missed = DemandSnapshot(arrivalRate: 0.2, serviceTime: 0.1, coldStarts: 4, window: 30)
         #expect(sizer.decide(demand: missed, busy: 0, idle: 0, host: roomy).targetIdle == 4)
         // Never past the pool's maximum: 400/s × 0.1 s wants 53 VMs, 18 are busy, 20 at most.

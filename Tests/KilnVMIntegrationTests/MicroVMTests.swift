@@ -70,7 +70,7 @@ struct MicroVMTests {
             #expect(killed.crashed)
             #expect(!slept.crashed, "a deadline is a timeout, not a crash")
 
-            // The VM is still usable after both.
+            // The VM is still usable after all three.
             let echo = try await vm.exec(try Fixture.request("echo", ["after": true], image: image))
             #expect(echo.status == .ok)
         }
