@@ -9,8 +9,7 @@ public struct LifecyclePolicy: Sendable, Equatable {
     /// Whether a VM whose method failed (a non-zero exit, an error its runtime reported) is
     /// destroyed rather than reset.
     public var destroyOnError: Bool
-    /// Whether a VM whose method crashed (killed by a signal, a serve runtime that ended or broke
-    /// the protocol mid-call) is destroyed rather than reset.
+    /// Whether a VM whose method crashed (see ``ExecOutcome/crashed``) is destroyed rather than reset.
     public var destroyOnCrash: Bool
 
     /// Creates a policy; the defaults reuse a VM up to `maxUses` times and destroy it after a
@@ -34,8 +33,8 @@ public enum ExecOutcome: Sendable, Equatable {
     /// The method finished with an error of its own: a non-zero exit, or an error its serve
     /// runtime reported.
     case failed
-    /// The method's process was killed by a signal, or its serve runtime ended or broke the
-    /// protocol during the call: what it left in the guest is suspect.
+    /// The method crashed: a crash signal ended its process, or its serve runtime died after
+    /// serving calls or broke the protocol during the call. What it left in the guest is suspect.
     case crashed
     /// The method ran past its deadline: whatever it left running is suspect.
     case timedOut

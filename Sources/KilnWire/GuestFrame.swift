@@ -138,9 +138,9 @@ extension GuestFrame {
         /// `reset_after` asked. An agent that does not know `reset_after` leaves it out, and the
         /// host then resets the VM itself. Optional on the wire (`reset_pending`), written only when true.
         public var resetPending: Bool
-        /// The method did not just fail, it crashed: its process was killed by a signal, or its
-        /// serve runtime ended or broke the protocol during the call. What it left in the guest
-        /// is suspect. Optional on the wire (`crashed`), written only when true.
+        /// The method did not just fail, it crashed: a crash signal (SIGSEGV, SIGABRT, …; not
+        /// SIGKILL) ended its process, or its serve runtime died after serving calls or broke the
+        /// protocol during the call. What it left in the guest is suspect. Optional on the wire (`crashed`), written only when true.
         public var crashed: Bool
 
         public init(

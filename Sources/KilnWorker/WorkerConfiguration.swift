@@ -109,8 +109,8 @@ public struct WorkerConfiguration: Codable, Sendable, Equatable {
         /// instead of resetting it. A failure leaves nothing the reset does not clear, as in
         /// Lambda or OpenWhisk, so the VM is kept by default.
         public var destroyOnError = false
-        /// Destroy a VM whose method crashed (killed by a signal, a serve runtime that ended or
-        /// broke the protocol mid-call): it is tainted.
+        /// Destroy a VM whose method crashed (a crash signal such as SIGSEGV, a serve runtime that
+        /// died after serving calls or broke the protocol mid-call): it is tainted.
         public var destroyOnCrash = true
 
         enum CodingKeys: String, CodingKey {
