@@ -39,6 +39,9 @@ public struct VMLease: Sendable {
     /// The placement, with every candidate scored.
     public let decision: PlacementDecision
     let leasedAt: ContinuousClock.Instant
+    /// The profile the invocation asked for, whose demand its hold time counts in (a VM
+    /// borrowed from a larger profile is not that profile's).
+    let demandProfile: String
 }
 
 /// Why the pool could not lend a VM.
@@ -234,7 +237,7 @@ public actor VMPool {
                     let owner = decision.winner.candidate.profile
                     guard let index = profiles[owner]?.idle.firstIndex(where: { $0.vm.id == id }) else { continue }
                     let entry = profiles[owner]!.idle.remove(at: index)
-                    return lend(entry, decision: decision, cold: false, provisioned: .zero)
+                    return lend(entry, for: request, decision: decision, cold: false, provisioned: .zero)
                 case .provision:
                     return try await provisionForInvocation(request, decision: decision)
                 }
@@ -299,13 +302,15 @@ public actor VMPool {
         return sample.memoryAvailableMB - sizer.limits.memoryReserveMB >= sizer.limits.memoryPerVMMB
     }
 
-    private func lend(_ entry: Entry, decision: PlacementDecision, cold: Bool, provisioned: Duration) -> VMLease {
+    private func lend(
+        _ entry: Entry, for request: PlacementRequest, decision: PlacementDecision, cold: Bool, provisioned: Duration
+    ) -> VMLease {
         busy[entry.vm.id] = entry
         profiles[entry.profile]!.busy += 1
         report(entry.profile)
         return VMLease(
             vm: entry.vm, profile: profiles[entry.profile]!.settings.vm, cold: cold, reuseCount: entry.uses,
-            provisionDuration: provisioned, decision: decision, leasedAt: .now)
+            provisionDuration: provisioned, decision: decision, leasedAt: .now, demandProfile: request.profile)
     }
 
     private func provisionForInvocation(_ request: PlacementRequest, decision: PlacementDecision) async throws -> VMLease {
@@ -320,7 +325,7 @@ public actor VMPool {
             provisioned(vm, profile: profile, took: took, reason: "cold start for \(request.method) (\(request.invocationID))")
             await track(vm, profile: request.profile)
             let entry = Entry(vm: vm, profile: request.profile, createdAt: .now, idleSince: .now)
-            return lend(entry, decision: decision, cold: true, provisioned: took)
+            return lend(entry, for: request, decision: decision, cold: true, provisioned: took)
         } catch {
             profiles[request.profile]!.provisioning -= 1
             provisioningFailed(request.profile, error)
@@ -377,7 +382,7 @@ public actor VMPool {
         entry.lastAffinity = affinityKey
         switch lifecycle.action(after: outcome, uses: entry.uses) {
         case .destroy(let reason):
-            profiles[profile]!.demand.recordHold(.now - lease.leasedAt)
+            profiles[lease.demandProfile]?.demand.recordHold(.now - lease.leasedAt)
             await destroy(entry, reason: reason)
         case .reuse:
             profiles[profile]!.resetting += 1
@@ -391,7 +396,7 @@ public actor VMPool {
                 reset = .failure(error)
             }
             profiles[profile]!.resetting -= 1
-            profiles[profile]!.demand.recordHold(.now - lease.leasedAt)
+            profiles[lease.demandProfile]?.demand.recordHold(.now - lease.leasedAt)
             switch reset {
             case .success where !closed:
                 entry.idleSince = .now
