@@ -19,6 +19,9 @@ enum FeatureEncoding {
             features.memoryPressure,
             log1p(Double(features.concurrentExecutions)),
             log1p(Double(features.reuseCount)) / 5,
+            // The VM's size: a profile's own VMs all share it, a larger profile's lent VM does not.
+            log(Double(max(1, features.vcpus))),
+            log(Double(max(64, features.memoryMB)) / 128),
         ]
         for key in argKeys {
             let value = max(0, features.numericArgs[key] ?? 0)
@@ -29,7 +32,7 @@ enum FeatureEncoding {
         return vector
     }
 
-    static func execDimension(argCount: Int) -> Int { 9 + 2 * argCount }
+    static func execDimension(argCount: Int) -> Int { 11 + 2 * argCount }
 
     /// The provisioning features.
     static func provision(hostCPU: Double, memoryPressure: Double, inFlight: Int) -> [Double] {

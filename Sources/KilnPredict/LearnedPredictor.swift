@@ -3,7 +3,7 @@ import Synchronization
 
 /// The latency model: per method, an online regression (recursive least squares with
 /// forgetting) of log exec time on the invocation's numeric args and size, the candidate VM's
-/// warmth and reuse, and the host's CPU load, memory pressure and concurrency; per backend and
+/// warmth, reuse and size (vCPUs, memory), and the host's CPU load, memory pressure and concurrency; per backend and
 /// profile, the same for provisioning time on host load and provisions in flight. That makes a
 /// prediction for a VM that does not exist yet: provisioning under the current load, plus exec
 /// on a fresh VM.

@@ -52,6 +52,20 @@ struct LearnedPredictorTests {
         #expect(fresh.execUs > 2 * warm.execUs)
     }
 
+    @Test func learnsThatALargerVMRunsAParallelMethodFaster() {
+        let learned = LearnedPredictor()
+        func sample(vcpus: Int) -> ExecutionOutcome {
+            ExecutionOutcome(
+                features: PlacementFeatures(method: "render", numericArgs: ["frames": 100], profile: vcpus == 1 ? "small" : "large",
+                                            vcpus: vcpus, memoryMB: 128 * vcpus, backend: "qemu", warmth: .warmForMethod),
+                provisionUs: 0, execUs: 80_000 / Double(vcpus), succeeded: true)
+        }
+        for index in 0..<80 { learned.observe(sample(vcpus: index % 4 == 0 ? 2 : 1)) }
+        let small = learned.predict(sample(vcpus: 1).features).execUs
+        let large = learned.predict(sample(vcpus: 2).features).execUs
+        #expect(abs(small - 80_000) < 8_000 && abs(large - 40_000) < 4_000, "1 vCPU \(small) µs, 2 vCPUs \(large) µs")
+    }
+
     @Test func predictsProvisioningForAVMThatDoesNotExistYet() {
         let learned = LearnedPredictor()
         for index in 0..<60 {
