@@ -31,7 +31,7 @@ public final class AMQPConnectionExecutor: TaskExecutor {
         if !mailbox.post(.run(job), onlyOnceStarted: true) { Self.runElsewhere(job) }
     }
 
-    /// Hands `job` to the global concurrent executor: the connection's thread has ended.
+    /// Hands `job` to the global concurrent executor: the connection's thread is not running.
     static func runElsewhere(_ job: UnownedJob) {
         globalConcurrentExecutor.enqueue(ExecutorJob(job))
     }
