@@ -106,7 +106,8 @@ extension ConnectionExecutorTests {
         // the reopened channel redelivers it as tag 1, so an ack of tag 3 there is a 406.
         try taken[0].ack()
         try taken[1].ack()
-        try await Task.sleep(for: .milliseconds(100))
+        // A confirmed publish after them: the thread has sent both acks (commands run in order).
+        try await connection.publish(AMQPMessage(exchange: "", routingKey: "\(queue)-nobody", body: [0]))
         let first = taken[2]
         try await withTimeout(.seconds(20)) {
             try await withTaskExecutorPreference(connection.executor) {
