@@ -65,7 +65,7 @@ extension MessagePackValue {
             switch entry.value {
             case .int(let value): features[key] = Double(value)
             case .uint(let value): features[key] = Double(value)
-            case .float(let value): features[key] = Double(value)
+            case .float(let value) where value.isFinite: features[key] = Double(value)
             case .double(let value) where value.isFinite: features[key] = value
             case .string(let text): features["\(key).len"] = Double(text.utf8.count)
             case .binary(let bytes): features["\(key).len"] = Double(bytes.count)

@@ -61,8 +61,9 @@ public struct SuitabilityScorer: Sendable {
     /// hot while the others idle (and age out).
     public func choose(from candidates: [PlacementCandidate], host: HostSample) -> PlacementDecision? {
         let scored = candidates.map { score($0, prediction: predictor.predict($0.features), host: host) }
-        guard let best = scored.map(\.suitability).max() else { return nil }
-        let winner = scored.first { $0.suitability >= best * (1 - tieTolerance) }!
+        guard let best = scored.map(\.suitability).filter(\.isFinite).max(),
+              let winner = scored.first(where: { $0.suitability.isFinite && $0.suitability >= best * (1 - tieTolerance) })
+        else { return scored.first.map { PlacementDecision(winner: $0, candidates: scored) } }
         return PlacementDecision(winner: winner, candidates: scored)
     }
 }
