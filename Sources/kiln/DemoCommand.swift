@@ -23,6 +23,9 @@ struct Demo: AsyncParsableCommand {
     @Option(help: "The worker's log file.")
     var workerLog = ".local/demo-worker.log"
 
+    @Option(help: "The demo worker's execution history (its own, so that no other worker's executions train its model).")
+    var historyPath = ".local/demo-history.sqlite"
+
     func run() async throws {
         Kiln.bootstrapLogging()
         let logger = Logger(label: "kiln.demo")
@@ -105,6 +108,8 @@ struct Demo: AsyncParsableCommand {
         environment["KILN_AMQP_PREFIX"] = broker.prefix
         environment["KILN_METRICS_LISTEN"] = "127.0.0.1:\(statusPort)"
         environment["KILN_POOL_SIZING_INTERVAL_S"] = "1"
+        // The demo's own history: a worker run by hand (or a test) never mixes its executions in.
+        environment["KILN_HISTORY_PATH"] = historyPath
         environment["KILN_LOG_LEVEL"] = environment["KILN_LOG_LEVEL"] ?? "info"
         process.environment = environment
         _ = FileManager.default.createFile(atPath: workerLog, contents: nil)

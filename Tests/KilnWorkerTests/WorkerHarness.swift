@@ -16,12 +16,24 @@ final class WorkerProcess: @unchecked Sendable {
     let names: KilnNames
     let statusPort: Int
     let log: String
+    /// The worker's execution history: a file of its own in a temporary folder, never the
+    /// `.local/history.sqlite` a developer's worker or `make demo` reads (unless the test gives
+    /// it one to share, as `KILN_HISTORY_PATH`).
+    let historyPath: String
     private(set) var pid: pid_t = 0
+
+    /// A fresh temporary history file's path.
+    static func temporaryHistory() throws -> String {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("kiln-test-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        return folder.appendingPathComponent("history.sqlite").path
+    }
 
     /// Starts a worker with `environment` on top of the test defaults.
     init(names: KilnNames, statusPort: Int, environment: [String: String] = [:]) throws {
         self.names = names
         self.statusPort = statusPort
+        historyPath = try environment["KILN_HISTORY_PATH"] ?? Self.temporaryHistory()
         let logs = Self.root.appendingPathComponent(".local/test-logs")
         try FileManager.default.createDirectory(at: logs, withIntermediateDirectories: true)
         log = logs.appendingPathComponent("worker-\(names.prefix)-\(UUID().uuidString.prefix(4)).log").path
@@ -32,6 +44,7 @@ final class WorkerProcess: @unchecked Sendable {
         variables["KILN_VM_IMAGE_CACHE"] = Self.root.appendingPathComponent(".local/images").path
         variables["KILN_POOL_SIZING_INTERVAL_S"] = "1"
         variables["KILN_LOG_LEVEL"] = "info"
+        variables["KILN_HISTORY_PATH"] = historyPath
         for (key, value) in environment { variables[key] = value }
         try spawn(variables)
     }
@@ -94,9 +107,11 @@ final class WorkerProcess: @unchecked Sendable {
         return String(decoding: data, as: UTF8.self)
     }
 
+    /// Everything the worker logged so far.
+    var logText: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+
     func tail() -> String {
-        let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-        return String(text.suffix(2_000))
+        String(logText.suffix(2_000))
     }
 
     deinit {
