@@ -64,13 +64,12 @@ let package = Package(
         ),
         .target(
             name: "KilnPredict",
-            dependencies: [.product(name: "GRDB", package: "GRDB.swift")]
+            dependencies: ["KilnWire", .product(name: "GRDB", package: "GRDB.swift")]
         ),
         .target(
             name: "KilnPool",
             dependencies: [
                 "KilnVM",
-                "KilnPredict",
                 "KilnWire",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -162,11 +161,11 @@ let package = Package(
         ),
         .testTarget(
             name: "KilnPredictTests",
-            dependencies: ["KilnPredict"]
+            dependencies: ["KilnPredict", "KilnWire"]
         ),
         .testTarget(
             name: "KilnPoolTests",
-            dependencies: ["KilnPool", "KilnPredict", "KilnVM", "KilnWire", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["KilnPool", "KilnVM", "KilnWire", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(
             name: "KilnWorkerTests",

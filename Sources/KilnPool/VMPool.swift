@@ -1,4 +1,3 @@
-import KilnPredict
 import KilnVM
 import Logging
 
@@ -26,7 +25,7 @@ public struct PoolProfile: Sendable, Equatable {
     }
 }
 
-/// A VM lent to one invocation. Give it back with ``VMPool/release(_:method:affinityKey:outcome:lifecycle:)``.
+/// A VM lent to one invocation. Give it back with ``VMPool/release(_:method:affinityKey:outcome:lifecycle:resetInGuest:)``.
 public struct VMLease: Sendable {
     public let vm: any MicroVM
     public let profile: VMProfile
@@ -36,12 +35,18 @@ public struct VMLease: Sendable {
     public let reuseCount: Int
     /// Time spent provisioning for this invocation; zero when warm.
     public let provisionDuration: Duration
-    /// The placement, with every candidate scored.
-    public let decision: PlacementDecision
     let leasedAt: ContinuousClock.Instant
     /// The profile the invocation asked for, whose demand its hold time counts in (a VM
     /// borrowed from a larger profile is not that profile's).
     let demandProfile: String
+    /// What the invocation's method needs beyond its code: the VM has it loaded afterwards.
+    let dependencies: Set<String>
+}
+
+/// A VM lent by ``VMPool/acquire(_:policy:maxWaiting:)``, with the placement policy's decision.
+public struct Placed<Decision: Sendable>: Sendable {
+    public let lease: VMLease
+    public let decision: Decision
 }
 
 /// Why the pool could not lend a VM.
@@ -102,6 +107,8 @@ public actor VMPool {
         var uses = 0
         var lastMethod: String?
         var lastAffinity: String?
+        /// The dependency names of the methods it ran (see ``PlacementRequest/dependencies``).
+        var loadedDependencies: Set<String> = []
         var idleSince: ContinuousClock.Instant
     }
 
@@ -126,8 +133,6 @@ public actor VMPool {
 
     private let driver: any MicroVMDriver
     private let backend: String
-    private let placement: any PlacementPolicy
-    private let predictor: any LatencyPredictor
     private let sizer: PoolSizer
     private let host: @Sendable () -> HostSample
     private let observer: any PoolObserver
@@ -146,13 +151,11 @@ public actor VMPool {
     private var methodsByProfile: [String: Set<String>] = [:]
     private var closed = false
 
-    /// Creates a pool; it provisions nothing until ``replenish()`` or the first ``acquire(_:maxWaiting:)``.
+    /// Creates a pool; it provisions nothing until ``replenish()`` or the first ``acquire(_:policy:maxWaiting:)``.
     /// - Parameters:
     ///   - driver: Makes the VMs.
     ///   - backend: The driver's backend name, as results report it.
     ///   - profiles: The profiles served.
-    ///   - placement: Chooses among candidates.
-    ///   - predictor: Learns provisioning times.
     ///   - sizer: Sets idle targets from demand and headroom.
     ///   - demandWindow: The window demand is measured over.
     ///   - idleTTL: How long a VM above the target may stay idle.
@@ -163,8 +166,7 @@ public actor VMPool {
     ///   - observer: Hears every decision.
     ///   - logger: For failures.
     public init(
-        driver: any MicroVMDriver, backend: String, profiles: [PoolProfile], placement: any PlacementPolicy,
-        predictor: any LatencyPredictor, sizer: PoolSizer, demandWindow: Duration = .seconds(30),
+        driver: any MicroVMDriver, backend: String, profiles: [PoolProfile], sizer: PoolSizer, demandWindow: Duration = .seconds(30),
         idleTTL: Duration = .seconds(10), provisionConcurrency: Int = 2, forecaster: ArrivalForecaster = ArrivalForecaster(),
         allocator: AdaptiveAllocator? = nil, host: @escaping @Sendable () -> HostSample, observer: any PoolObserver,
         logger: Logger
@@ -173,8 +175,6 @@ public actor VMPool {
         self.allocator = allocator
         self.driver = driver
         self.backend = backend
-        self.placement = placement
-        self.predictor = predictor
         self.sizer = sizer
         self.host = host
         self.observer = observer
@@ -191,10 +191,12 @@ public actor VMPool {
 
     // MARK: Lending
 
-    /// Lends a VM for `request`: the placement policy picks an idle VM or a new one; when it
-    /// picks neither (nothing idle, no room for another), the caller waits for a VM to come
-    /// free, behind at most `maxWaiting` others.
-    public func acquire(_ request: PlacementRequest, maxWaiting: Int) async throws -> VMLease {
+    /// Lends a VM for `request`: `policy` picks an idle VM or a new one; when it picks neither
+    /// (nothing idle, no room for another), the caller waits for a VM to come free, behind at
+    /// most `maxWaiting` others.
+    public func acquire<Policy: PlacementPolicy>(
+        _ request: PlacementRequest, policy: Policy, maxWaiting: Int
+    ) async throws -> Placed<Policy.Decision> {
         guard profiles[request.profile] != nil else { throw PoolError.unknownProfile(request.profile) }
         profiles[request.profile]!.demand.recordArrival()
         forecaster.recordArrival(request.method, at: .now)
@@ -214,32 +216,33 @@ public actor VMPool {
             }
             var candidates: [PlacementCandidate]
             let waiting: Int
+            let load: PoolLoad
             do {
                 // A copy of the profile's state must not outlive this scope: held across the
                 // wait below, it would make every later arrival copy the demand history.
                 let state = profiles[request.profile]!
                 // Most recently used first: the scorer gives ties to the earliest.
-                candidates = state.idle.reversed().map { candidate(for: $0, request, sample) }
+                candidates = state.idle.reversed().map { candidate(for: $0, request) }
                 if candidates.isEmpty {
                     // None of its own: an idle VM of a larger profile fits too, rather than a new one.
-                    candidates = largerIdleVMs(than: state.settings.vm).map { candidate(for: $0, request, sample) }
+                    candidates = largerIdleVMs(than: state.settings.vm).map { candidate(for: $0, request) }
                 }
                 if canProvision(state, sample) {
-                    candidates.append(PlacementCandidate(
-                        kind: .provision, profile: request.profile,
-                        features: features(request, state.settings.vm, warmth: .notProvisioned, reuse: 0, sample)))
+                    candidates.append(PlacementCandidate(kind: .provision, profile: state.settings.vm))
                 }
                 waiting = state.waiters.count
+                load = PoolLoad(busy: busy.count, waiting: waiting, idle: state.idle.count, provisioning: state.provisioning)
             }
-            if let decision = placement.place(request, among: candidates, host: sample) {
-                switch decision.winner.candidate.kind {
+            if let (chosen, decision) = policy.place(request, among: candidates, load: load, host: sample),
+               candidates.indices.contains(chosen) {
+                switch candidates[chosen].kind {
                 case .idle(let id):
-                    let owner = decision.winner.candidate.profile
+                    let owner = candidates[chosen].profile.name
                     guard let index = profiles[owner]?.idle.firstIndex(where: { $0.vm.id == id }) else { continue }
                     let entry = profiles[owner]!.idle.remove(at: index)
-                    return lend(entry, for: request, decision: decision, cold: false, provisioned: .zero)
+                    return Placed(lease: lend(entry, for: request, cold: false, provisioned: .zero), decision: decision)
                 case .provision:
-                    return try await provisionForInvocation(request, decision: decision)
+                    return Placed(lease: try await provisionForInvocation(request), decision: decision)
                 }
             }
             guard waiting < maxWaiting else {
@@ -264,17 +267,6 @@ public actor VMPool {
         return working >= sizer.limits.saturatedBusyLimit
     }
 
-    private func features(
-        _ request: PlacementRequest, _ profile: VMProfile, warmth: VMWarmth, reuse: Int, _ sample: HostSample
-    ) -> PlacementFeatures {
-        let state = profiles[request.profile]!
-        return PlacementFeatures(
-            method: request.method, argsBytes: request.argsBytes, numericArgs: request.numericArgs, profile: profile.name,
-            vcpus: profile.vcpus, memoryMB: profile.memoryMB, backend: backend, warmth: warmth, reuseCount: reuse,
-            hostCPU: sample.cpuUtilization, memoryPressure: sample.memoryPressure, concurrentExecutions: busy.count,
-            queueDepth: state.waiters.count, idleVMs: state.idle.count, provisionsInFlight: state.provisioning)
-    }
-
     /// Idle VMs that profiles with at least `profile`'s vCPUs and memory can spare: those with
     /// more idle VMs than their target and nothing waiting (a profile's own methods keep its
     /// warm VMs and their runtimes). Smallest profile first, most recently used first within one.
@@ -286,12 +278,10 @@ public actor VMPool {
             .flatMap { $0.idle.reversed() }
     }
 
-    private func candidate(for entry: Entry, _ request: PlacementRequest, _ sample: HostSample) -> PlacementCandidate {
-        let warmth: VMWarmth = entry.lastMethod == request.method ? .warmForMethod : (entry.uses == 0 ? .fresh : .warm)
-        let profile = profiles[entry.profile]!.settings.vm
-        return PlacementCandidate(
-            kind: .idle(vm: entry.vm.id), profile: entry.profile,
-            features: features(request, profile, warmth: warmth, reuse: entry.uses, sample),
+    private func candidate(for entry: Entry, _ request: PlacementRequest) -> PlacementCandidate {
+        PlacementCandidate(
+            kind: .idle(vm: entry.vm.id), profile: profiles[entry.profile]!.settings.vm, lastMethod: entry.lastMethod,
+            uses: entry.uses, loadedDependencies: entry.loadedDependencies,
             affinityMatch: request.affinityKey != nil && entry.lastAffinity == request.affinityKey)
     }
 
@@ -302,18 +292,16 @@ public actor VMPool {
         return sample.memoryAvailableMB - sizer.limits.memoryReserveMB >= sizer.limits.memoryPerVMMB
     }
 
-    private func lend(
-        _ entry: Entry, for request: PlacementRequest, decision: PlacementDecision, cold: Bool, provisioned: Duration
-    ) -> VMLease {
+    private func lend(_ entry: Entry, for request: PlacementRequest, cold: Bool, provisioned: Duration) -> VMLease {
         busy[entry.vm.id] = entry
         profiles[entry.profile]!.busy += 1
         report(entry.profile)
         return VMLease(
             vm: entry.vm, profile: profiles[entry.profile]!.settings.vm, cold: cold, reuseCount: entry.uses,
-            provisionDuration: provisioned, decision: decision, leasedAt: .now, demandProfile: request.profile)
+            provisionDuration: provisioned, leasedAt: .now, demandProfile: request.profile, dependencies: request.dependencies)
     }
 
-    private func provisionForInvocation(_ request: PlacementRequest, decision: PlacementDecision) async throws -> VMLease {
+    private func provisionForInvocation(_ request: PlacementRequest) async throws -> VMLease {
         let profile = profiles[request.profile]!.settings.vm
         profiles[request.profile]!.provisioning += 1
         profiles[request.profile]!.demand.recordColdStart()
@@ -322,10 +310,10 @@ public actor VMPool {
             let vm = try await driver.provision(profile)
             let took = ContinuousClock.now - started
             profiles[request.profile]!.provisioning -= 1
-            provisioned(vm, profile: profile, took: took, reason: "cold start for \(request.method) (\(request.invocationID))")
+            provisioned(vm, profile: profile, reason: "cold start for \(request.method) (\(request.invocationID))")
             await track(vm, profile: request.profile)
             let entry = Entry(vm: vm, profile: request.profile, createdAt: .now, idleSince: .now)
-            return lend(entry, for: request, decision: decision, cold: true, provisioned: took)
+            return lend(entry, for: request, cold: true, provisioned: took)
         } catch {
             profiles[request.profile]!.provisioning -= 1
             provisioningFailed(request.profile, error)
@@ -344,14 +332,12 @@ public actor VMPool {
         await allocator.register(vm, base: base, driverDefault: driverDefault, memoryAdjustable: backend == "process")
     }
 
-    private func provisioned(_ vm: any MicroVM, profile: VMProfile, took: Duration, reason: String) {
+    private func provisioned(_ vm: any MicroVM, profile: VMProfile, reason: String) {
         profiles[profile.name]!.provisionFailures = 0
         profiles[profile.name]!.retryAfter = nil
-        let sample = host()
-        predictor.observeProvisioning(ProvisionOutcome(
-            backend: backend, profile: profile.name, durationUs: Double(took.inMicroseconds), hostCPU: sample.cpuUtilization,
-            memoryPressure: sample.memoryPressure, concurrentProvisions: profiles[profile.name]!.provisioning + 1))
-        observer.vmCreated(id: vm.id, backend: backend, profile: profile, provisioning: vm.provisioning, reason: reason)
+        observer.vmCreated(CreatedVM(
+            id: vm.id, backend: backend, profile: profile, provisioning: vm.provisioning, reason: reason, host: host(),
+            concurrentProvisions: profiles[profile.name]!.provisioning + 1))
     }
 
     /// After a failed provision, the profile gets no new VMs for a while (doubling, up to 30 s)
@@ -380,6 +366,7 @@ public actor VMPool {
         entry.uses += 1
         entry.lastMethod = method
         entry.lastAffinity = affinityKey
+        entry.loadedDependencies.formUnion(lease.dependencies)
         switch lifecycle.action(after: outcome, uses: entry.uses) {
         case .destroy(let reason):
             profiles[lease.demandProfile]?.demand.recordHold(.now - lease.leasedAt)
@@ -471,12 +458,11 @@ public actor VMPool {
 
     private func provisionInBackground(_ name: String, target: Int) async {
         let profile = profiles[name]!.settings.vm
-        let started = ContinuousClock.now
         do {
             let vm = try await driver.provision(profile)
             profiles[name]!.provisioning -= 1
             backgroundProvisions -= 1
-            provisioned(vm, profile: profile, took: .now - started, reason: "replenish to idle target \(target)")
+            provisioned(vm, profile: profile, reason: "replenish to idle target \(target)")
             await track(vm, profile: name)
             if closed {
                 await vm.destroy()

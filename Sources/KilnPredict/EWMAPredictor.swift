@@ -15,7 +15,9 @@ public struct MovingEstimate: Sendable, Equatable {
         self.samples = initial == nil ? 0 : 1
     }
 
+    /// Adds a sample; a value that is not finite is ignored.
     public mutating func add(_ value: Double) {
+        guard value.isFinite else { return }
         guard samples > 0 else {
             mean = value
             samples = 1
@@ -31,82 +33,128 @@ public struct MovingEstimate: Sendable, Equatable {
 }
 
 /// The first predictor: a moving average of exec time per method and VM warmth, and of
-/// provisioning time per backend and profile. It knows nothing of load or size; it is the
-/// baseline the learned models are measured against.
+/// provisioning time per backend, profile and way of provisioning. It knows nothing of load or
+/// size; it is the baseline the learned model is measured against, and what that model falls
+/// back on before it has learned a method and outside the range it has seen.
+///
+/// A method that declares dependencies (see ``MethodDependencies``) and has never run on a VM
+/// without them is predicted slower there by what loading them has cost the other methods,
+/// per MiB.
 public final class EWMAPredictor: LatencyPredictor {
     public struct Defaults: Sendable {
         /// Exec time assumed for a method never seen.
         public var execUs: Double
         /// Provisioning time assumed for a backend never seen.
         public var provisionUs: Double
+        /// What loading a MiB of dependencies costs before any method has shown it.
+        public var dependencyUsPerMB: Double
+        /// How long the host waits past an invocation's deadline: no prediction goes beyond
+        /// the deadline plus this.
+        public var deadlineGrace: Duration
 
-        public init(execUs: Double = 5_000, provisionUs: Double = 100_000) {
+        public init(execUs: Double = 5_000, provisionUs: Double = 100_000, dependencyUsPerMB: Double = 2_000, deadlineGrace: Duration = .seconds(5)) {
             self.execUs = execUs
             self.provisionUs = provisionUs
+            self.dependencyUsPerMB = dependencyUsPerMB
+            self.deadlineGrace = deadlineGrace
         }
     }
 
     private struct State {
         var exec: [String: MovingEstimate] = [:]
         var provision: [String: MovingEstimate] = [:]
+        /// The way each backend and profile provisioned last (`restore` once a template exists).
+        var lastMode: [String: String] = [:]
         var allExec = MovingEstimate(alpha: 0.05)
+        /// Extra exec time per MiB of dependencies a VM had not loaded, over the method's warm time.
+        var dependencyUsPerMB = MovingEstimate(alpha: 0.1)
     }
 
     private let state = Mutex(State())
     private let alpha: Double
-    private let defaults: Defaults
+    public let defaults: Defaults
     public let name = "ewma"
 
     /// Creates a predictor.
     /// - Parameters:
     ///   - alpha: Weight of the newest sample.
-    ///   - defaults: What to assume before any sample.
+    ///   - defaults: What to assume before any sample, and the deadline's grace.
     public init(alpha: Double = 0.2, defaults: Defaults = Defaults()) {
         self.alpha = alpha
         self.defaults = defaults
     }
 
-    private static func execKey(_ features: PlacementFeatures) -> String {
-        let warmth = features.warmth == .warmForMethod ? "warm" : "cold"
-        return "\(features.method)|\(warmth)"
+    private static func execKey(_ method: String, warm: Bool) -> String {
+        "\(method)|\(warm ? "warm" : "cold")"
     }
 
-    private static func provisionKey(_ features: PlacementFeatures) -> String {
-        "\(features.backend)|\(features.profile)"
+    private static func profileKey(_ backend: String, _ profile: String) -> String {
+        "\(backend)|\(profile)"
     }
 
     public func predict(_ features: PlacementFeatures) -> LatencyPrediction {
         state.withLock { state in
-            let execKey = Self.execKey(features)
-            let exec = state.exec[execKey]
-                ?? state.exec["\(features.method)|warm"]
-                ?? state.exec["\(features.method)|cold"]
-            let execMean = exec?.mean ?? (state.allExec.samples > 0 ? state.allExec.mean : defaults.execUs)
+            let warm = features.warmth == .warmForMethod
+            let cold = state.exec[Self.execKey(features.method, warm: false)]
+            let exec = state.exec[Self.execKey(features.method, warm: warm)]
+                ?? state.exec[Self.execKey(features.method, warm: true)] ?? cold
+            var execMean = exec?.mean ?? (state.allExec.samples > 0 ? state.allExec.mean : defaults.execUs)
             var spread = exec?.standardDeviation ?? execMean
+            if !warm, cold == nil, features.unloadedDependencyMB > 0 {
+                let loading = features.unloadedDependencyMB * Self.dependencyRate(state, defaults)
+                execMean += loading
+                spread += loading
+            }
+            let ceiling = features.execCeilingUs(grace: defaults.deadlineGrace)
+            execMean = min(execMean, ceiling)
             var provisionMean = 0.0
             if features.warmth == .notProvisioned {
-                let provision = state.provision[Self.provisionKey(features)]
+                let key = Self.profileKey(features.backend, features.profile)
+                let provision = state.provision["\(key)|\(state.lastMode[key] ?? "restore")"]
                 provisionMean = provision?.mean ?? defaults.provisionUs
                 spread += provision?.standardDeviation ?? provisionMean
             }
-            return LatencyPrediction(provisionUs: provisionMean, execUs: execMean, uncertaintyUs: spread)
+            return LatencyPrediction(provisionUs: provisionMean, execUs: execMean, uncertaintyUs: min(spread, ceiling))
         }
     }
 
+    /// What loading `megabytes` of dependencies is expected to add to an exec.
+    public func dependencyCostUs(_ megabytes: Double) -> Double {
+        state.withLock { max(0, megabytes) * Self.dependencyRate($0, defaults) }
+    }
+
+    private static func dependencyRate(_ state: State, _ defaults: Defaults) -> Double {
+        state.dependencyUsPerMB.samples > 0 ? state.dependencyUsPerMB.mean : defaults.dependencyUsPerMB
+    }
+
     public func observeProvisioning(_ outcome: ProvisionOutcome) {
+        guard outcome.durationUs.isFinite, outcome.durationUs > 0 else { return }
         state.withLock { state in
-            state.provision["\(outcome.backend)|\(outcome.profile)", default: MovingEstimate(alpha: alpha)].add(outcome.durationUs)
+            let key = Self.profileKey(outcome.backend, outcome.profile)
+            state.provision["\(key)|\(outcome.mode)", default: MovingEstimate(alpha: alpha)].add(outcome.durationUs)
+            state.lastMode[key] = outcome.mode
         }
     }
 
     public func observe(_ outcome: ExecutionOutcome) {
+        let features = outcome.features
+        guard outcome.succeeded, outcome.execUs.isFinite, outcome.execUs >= 0, features.isFinite else { return }
         state.withLock { state in
-            if outcome.provisionUs > 0 {
-                state.provision[Self.provisionKey(outcome.features), default: MovingEstimate(alpha: alpha)].add(outcome.provisionUs)
+            let warm = features.warmth == .warmForMethod
+            if !warm, features.unloadedDependencyMB > 0, let warmTime = state.exec[Self.execKey(features.method, warm: true)] {
+                state.dependencyUsPerMB.add(max(0, outcome.execUs - warmTime.mean) / features.unloadedDependencyMB)
             }
-            guard outcome.succeeded else { return }
-            state.exec[Self.execKey(outcome.features), default: MovingEstimate(alpha: alpha)].add(outcome.execUs)
+            state.exec[Self.execKey(features.method, warm: warm), default: MovingEstimate(alpha: alpha)].add(outcome.execUs)
             state.allExec.add(outcome.execUs)
         }
+    }
+}
+
+extension PlacementFeatures {
+    /// The most an exec can take: the deadline plus the host's grace (infinite without a deadline).
+    public func execCeilingUs(grace: Duration) -> Double {
+        guard deadlineMs > 0 else { return .infinity }
+        let (seconds, attoseconds) = grace.components
+        return Double(deadlineMs) * 1_000 + Double(seconds) * 1e6 + Double(attoseconds) / 1e12
     }
 }

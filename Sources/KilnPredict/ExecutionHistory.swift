@@ -60,20 +60,34 @@ public final class ExecutionHistory: Sendable {
                 table.column("placement", .text)
             }
         }
+        migrator.registerMigration("v2: feature schema, network, dependencies, deadline") { db in
+            try db.alter(table: "execution") { table in
+                table.add(column: "schema", .integer)
+                table.add(column: "network_bps", .double)
+                table.add(column: "dependency_mb", .double)
+                table.add(column: "unloaded_dependency_mb", .double)
+                table.add(column: "deadline_ms", .integer)
+            }
+        }
         try migrator.migrate(database)
     }
 
-    /// Adds records in one transaction, then applies the retention.
-    public func append(_ records: [ExecutionRecord]) throws {
-        guard !records.isEmpty else { return }
+    /// Adds records in one transaction, then applies the retention. A record holding a number
+    /// that is not finite is left out (SQLite would store NaN as NULL and refuse the whole
+    /// batch); returns how many were.
+    @discardableResult
+    public func append(_ records: [ExecutionRecord]) throws -> Int {
+        let finite = records.filter(\.isFinite)
+        guard !finite.isEmpty else { return records.count }
         try database.write { db in
-            for record in records { try StoredRecord(record).insert(db) }
-            let horizon = Int64(records.map(\.recordedAtUs).max() ?? 0) - Int64(retention.maxAge.inWholeMicroseconds)
+            for record in finite { try StoredRecord(record).insert(db) }
+            let horizon = Int64(clamping: finite.map(\.recordedAtUs).max() ?? 0) &- retention.maxAge.inWholeMicroseconds
             try db.execute(sql: "DELETE FROM execution WHERE recorded_at_us < ?", arguments: [horizon])
             try db.execute(
                 sql: "DELETE FROM execution WHERE id <= (SELECT id FROM execution ORDER BY id DESC LIMIT 1 OFFSET ?)",
                 arguments: [retention.maxRecords])
         }
+        return records.count - finite.count
     }
 
     /// Every record, oldest first.
@@ -90,6 +104,47 @@ public final class ExecutionHistory: Sendable {
 
     public func count() throws -> Int {
         try database.read { db in try StoredRecord.fetchCount(db) }
+    }
+}
+
+/// What replaying a history into a model used and what it skipped.
+public struct HistoryReplay: Sendable, Equatable {
+    /// Records learned.
+    public var replayed = 0
+    /// Records of another feature schema (an older or newer Kiln wrote them).
+    public var otherSchema = 0
+    /// Records holding a number that is not finite.
+    public var notFinite = 0
+
+    /// The records a model may learn from: of the current feature schema, every number finite.
+    /// Counts what it leaves out.
+    public static func usable(_ records: [ExecutionRecord]) -> (records: [ExecutionRecord], summary: HistoryReplay) {
+        var summary = HistoryReplay()
+        let usable = records.filter { record in
+            guard record.featureSchema == ExecutionRecord.currentSchema else {
+                summary.otherSchema += 1
+                return false
+            }
+            guard record.isFinite else {
+                summary.notFinite += 1
+                return false
+            }
+            return true
+        }
+        summary.replayed = usable.count
+        return (usable, summary)
+    }
+
+    /// Replays the usable `records`, oldest first, into `predictor`.
+    public static func replay(_ records: [ExecutionRecord], into predictor: any LatencyPredictor) -> HistoryReplay {
+        let (usable, summary) = usable(records)
+        for record in usable { predictor.observe(record.outcome) }
+        return summary
+    }
+
+    /// One line for the log: `replayed 480 records; skipped 20 of feature schema 1 and 0 with non-finite numbers`.
+    public var description: String {
+        "replayed \(replayed) records; skipped \(otherSchema) of another feature schema and \(notFinite) with numbers that are not finite"
     }
 }
 

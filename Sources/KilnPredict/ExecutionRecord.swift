@@ -22,6 +22,13 @@ public struct ExecutionRecord: Codable, Sendable, Equatable {
     public var queueDepth: Int
     public var idleVMs: Int
     public var provisionsInFlight: Int
+    /// The version of the features (``ExecutionRecord/currentSchema``); `nil` in records made
+    /// before versions were kept, which were version 1.
+    public var schema: Int?
+    public var networkBps: Double?
+    public var dependencyMB: Double?
+    public var unloadedDependencyMB: Double?
+    public var deadlineMs: UInt64?
     public var provisionUs: Double
     public var execUs: Double
     public var succeeded: Bool
@@ -46,6 +53,11 @@ public struct ExecutionRecord: Codable, Sendable, Equatable {
         case queueDepth = "queue_depth"
         case idleVMs = "idle_vms"
         case provisionsInFlight = "provisions_in_flight"
+        case schema
+        case networkBps = "network_bps"
+        case dependencyMB = "dependency_mb"
+        case unloadedDependencyMB = "unloaded_dependency_mb"
+        case deadlineMs = "deadline_ms"
         case provisionUs = "provision_us"
         case execUs = "exec_us"
         case succeeded
@@ -76,12 +88,29 @@ public struct ExecutionRecord: Codable, Sendable, Equatable {
         self.queueDepth = features.queueDepth
         self.idleVMs = features.idleVMs
         self.provisionsInFlight = features.provisionsInFlight
+        self.schema = Self.currentSchema
+        self.networkBps = features.networkBps
+        self.dependencyMB = features.dependencyMB
+        self.unloadedDependencyMB = features.unloadedDependencyMB
+        self.deadlineMs = features.deadlineMs
         self.provisionUs = outcome.provisionUs
         self.execUs = outcome.execUs
         self.succeeded = outcome.succeeded
         self.predictedUs = predictedUs
         self.predictor = predictor
         self.placement = placement
+    }
+
+    /// The version of the features this build records and replays.
+    public static let currentSchema = FeatureEncoding.schemaVersion
+
+    /// The version of the features the record holds.
+    public var featureSchema: Int { schema ?? 1 }
+
+    /// Whether every number in it is finite: a record that is not is never replayed.
+    public var isFinite: Bool {
+        let numbers = [hostCPU, memoryPressure, provisionUs, execUs, networkBps ?? 0, dependencyMB ?? 0, unloadedDependencyMB ?? 0]
+        return numbers.allSatisfy(\.isFinite) && outcome.features.isFinite
     }
 
     /// The outcome this record describes.
@@ -94,8 +123,9 @@ public struct ExecutionRecord: Codable, Sendable, Equatable {
         let features = PlacementFeatures(
             method: method, argsBytes: argsBytes, numericArgs: numbers, profile: profile, vcpus: vcpus, memoryMB: memoryMB,
             backend: backend, warmth: VMWarmth(rawValue: warmth) ?? .warm, reuseCount: reuseCount, hostCPU: hostCPU,
-            memoryPressure: memoryPressure, concurrentExecutions: concurrentExecutions, queueDepth: queueDepth,
-            idleVMs: idleVMs, provisionsInFlight: provisionsInFlight)
+            memoryPressure: memoryPressure, networkBps: networkBps ?? 0, concurrentExecutions: concurrentExecutions,
+            queueDepth: queueDepth, idleVMs: idleVMs, provisionsInFlight: provisionsInFlight, dependencyMB: dependencyMB ?? 0,
+            unloadedDependencyMB: unloadedDependencyMB ?? 0, deadlineMs: deadlineMs ?? 0)
         return ExecutionOutcome(features: features, provisionUs: provisionUs, execUs: execUs, succeeded: succeeded)
     }
 
@@ -104,11 +134,13 @@ public struct ExecutionRecord: Codable, Sendable, Equatable {
 
     /// The record as a CSV line (fields with commas, quotes or newlines are quoted).
     public var csvLine: String {
+        func optional<Number: CustomStringConvertible>(_ value: Number?) -> String { value.map(\.description) ?? "" }
         let fields: [String] = [
             invocationID, String(recordedAtUs), method, String(argsBytes), numericArgs, profile, String(vcpus), String(memoryMB),
             backend, warmth, String(reuseCount), String(hostCPU), String(memoryPressure), String(concurrentExecutions),
-            String(queueDepth), String(idleVMs), String(provisionsInFlight), String(provisionUs), String(execUs),
-            succeeded ? "1" : "0", predictedUs.map { String($0) } ?? "", predictor ?? "", placement ?? "",
+            String(queueDepth), String(idleVMs), String(provisionsInFlight), optional(schema), optional(networkBps),
+            optional(dependencyMB), optional(unloadedDependencyMB), optional(deadlineMs), String(provisionUs), String(execUs),
+            succeeded ? "1" : "0", optional(predictedUs), predictor ?? "", placement ?? "",
         ]
         return fields.map(Self.quoted).joined(separator: ",")
     }

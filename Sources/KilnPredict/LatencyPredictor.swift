@@ -11,13 +11,16 @@ public enum VMWarmth: String, Sendable, Hashable, CaseIterable {
     case notProvisioned = "cold"
 }
 
-/// What is known before an invocation runs: the method, the candidate VM and the host.
+/// What is known before an invocation runs: the method, the candidate VM and the host. These are
+/// the model's inputs; ``PlacementFeatures/init(invocation:vm:load:)`` builds them from what the
+/// pool and the invocation say, so that they are made in one place.
 public struct PlacementFeatures: Sendable, Hashable {
     public var method: String
     /// Size of the invocation's `args`, in bytes as received.
     public var argsBytes: Int
     /// The numbers among the top-level `args` (and the lengths of its strings and binaries, as
-    /// `key.len`): what usually sets a method's work, such as `ms` or the size of the data.
+    /// `key.len`): what usually sets a method's work, such as `ms` or the size of the data. Only
+    /// finite values of a sane magnitude (see ``ArgumentFeatures``).
     public var numericArgs: [String: Double]
     public var profile: String
     public var vcpus: Int
@@ -31,6 +34,8 @@ public struct PlacementFeatures: Sendable, Hashable {
     public var hostCPU: Double
     /// Memory pressure (PSI some avg10), 0…1.
     public var memoryPressure: Double
+    /// Bytes per second the host receives and sends on its interfaces (loopback excluded).
+    public var networkBps: Double
     /// Executions running on the host right now.
     public var concurrentExecutions: Int
     /// Invocations waiting for a VM on this worker.
@@ -39,12 +44,20 @@ public struct PlacementFeatures: Sendable, Hashable {
     public var idleVMs: Int
     /// VMs of the profile being provisioned right now.
     public var provisionsInFlight: Int
+    /// What the method declares it needs beyond its code (runtime, files), MiB.
+    public var dependencyMB: Double
+    /// The part of ``dependencyMB`` the candidate VM has not loaded yet: all of it on a VM that
+    /// never ran a method needing them.
+    public var unloadedDependencyMB: Double
+    /// The invocation's deadline: no prediction goes past it plus the grace (0: none known).
+    public var deadlineMs: UInt64
 
     public init(
         method: String, argsBytes: Int = 0, numericArgs: [String: Double] = [:], profile: String, vcpus: Int = 1,
         memoryMB: Int = 128, backend: String,
-        warmth: VMWarmth, reuseCount: Int = 0, hostCPU: Double = 0, memoryPressure: Double = 0,
-        concurrentExecutions: Int = 0, queueDepth: Int = 0, idleVMs: Int = 0, provisionsInFlight: Int = 0
+        warmth: VMWarmth, reuseCount: Int = 0, hostCPU: Double = 0, memoryPressure: Double = 0, networkBps: Double = 0,
+        concurrentExecutions: Int = 0, queueDepth: Int = 0, idleVMs: Int = 0, provisionsInFlight: Int = 0,
+        dependencyMB: Double = 0, unloadedDependencyMB: Double = 0, deadlineMs: UInt64 = 0
     ) {
         self.method = method
         self.argsBytes = argsBytes
@@ -57,10 +70,20 @@ public struct PlacementFeatures: Sendable, Hashable {
         self.reuseCount = reuseCount
         self.hostCPU = hostCPU
         self.memoryPressure = memoryPressure
+        self.networkBps = networkBps
         self.concurrentExecutions = concurrentExecutions
         self.queueDepth = queueDepth
         self.idleVMs = idleVMs
         self.provisionsInFlight = provisionsInFlight
+        self.dependencyMB = dependencyMB
+        self.unloadedDependencyMB = unloadedDependencyMB
+        self.deadlineMs = deadlineMs
+    }
+
+    /// Whether every number in it is finite (a history record may hold anything).
+    public var isFinite: Bool {
+        hostCPU.isFinite && memoryPressure.isFinite && networkBps.isFinite && dependencyMB.isFinite
+            && unloadedDependencyMB.isFinite && numericArgs.values.allSatisfy(\.isFinite)
     }
 }
 
@@ -104,15 +127,24 @@ public struct ExecutionOutcome: Sendable, Hashable {
 public struct ProvisionOutcome: Sendable, Hashable {
     public var backend: String
     public var profile: String
+    /// How the VM was made: `restore` (from a snapshot template), `boot` or `spawn`. A template's
+    /// first boot is not a restore and is not learned as one.
+    public var mode: String
+    /// From the request to the agent's greeting, as the driver measured it (building a missing
+    /// snapshot template first is not in it).
     public var durationUs: Double
     public var hostCPU: Double
     public var memoryPressure: Double
     /// Provisions running at the same time, this one included.
     public var concurrentProvisions: Int
 
-    public init(backend: String, profile: String, durationUs: Double, hostCPU: Double = 0, memoryPressure: Double = 0, concurrentProvisions: Int = 1) {
+    public init(
+        backend: String, profile: String, mode: String = "restore", durationUs: Double, hostCPU: Double = 0, memoryPressure: Double = 0,
+        concurrentProvisions: Int = 1
+    ) {
         self.backend = backend
         self.profile = profile
+        self.mode = mode
         self.durationUs = durationUs
         self.hostCPU = hostCPU
         self.memoryPressure = memoryPressure

@@ -1,5 +1,4 @@
 import KilnPredict
-import KilnWire
 import Logging
 import ServiceLifecycle
 import Synchronization
@@ -47,35 +46,10 @@ public final class HistoryRecorder: Service, Sendable {
         }
         guard !batch.isEmpty else { return }
         do {
-            try history.append(batch)
+            let skipped = try history.append(batch)
+            if skipped > 0 { logger.warning("left \(skipped) history records with numbers that are not finite out of the history") }
         } catch {
             logger.error("could not write \(batch.count) history records: \(error)")
         }
-    }
-}
-
-extension MessagePackValue {
-    /// The numbers among the top-level entries of a map (strings, binaries and arrays by their
-    /// length, as `key.len`), at most eight, by key: the features a latency model can use.
-    var numericFeatures: [String: Double] {
-        guard case .map(let entries) = self else { return [:] }
-        var features: [String: Double] = [:]
-        for entry in entries {
-            guard let key = entry.key.stringValue, key.count <= 64 else { continue }
-            switch entry.value {
-            case .int(let value): features[key] = Double(value)
-            case .uint(let value): features[key] = Double(value)
-            case .float(let value) where value.isFinite: features[key] = Double(value)
-            case .double(let value) where value.isFinite: features[key] = value
-            case .string(let text): features["\(key).len"] = Double(text.utf8.count)
-            case .binary(let bytes): features["\(key).len"] = Double(bytes.count)
-            case .array(let elements): features["\(key).len"] = Double(elements.count)
-            default: break
-            }
-        }
-        if features.count > 8 {
-            features = Dictionary(uniqueKeysWithValues: features.keys.sorted().prefix(8).map { ($0, features[$0]!) })
-        }
-        return features
     }
 }

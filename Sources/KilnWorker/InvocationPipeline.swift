@@ -24,6 +24,8 @@ public struct MethodCatalog: Sendable {
         public var deadlineMs: UInt64
         public var profile: String
         public var lifecycle: LifecyclePolicy
+        /// What it needs beyond its code, as the latency model knows it.
+        public var dependencies: MethodDependencies
     }
 
     private let methods: [String: Method]
@@ -42,7 +44,10 @@ public struct MethodCatalog: Sendable {
                 unplaceable[name] = "needs \(method.resources.vcpus) vCPUs and \(method.resources.memoryMB) MiB; no profile has that"
                 continue
             }
-            methods[name] = Method(entry: entry, deadlineMs: method.deadlineMs, profile: profile.vm.name, lifecycle: lifecycle(name, method))
+            let dependencies = MethodDependencies(names: method.dependencies.names, sizeMB: Double(method.dependencies.sizeMB))
+            methods[name] = Method(
+                entry: entry, deadlineMs: method.deadlineMs, profile: profile.vm.name, lifecycle: lifecycle(name, method),
+                dependencies: dependencies)
         }
         self.methods = methods
         self.unplaceable = unplaceable
@@ -76,20 +81,23 @@ public struct InvocationPipeline: Sendable {
     let catalog: MethodCatalog
     let pool: VMPool
     let publisher: AMQPConnection
-    let predictor: any LatencyPredictor
+    let scorer: SuitabilityScorer
+    /// The pool's backend, as the model knows it.
+    let backend: String
     let metrics: WorkerMetrics
     let history: HistoryRecorder?
     let logger: Logger
 
     public init(
         settings: Settings, catalog: MethodCatalog, pool: VMPool, publisher: AMQPConnection,
-        predictor: any LatencyPredictor, metrics: WorkerMetrics, history: HistoryRecorder?, logger: Logger
+        scorer: SuitabilityScorer, backend: String, metrics: WorkerMetrics, history: HistoryRecorder?, logger: Logger
     ) {
         self.settings = settings
         self.catalog = catalog
         self.pool = pool
         self.publisher = publisher
-        self.predictor = predictor
+        self.scorer = scorer
+        self.backend = backend
         self.metrics = metrics
         self.history = history
         self.logger = logger
@@ -119,11 +127,17 @@ public struct InvocationPipeline: Sendable {
         }
 
         let request = PlacementRequest(
-            invocationID: invocation.id, method: invocation.method, profile: method.profile,
-            argsBytes: delivery.body.count, numericArgs: invocation.args.numericFeatures, affinityKey: invocation.affinity?.key)
+            invocationID: invocation.id, method: invocation.method, profile: method.profile, affinityKey: invocation.affinity?.key,
+            dependencies: method.dependencies.names)
+        let traits = InvocationTraits(
+            method: invocation.method, args: invocation.args, argsBytes: delivery.body.count,
+            deadlineMs: invocation.deadlineMs ?? method.deadlineMs, dependencies: method.dependencies)
         let lease: VMLease
+        let decision: PlacementDecision
         do {
-            lease = try await pool.acquire(request, maxWaiting: settings.localQueue)
+            let placed = try await pool.acquire(
+                request, policy: InvocationPlacement(scorer: scorer, invocation: traits, backend: backend), maxWaiting: settings.localQueue)
+            (lease, decision) = (placed.lease, placed.decision)
         } catch PoolError.saturated(let profile, let waiting) {
             logger.warning("pool \(profile) saturated with \(waiting) waiting; requeueing \(invocation.id)")
             try? delivery.nack(requeue: true)
@@ -146,22 +160,22 @@ public struct InvocationPipeline: Sendable {
         async let released: Void = pool.release(
             lease, method: invocation.method, affinityKey: invocation.affinity?.key, outcome: execOutcome,
             lifecycle: method.lifecycle, resetInGuest: resetInGuest)
-        await finish(&run, lease: lease)
+        await finish(&run, lease: lease, decision: decision)
         await released
         // After the result is out: how the VM fared against the prediction may change its resources.
         if run.outcome.ranToEnd {
             await pool.allocator?.observe(
-                vm: lease.vm.id, predictedUs: lease.decision.winner.prediction.execUs, actualUs: Double(run.execUs),
+                vm: lease.vm.id, predictedUs: decision.winner.prediction.execUs, actualUs: Double(run.execUs),
                 peakMemoryKB: run.peakMemoryKB)
         }
         let outcome = ExecutionOutcome(
-            features: lease.decision.winner.candidate.features, provisionUs: Double(lease.provisionDuration.inMicroseconds),
+            features: decision.winner.features, provisionUs: Double(lease.provisionDuration.inMicroseconds),
             execUs: Double(run.execUs), succeeded: run.outcome.ranToEnd)
-        predictor.observe(outcome)
+        scorer.predictor.observe(outcome)
         history?.record(ExecutionRecord(
             invocationID: invocation.id, recordedAtUs: TelemetrySink.nowMicroseconds(), outcome: outcome,
-            predictedUs: lease.decision.winner.prediction.totalUs, predictor: predictor.name,
-            placement: lease.decision.explanation.joined(separator: "\n")))
+            predictedUs: decision.winner.prediction.totalUs, predictor: scorer.predictor.name,
+            placement: decision.explanation.joined(separator: "\n")))
     }
 
     /// Runs the method in the VM and makes its result.
@@ -223,7 +237,7 @@ public struct InvocationPipeline: Sendable {
 
     /// Publishes the result (to `kiln.results` and to `reply_to`), acks the delivery once the
     /// broker confirmed it, and reports it.
-    private func finish(_ run: inout Run, lease: VMLease?) async {
+    private func finish(_ run: inout Run, lease: VMLease?, decision: PlacementDecision? = nil) async {
         guard var result = run.result else { return }
         let totalUs = (ContinuousClock.now - run.received).inMicroseconds
         result.timing = InvocationResult.Timing(
@@ -232,7 +246,9 @@ public struct InvocationPipeline: Sendable {
         if let lease {
             result.vm = .init(id: lease.vm.id, backend: lease.vm.backend.name, profile: lease.profile.name, cold: lease.cold,
                               reuseCount: UInt32(lease.reuseCount))
-            result.predictedUs = UInt64(max(0, lease.decision.winner.prediction.totalUs))
+        }
+        if let decision {
+            result.predictedUs = Self.microseconds(decision.winner.prediction.totalUs)
         }
         result.worker = settings.worker
         result.finishedAtUs = TelemetrySink.nowMicroseconds()
@@ -262,22 +278,27 @@ public struct InvocationPipeline: Sendable {
         metrics.telemetry.emit(.invocationCompleted(.init(
             id: result.id, method: result.method, status: result.status, vm: lease?.vm.id, cold: lease?.cold ?? false,
             execUs: run.execUs, totalUs: totalUs, predictedUs: result.predictedUs,
-            placement: lease.map { placementSummary($0.decision) })))
+            placement: decision.map(placementSummary))))
     }
 
     /// The decision as the `invocation.completed` event carries it.
     private func placementSummary(_ decision: PlacementDecision) -> TelemetryEvent.Placement {
-        TelemetryEvent.Placement(model: predictor.name, candidates: decision.candidates.map { scored in
+        TelemetryEvent.Placement(model: scorer.predictor.name, candidates: decision.candidates.enumerated().map { index, scored in
             let place: String
             switch scored.candidate.kind {
             case .idle(let vm): place = vm
             case .provision: place = "new"
             }
             return .init(
-                place: place, warmth: scored.candidate.features.warmth.rawValue,
-                predictedUs: UInt64(max(0, scored.prediction.totalUs)), uncertaintyUs: UInt64(max(0, scored.prediction.uncertaintyUs)),
-                suitability: (scored.suitability * 100).rounded() / 100, chosen: scored == decision.winner)
+                place: place, warmth: scored.features.warmth.rawValue,
+                predictedUs: Self.microseconds(scored.prediction.totalUs), uncertaintyUs: Self.microseconds(scored.prediction.uncertaintyUs),
+                suitability: scored.suitability.isFinite ? (scored.suitability * 100).rounded() / 100 : 0, chosen: index == decision.winnerIndex)
         })
+    }
+
+    /// A non-negative figure in whole microseconds, whatever the double holds.
+    private static func microseconds(_ value: Double) -> UInt64 {
+        value.isFinite ? UInt64(min(max(0, value), 1.8e19)) : 0
     }
 
     private func deadLetter(_ delivery: AMQPDelivery, reason: String, kind: String) async {

@@ -24,6 +24,7 @@ public struct TrainingHistoryGenerator: Sendable {
     let driver: any MicroVMDriver
     let backend: String
     let entries: [String: [String]]
+    let dependencies: [String: MethodDependencies]
     let settings: Settings
     let logger: Logger
 
@@ -37,6 +38,7 @@ public struct TrainingHistoryGenerator: Sendable {
         self.entries = Dictionary(uniqueKeysWithValues: manifest.methods.keys.compactMap { name in
             manifest.guestEntry(for: name).map { (name, $0) }
         })
+        self.dependencies = manifest.methods.mapValues { MethodDependencies(names: $0.dependencies.names, sizeMB: Double($0.dependencies.sizeMB)) }
         self.settings = settings
         self.logger = logger
     }
@@ -46,6 +48,7 @@ public struct TrainingHistoryGenerator: Sendable {
         var vm: any MicroVM
         var uses = 0
         var lastMethod: String?
+        var loaded: Set<String> = []
 
         init(vm: any MicroVM) {
             self.vm = vm
@@ -155,16 +158,21 @@ public struct TrainingHistoryGenerator: Sendable {
 
     private func run(_ job: Job, on slot: Slot, host: HostSample, concurrency: Int) async throws -> ExecutionRecord? {
         guard let entry = entries[job.method] else { return nil }
-        let warmth: VMWarmth = slot.lastMethod == job.method ? .warmForMethod : (slot.uses == 0 ? .fresh : .warm)
         let payload = try MessagePackEncoder().encode(MethodInput(args: job.args, context: nil))
-        let features = PlacementFeatures(
-            method: job.method, argsBytes: payload.count, numericArgs: job.args.numericFeatures, profile: settings.profile.name,
-            vcpus: settings.profile.vcpus, memoryMB: settings.profile.memoryMB, backend: backend, warmth: warmth,
-            reuseCount: slot.uses, hostCPU: host.cpuUtilization, memoryPressure: host.memoryPressure,
-            concurrentExecutions: concurrency)
-        let result = try await slot.vm.exec(.init(id: UUID().uuidString, method: job.method, entry: entry, payload: payload, deadlineMs: 10_000))
+        let deadlineMs: UInt64 = 10_000
+        let invocation = InvocationTraits(
+            method: job.method, args: job.args, argsBytes: payload.count, deadlineMs: deadlineMs, dependencies: dependencies[job.method] ?? .none)
+        let vm = CandidateVM(
+            profile: settings.profile.name, vcpus: settings.profile.vcpus, memoryMB: settings.profile.memoryMB, backend: backend,
+            past: .init(lastMethod: slot.lastMethod, uses: slot.uses, loadedDependencies: slot.loaded))
+        let load = HostLoad(
+            cpu: host.cpuUtilization, memoryPressure: host.memoryPressure,
+            networkBps: Double(host.networkReceiveBps) + Double(host.networkTransmitBps), concurrentExecutions: concurrency)
+        let features = PlacementFeatures(invocation: invocation, vm: vm, load: load)
+        let result = try await slot.vm.exec(.init(id: UUID().uuidString, method: job.method, entry: entry, payload: payload, deadlineMs: deadlineMs))
         slot.uses += 1
         slot.lastMethod = job.method
+        slot.loaded.formUnion(invocation.dependencies.names)
         try? await slot.vm.reset()
         let outcome = ExecutionOutcome(features: features, provisionUs: 0, execUs: Double(result.execUs), succeeded: result.status != .timeout)
         return ExecutionRecord(invocationID: "generated-\(UUID().uuidString.prefix(8))", recordedAtUs: TelemetrySink.nowMicroseconds(), outcome: outcome)

@@ -52,7 +52,8 @@ public struct Worker: Sendable {
 
         let telemetry = TelemetryPublisher(connection: publisher, exchange: names.telemetryExchange, host: hostName, worker: workerName, logger: logger)
         let metrics = WorkerMetrics(telemetry: telemetry.sink)
-        let (predictor, recorder) = try openHistoryAndModel()
+        let (scorer, recorder) = try openHistoryAndModel()
+        WorkerMetrics.registerModelMetrics()
         let profiles = configuration.profiles.map { name, profile in
             PoolProfile(vm: VMProfile(name: name, vcpus: profile.vcpus, memoryMB: profile.memoryMB), minIdle: profile.minIdle,
                         maxIdle: profile.maxIdle, maxTotal: profile.maxTotal, cpuShare: profile.cpuShare > 0 ? profile.cpuShare : nil)
@@ -64,8 +65,7 @@ public struct Worker: Sendable {
             relaxAfter: .milliseconds(Int64(adaptive.relaxAfterSeconds * 1_000))), observer: metrics, logger: logger) : nil
         let hostSamples = HostSampleBox()
         let pool = VMPool(
-            driver: driver, backend: backend.name, profiles: profiles, placement: SuitabilityScorer(predictor: predictor),
-            predictor: predictor,
+            driver: driver, backend: backend.name, profiles: profiles,
             sizer: PoolSizer(limits: PoolLimits(
                 memoryReserveMB: configuration.pool.memoryReserveMB, cpuReserveCores: configuration.pool.cpuReserveCores,
                 memoryPerVMMB: (profiles.map(\.vm.memoryMB).max() ?? 128) + (backend.name == "qemu" ? 64 : 0),
@@ -74,7 +74,7 @@ public struct Worker: Sendable {
             demandWindow: .milliseconds(Int64(configuration.pool.demandWindowSeconds * 1_000)),
             idleTTL: .milliseconds(Int64(configuration.lifecycle.idleTTLSeconds * 1_000)),
             provisionConcurrency: configuration.pool.provisionConcurrency, allocator: allocator,
-            host: { hostSamples.latest }, observer: metrics, logger: logger)
+            host: { hostSamples.latest }, observer: WorkerPoolObserver(metrics: metrics, predictor: scorer.predictor), logger: logger)
         let monitor = HostMonitor(logger: logger) { sample in
             hostSamples.latest = sample
             Task {
@@ -96,15 +96,16 @@ public struct Worker: Sendable {
                 names: names, worker: workerName,
                 decoder: MessagePackDecoder(limits: WireLimits(maxBodyBytes: configuration.limits.maxBodyBytes, maxDepth: configuration.limits.maxDepth)),
                 localQueue: configuration.limits.localQueue),
-            catalog: catalog, pool: pool, publisher: publisher, predictor: predictor, metrics: metrics, history: recorder,
-            logger: logger)
+            catalog: catalog, pool: pool, publisher: publisher, scorer: scorer, backend: backend.name, metrics: metrics,
+            history: recorder, logger: logger)
         let prefetch = configuration.amqp.prefetch > 0
             ? UInt16(configuration.amqp.prefetch) : UInt16(clamping: max(1, await pool.capacity * 2))
 
         var services: [any Service] = [monitor, PoolMaintainer(pool: pool, interval: .milliseconds(Int64(configuration.pool.sizingIntervalSeconds * 1_000))), telemetry]
         if let recorder { services.append(recorder) }
         if let address = HostAndPort(configuration.metrics.listen), !configuration.metrics.listen.isEmpty {
-            services.append(StatusServer(address: address, routes: statusRoutes(pool: pool, consumer: consumer, catalog: catalog), logger: logger))
+            services.append(StatusServer(
+                address: address, routes: statusRoutes(pool: pool, consumer: consumer, catalog: catalog, predictor: scorer.predictor), logger: logger))
         }
         services.append(InvocationConsumer(connection: consumer, queue: names.invocationsQueue, prefetch: prefetch, pipeline: pipeline, logger: logger))
 
@@ -122,22 +123,24 @@ public struct Worker: Sendable {
         await publisher.close(grace: .seconds(5))
     }
 
-    /// The latency model, trained from the history when there is one, and the recorder that
-    /// keeps the history growing.
-    private func openHistoryAndModel() throws -> (any LatencyPredictor, HistoryRecorder?) {
-        let predictor: any LatencyPredictor = configuration.predict.model == "ewma" ? EWMAPredictor() : LearnedPredictor()
-        guard !configuration.history.path.isEmpty else { return (predictor, nil) }
+    /// The latency model, trained from the history when there is one, in the scorer that places
+    /// invocations; and the recorder that keeps the history growing.
+    private func openHistoryAndModel() throws -> (SuitabilityScorer, HistoryRecorder?) {
+        let baseline = EWMAPredictor()
+        let predictor: any LatencyPredictor = configuration.predict.model == "ewma"
+            ? baseline : LearnedPredictor(fallback: baseline, onRejection: WorkerMetrics.modelRejectedUpdate)
+        let scorer = SuitabilityScorer(predictor: predictor, baseline: baseline)
+        guard !configuration.history.path.isEmpty else { return (scorer, nil) }
         let history = try ExecutionHistory(path: configuration.history.path, retention: HistoryRetention(
             maxRecords: configuration.history.maxRecords, maxAge: .seconds(Int64(configuration.history.maxAgeDays * 86_400))))
         if configuration.predict.trainAtStart {
             let started = ContinuousClock.now
-            let records = try history.all()
-            for record in records { predictor.observe(record.outcome) }
-            if !records.isEmpty {
-                logger.info("trained the \(predictor.name) model on \(records.count) past invocations in \(ContinuousClock.now - started)")
+            let replay = HistoryReplay.replay(try history.all(), into: predictor)
+            if replay.replayed + replay.otherSchema + replay.notFinite > 0 {
+                logger.info("trained the \(predictor.name) model from \(configuration.history.path) in \(ContinuousClock.now - started): \(replay.description)")
             }
         }
-        return (predictor, HistoryRecorder(history: history, logger: logger))
+        return (scorer, HistoryRecorder(history: history, logger: logger))
     }
 
     private var imageDirectory: String {
@@ -166,7 +169,9 @@ public struct Worker: Sendable {
         }
     }
 
-    private func statusRoutes(pool: VMPool, consumer: AMQPConnection, catalog: MethodCatalog) -> [String: StatusServer.Route] {
+    private func statusRoutes(
+        pool: VMPool, consumer: AMQPConnection, catalog: MethodCatalog, predictor: any LatencyPredictor
+    ) -> [String: StatusServer.Route] {
         var routes = extraRoutes
         routes["/healthz"] = {
             let pools = await pool.status()
@@ -180,7 +185,28 @@ public struct Worker: Sendable {
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             return .json((try? [UInt8](encoder.encode(await pool.status()))) ?? [])
         }
+        routes["/model"] = {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            let learned = predictor as? LearnedPredictor
+            let status = ModelStatus(
+                model: predictor.name, rejectedUpdates: learned?.rejectedUpdates ?? 0, methods: learned?.methodStates() ?? [:])
+            return .json((try? [UInt8](encoder.encode(status))) ?? [])
+        }
         return routes
+    }
+}
+
+/// What `/model` shows: the latency model, the updates it refused, and each method's state.
+struct ModelStatus: Encodable {
+    var model: String
+    var rejectedUpdates: Int
+    var methods: [String: LearnedPredictor.MethodState]
+
+    enum CodingKeys: String, CodingKey {
+        case model
+        case rejectedUpdates = "rejected_updates"
+        case methods
     }
 }
 

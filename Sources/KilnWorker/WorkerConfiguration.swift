@@ -158,8 +158,8 @@ public struct WorkerConfiguration: Codable, Sendable, Equatable {
     }
 
     public struct Predict: Codable, Sendable, Equatable {
-        /// `rls` (the learned model) or `ewma` (moving averages).
-        public var model = "rls"
+        /// `ridge` (the learned model; `rls`, its former name, means the same) or `ewma` (moving averages).
+        public var model = "ridge"
         /// Train the model from the history at start.
         public var trainAtStart = true
 
@@ -384,7 +384,7 @@ extension WorkerConfiguration {
         try require(configuration.adaptive.degradationRatio > 1, "adaptive.degradation_ratio", "must be above 1")
         try require(configuration.adaptive.sustained >= 1, "adaptive.sustained", "must be at least 1")
         try require(configuration.adaptive.cpuStep > 0, "adaptive.cpu_step", "must be positive")
-        try require(["rls", "ewma"].contains(configuration.predict.model), "predict.model", "must be rls or ewma, not \(configuration.predict.model)")
+        try require(["ridge", "rls", "ewma"].contains(configuration.predict.model), "predict.model", "must be ridge or ewma, not \(configuration.predict.model)")
         try require(configuration.history.maxRecords >= 100, "history.max_records", "must be at least 100")
         try require(configuration.history.maxAgeDays > 0, "history.max_age_days", "must be positive")
         try require(configuration.limits.localQueue >= 0, "limits.local_queue", "must not be negative")

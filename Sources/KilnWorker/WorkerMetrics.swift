@@ -1,4 +1,5 @@
 import KilnPool
+import KilnPredict
 import KilnVM
 import KilnWire
 import Metrics
@@ -22,6 +23,19 @@ public struct WorkerMetrics: Sendable {
         Timer(label: "kiln_overhead_seconds", preferredDisplayUnit: .seconds).recordMicroseconds(overheadUs)
     }
 
+    /// Makes the model's counters exist from the start, at zero, so that a dashboard sees them
+    /// before the first refusal.
+    static func registerModelMetrics() {
+        for reason in LearnedPredictor.Rejection.allCases {
+            Counter(label: "kiln_model_rejected_updates_total", dimensions: [("reason", reason.rawValue)]).increment(by: 0)
+        }
+    }
+
+    /// The latency model refused an update (see ``LearnedPredictor/Rejection``).
+    static func modelRejectedUpdate(_ reason: LearnedPredictor.Rejection) {
+        Counter(label: "kiln_model_rejected_updates_total", dimensions: [("reason", reason.rawValue)]).increment()
+    }
+
     /// A body was dead-lettered, for `reason` (the error's kind).
     func deadLettered(reason: String) {
         Counter(label: "kiln_dead_letters_total", dimensions: [("reason", reason)]).increment()
@@ -41,13 +55,14 @@ public struct WorkerMetrics: Sendable {
 }
 
 extension WorkerMetrics: PoolObserver {
-    public func vmCreated(id: String, backend: String, profile: VMProfile, provisioning: Provisioning, reason: String) {
-        Timer(label: "kiln_vm_create_seconds", dimensions: [("backend", backend), ("profile", profile.name), ("mode", provisioning.method.rawValue)],
+    public func vmCreated(_ vm: CreatedVM) {
+        let provisioning = vm.provisioning
+        Timer(label: "kiln_vm_create_seconds", dimensions: [("backend", vm.backend), ("profile", vm.profile.name), ("mode", provisioning.method.rawValue)],
               preferredDisplayUnit: .seconds)
             .recordNanoseconds(Int64(provisioning.duration.inMicroseconds) * 1_000)
         telemetry.emit(.vmCreated(.init(
-            vm: id, backend: backend, profile: profile.name, bootUs: provisioning.duration.inMicroseconds,
-            mode: provisioning.method.rawValue, reason: reason)))
+            vm: vm.id, backend: vm.backend, profile: vm.profile.name, bootUs: provisioning.duration.inMicroseconds,
+            mode: provisioning.method.rawValue, reason: vm.reason)))
     }
 
     public func vmDestroyed(id: String, backend: String, profile: String, reason: String, lifetime: Duration, uses: Int, took: Duration) {
@@ -76,5 +91,33 @@ extension WorkerMetrics: AllocationObserver {
             .init(memoryMB: UInt32(limits.memoryMB), cpuQuotaPercent: UInt32((limits.cpus * 100).rounded()))
         }
         telemetry.emit(.vmReallocated(.init(vm: id, from: allocation(from), to: allocation(to), reason: reason)))
+    }
+}
+
+/// The pool's observer in a worker: the metrics and telemetry hear every event, and the latency
+/// model learns from every VM provisioned how long the driver took (by its way of provisioning:
+/// a snapshot template's first boot is not learned as a restore).
+struct WorkerPoolObserver: PoolObserver {
+    let metrics: WorkerMetrics
+    let predictor: any LatencyPredictor
+
+    func vmCreated(_ vm: CreatedVM) {
+        metrics.vmCreated(vm)
+        predictor.observeProvisioning(ProvisionOutcome(
+            backend: vm.backend, profile: vm.profile.name, mode: vm.provisioning.method.rawValue,
+            durationUs: Double(vm.provisioning.duration.inMicroseconds), hostCPU: vm.host.cpuUtilization,
+            memoryPressure: vm.host.memoryPressure, concurrentProvisions: vm.concurrentProvisions))
+    }
+
+    func vmDestroyed(id: String, backend: String, profile: String, reason: String, lifetime: Duration, uses: Int, took: Duration) {
+        metrics.vmDestroyed(id: id, backend: backend, profile: profile, reason: reason, lifetime: lifetime, uses: uses, took: took)
+    }
+
+    func poolResized(profile: String, from: Int, to: Int, reason: String) {
+        metrics.poolResized(profile: profile, from: from, to: to, reason: reason)
+    }
+
+    func poolCounts(profile: String, idle: Int, busy: Int, target: Int) {
+        metrics.poolCounts(profile: profile, idle: idle, busy: busy, target: target)
     }
 }

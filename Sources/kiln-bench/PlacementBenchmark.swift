@@ -10,7 +10,7 @@ import KilnWorker
 struct PlacementBenchmark: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "placement",
-        abstract: "The cost of a placement decision: RLS model against EWMA, per invocation."
+        abstract: "The cost of a placement decision: the learned model against EWMA, per invocation."
     )
 
     @Option(help: "Idle VMs among the candidates (a new VM is one more).")
@@ -24,15 +24,18 @@ struct PlacementBenchmark: ParsableCommand {
         let host = HostSample(cpuUtilization: 0.6, cpuCount: 2, memoryTotalMB: 24_000, memoryAvailableMB: 20_000,
                               memoryPressure: 0.01, networkReceiveBps: 0, networkTransmitBps: 0)
         let candidates = (0..<idle).map { index in
-            PlacementCandidate(kind: .idle(vm: "q\(index)"), profile: "small", features: features(
-                warmth: index.isMultiple(of: 3) ? .warm : .warmForMethod, reuse: index * 40, cpu: host.cpuUtilization))
-        } + [PlacementCandidate(kind: .provision, profile: "small", features: features(warmth: .notProvisioned, reuse: 0, cpu: 0.6))]
+            PlacementCandidate(
+                kind: .idle(vm: "q\(index)"), profile: .small, lastMethod: index.isMultiple(of: 3) ? "echo" : "resize", uses: index * 40)
+        } + [PlacementCandidate(kind: .provision, profile: .small)]
+        let request = PlacementRequest(invocationID: "bench", method: "resize", profile: "small")
+        let invocation = InvocationTraits(method: "resize", args: ["width": 640, "height": 480], argsBytes: 180, deadlineMs: 5_000)
+        let load = PoolLoad(busy: 2, waiting: 0, idle: idle, provisioning: 0)
 
         var table = TextTable("step", "model", "µs per invocation", "per second")
         for predictor in [LearnedPredictor() as any LatencyPredictor, EWMAPredictor()] {
             train(predictor)
-            let scorer = SuitabilityScorer(predictor: predictor)
-            let choose = bestRate(seconds: seconds) { _ = scorer.choose(from: candidates, host: host) }
+            let placement = InvocationPlacement(scorer: SuitabilityScorer(predictor: predictor), invocation: invocation, backend: "qemu")
+            let choose = bestRate(seconds: seconds) { _ = placement.place(request, among: candidates, load: load, host: host) }
             table.add("score \(candidates.count) candidates, pick one", predictor.name, formatted(1e6 / choose, decimals: 2), formatted(choose))
             var round = 0
             let observe = bestRate(seconds: seconds) {
@@ -41,7 +44,8 @@ struct PlacementBenchmark: ParsableCommand {
             }
             table.add("learn from the outcome", predictor.name, formatted(1e6 / observe, decimals: 2), formatted(observe))
         }
-        let decision = SuitabilityScorer(predictor: EWMAPredictor()).choose(from: candidates, host: host)!
+        let placement = InvocationPlacement(scorer: SuitabilityScorer(predictor: EWMAPredictor()), invocation: invocation, backend: "qemu")
+        let decision = placement.place(request, among: candidates, load: load, host: host)!.decision
         let explain = bestRate(seconds: seconds) { _ = decision.explanation.joined(separator: "\n") }
         table.add("render the explanation (history)", "-", formatted(1e6 / explain, decimals: 2), formatted(explain))
         print(table.render())

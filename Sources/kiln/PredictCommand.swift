@@ -66,14 +66,16 @@ struct PredictCommand: AsyncParsableCommand {
         var plot: String?
 
         func run() throws {
-            let records = try HistoryCommand.load(history)
-            guard records.count >= 20 else { throw ValidationError("\(records.count) records are too few to evaluate") }
+            let loaded = try HistoryCommand.load(history)
+            let (records, skipped) = HistoryReplay.usable(loaded)
+            if skipped.otherSchema + skipped.notFinite > 0 { print("of \(loaded.count) records: \(skipped.description)") }
+            guard records.count >= 20 else { throw ValidationError("\(records.count) usable records are too few to evaluate") }
             let evaluation = PredictionEvaluation(trainingShare: split)
             let learned = evaluation.run(records) { LearnedPredictor() }
             let baseline = evaluation.run(records) { EWMAPredictor() }
             print("held out: \(learned.overall.count) of \(records.filter(\.succeeded).count) records (the last \(Int((1 - split) * 100))%)")
             print("")
-            print("method      model   n      MAE ms   MAPE %   p90 %")
+            print("method      model     n      MAE ms   MAPE % median %   p90 %  within 2x  worst")
             for method in learned.byMethod.keys.sorted() {
                 for report in [learned, baseline] {
                     let errors = report.byMethod[method]!
@@ -84,7 +86,7 @@ struct PredictCommand: AsyncParsableCommand {
             print(row("all", baseline.predictor, baseline.overall))
             let reduction = (1 - learned.overall.mape / max(baseline.overall.mape, 1e-9)) * 100
             print("")
-            print(String(format: "MAPE %.1f%% (rls) against %.1f%% (ewma): %.0f%% lower; MAE %.0f%% lower", learned.overall.mape,
+            print(String(format: "MAPE %.1f%% (\(learned.predictor)) against %.1f%% (ewma): %.0f%% lower; MAE %.0f%% lower", learned.overall.mape,
                          baseline.overall.mape, reduction, (1 - learned.overall.mae / max(baseline.overall.mae, 1e-9)) * 100))
             if let plot {
                 try CalibrationPlot.svg([learned, baseline], title: "Predicted against actual latency, held-out \(learned.overall.count) invocations")
@@ -95,7 +97,8 @@ struct PredictCommand: AsyncParsableCommand {
 
         private func row(_ method: String, _ model: String, _ errors: PredictionEvaluation.Errors) -> String {
             method.padding(toLength: 11, withPad: " ", startingAt: 0) + " " + model.padding(toLength: 6, withPad: " ", startingAt: 0)
-                + String(format: " %4d %10.2f %8.1f %7.1f", errors.count, errors.mae / 1_000, errors.mape, errors.p90)
+                + String(format: " %5d %10.2f %8.1f %8.1f %7.1f %9.0f%% %6.1fx", errors.count, errors.mae / 1_000, errors.mape, errors.medianAPE,
+                         errors.p90, errors.withinTwice * 100, errors.worstRatio)
         }
     }
 }

@@ -1,6 +1,5 @@
 import Foundation
 import KilnPool
-import KilnPredict
 import KilnVM
 import Logging
 import Testing
@@ -18,7 +17,7 @@ struct LargerProfileTests {
         let pool = VMPool(
             driver: driver, backend: "process",
             profiles: [PoolProfile(vm: .small, minIdle: 0, maxIdle: 0, maxTotal: 2), PoolProfile(vm: large, minIdle: 1, maxIdle: 1, maxTotal: 2)],
-            placement: SaturationGateTests.FirstCandidate(), predictor: EWMAPredictor(), sizer: PoolSizer(limits: PoolLimits()),
+            sizer: PoolSizer(limits: PoolLimits()),
             host: {
                 HostSample(cpuUtilization: 0.2, cpuCount: 2, memoryTotalMB: 24_000, memoryAvailableMB: 20_000,
                            memoryPressure: 0, networkReceiveBps: 0, networkTransmitBps: 0)
@@ -28,18 +27,19 @@ struct LargerProfileTests {
 
         // At its target the large profile keeps its VM for its own methods: the small invocation
         // gets a new small VM (the placement here takes the first candidate the pool lists).
-        let own = try await pool.acquire(request("1", profile: VMProfile.small.name), maxWaiting: 8)
+        let own = try await pool.acquire(request("1", profile: VMProfile.small.name), policy: SaturationGateTests.FirstCandidate(), maxWaiting: 8).lease
         #expect(own.profile.name == "small" && own.cold, "got a \(own.profile.name) VM, cold: \(own.cold)")
         await pool.release(own, method: "echo", affinityKey: nil, outcome: .completed, lifecycle: LifecyclePolicy(freshVM: true))
 
         // One large VM over its target: the small invocation borrows it rather than wait for a new VM.
-        let largeLease = try await pool.acquire(request("2", profile: large.name), maxWaiting: 8)
+        let largeLease = try await pool.acquire(request("2", profile: large.name), policy: SaturationGateTests.FirstCandidate(), maxWaiting: 8).lease
         try await replenished(pool, large: 1)
         await pool.release(largeLease, method: "big", affinityKey: nil, outcome: .completed, lifecycle: LifecyclePolicy())
         #expect(await idle(pool, "large") == 2)
-        let borrowed = try await pool.acquire(request("3", profile: VMProfile.small.name), maxWaiting: 8)
+        let placed = try await pool.acquire(request("3", profile: VMProfile.small.name), policy: SaturationGateTests.FirstCandidate(), maxWaiting: 8)
+        let borrowed = placed.lease
         #expect(borrowed.profile.name == "large" && !borrowed.cold, "got a \(borrowed.profile.name) VM, cold: \(borrowed.cold)")
-        #expect(borrowed.decision.winner.candidate.features.vcpus == 2, "the model is asked about the VM it would run on")
+        #expect(placed.decision.profile.vcpus == 2, "the policy is shown the VM it would run on")
         #expect(try await borrowed.vm.exec(.init(id: "3", method: "noop", entry: ["kiln:noop"], payload: [], deadlineMs: 1_000)).status == .ok)
 
         // It goes back to its own pool.

@@ -1,6 +1,5 @@
 import Foundation
 import KilnPool
-import KilnPredict
 import KilnVM
 import Logging
 import Synchronization
@@ -12,17 +11,15 @@ import Testing
 struct SaturationGateTests {
     /// Takes the first candidate: the pool lists idle VMs most recently used first.
     struct FirstCandidate: PlacementPolicy {
-        func place(_ request: PlacementRequest, among candidates: [PlacementCandidate], host: HostSample) -> PlacementDecision? {
-            guard let first = candidates.first else { return nil }
-            let scored = ScoredCandidate(
-                candidate: first, prediction: LatencyPrediction(provisionUs: 0, execUs: 0, uncertaintyUs: 0),
-                effectiveLatencyUs: 0, resourceFactor: 1, suitability: 1)
-            return PlacementDecision(winner: scored, candidates: [scored])
+        func place(
+            _ request: PlacementRequest, among candidates: [PlacementCandidate], load: PoolLoad, host: HostSample
+        ) -> (chosen: Int, decision: PlacementCandidate)? {
+            candidates.first.map { (0, $0) }
         }
     }
 
     struct Silent: PoolObserver {
-        func vmCreated(id: String, backend: String, profile: VMProfile, provisioning: Provisioning, reason: String) {}
+        func vmCreated(_ vm: CreatedVM) {}
         func vmDestroyed(id: String, backend: String, profile: String, reason: String, lifetime: Duration, uses: Int, took: Duration) {}
         func poolResized(profile: String, from: Int, to: Int, reason: String) {}
         func poolCounts(profile: String, idle: Int, busy: Int, target: Int) {}
@@ -41,15 +38,15 @@ struct SaturationGateTests {
         let cpu = Mutex(1.0)
         let pool = VMPool(
             driver: driver, backend: "process", profiles: [PoolProfile(vm: .small, minIdle: 0, maxIdle: 0, maxTotal: 2)],
-            placement: FirstCandidate(), predictor: EWMAPredictor(), sizer: PoolSizer(limits: PoolLimits(saturatedBusyLimit: 1)),
+            sizer: PoolSizer(limits: PoolLimits(saturatedBusyLimit: 1)),
             host: {
                 HostSample(cpuUtilization: cpu.withLock { $0 }, cpuCount: 2, memoryTotalMB: 24_000, memoryAvailableMB: 20_000,
                            memoryPressure: 0, networkReceiveBps: 0, networkTransmitBps: 0)
             },
             observer: Silent(), logger: logger)
 
-        let first = try await pool.acquire(request("1"), maxWaiting: 8)
-        let second = Task { try await pool.acquire(request("2"), maxWaiting: 8) }
+        let first = try await pool.acquire(request("1"), policy: SaturationGateTests.FirstCandidate(), maxWaiting: 8).lease
+        let second = Task { try await pool.acquire(request("2"), policy: SaturationGateTests.FirstCandidate(), maxWaiting: 8).lease }
         try await Task.sleep(for: .milliseconds(300))
         #expect(await pool.status().first?.busy == 1, "the second invocation did not wait: the host is saturated and a VM is at work")
 
@@ -59,7 +56,7 @@ struct SaturationGateTests {
 
         // Below saturation nothing waits: a second VM is provisioned beside the busy one.
         cpu.withLock { $0 = 0.5 }
-        let third = try await pool.acquire(request("3"), maxWaiting: 8)
+        let third = try await pool.acquire(request("3"), policy: SaturationGateTests.FirstCandidate(), maxWaiting: 8).lease
         #expect(third.vm.id != next.vm.id)
         #expect(await pool.status().first?.busy == 2)
 

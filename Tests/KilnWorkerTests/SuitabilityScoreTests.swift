@@ -13,6 +13,13 @@ struct SuitabilityScoreTests {
         PlacementFeatures(method: method, profile: "small", backend: "qemu", warmth: warmth)
     }
 
+    /// A candidate and the features the model is asked about.
+    func option(
+        _ kind: PlacementCandidate.Kind, _ warmth: VMWarmth, affinity: Bool = false
+    ) -> (candidate: PlacementCandidate, features: PlacementFeatures) {
+        (PlacementCandidate(kind: kind, profile: .small, affinityMatch: affinity), features(warmth))
+    }
+
     /// A predictor with fixed figures.
     struct Fixed: LatencyPredictor {
         var exec: [VMWarmth: Double]
@@ -28,11 +35,7 @@ struct SuitabilityScoreTests {
 
     @Test func aVMWarmForTheMethodBeatsAnotherIdleVMAndANewOne() throws {
         let predictor = Fixed(exec: [.warmForMethod: 300, .warm: 2_000, .fresh: 2_500, .notProvisioned: 2_500], provision: 45_000)
-        let candidates = [
-            PlacementCandidate(kind: .idle(vm: "a"), profile: "small", features: features(.warm)),
-            PlacementCandidate(kind: .idle(vm: "b"), profile: "small", features: features(.warmForMethod)),
-            PlacementCandidate(kind: .provision, profile: "small", features: features(.notProvisioned)),
-        ]
+        let candidates = [option(.idle(vm: "a"), .warm), option(.idle(vm: "b"), .warmForMethod), option(.provision, .notProvisioned)]
         let decision = try #require(SuitabilityScorer(predictor: predictor).choose(from: candidates, host: quiet))
         #expect(decision.winner.candidate.kind == .idle(vm: "b"))
         #expect(decision.candidates.count == 3)
@@ -44,10 +47,7 @@ struct SuitabilityScoreTests {
         let predictor = Fixed(exec: [.warmForMethod: 333.5, .notProvisioned: 2_499.49], provision: 45_000.7)
         let busy = HostSample(cpuUtilization: 0.73, cpuCount: 2, memoryTotalMB: 24_000, memoryAvailableMB: 20_000,
                               memoryPressure: 0.004, networkReceiveBps: 0, networkTransmitBps: 0)
-        let candidates = [
-            PlacementCandidate(kind: .idle(vm: "b"), profile: "small", features: features(.warmForMethod), affinityMatch: true),
-            PlacementCandidate(kind: .provision, profile: "small", features: features(.notProvisioned)),
-        ]
+        let candidates = [option(.idle(vm: "b"), .warmForMethod, affinity: true), option(.provision, .notProvisioned)]
         let decision = try #require(SuitabilityScorer(predictor: predictor).choose(from: candidates, host: busy))
         let expected = decision.candidates.sorted { $0.suitability > $1.suitability }.map { scored in
             String(format: "%.0f µs (+%.0f µs provision, ±%.0f), resources x%.2f%@, suitability %.2f",
@@ -68,9 +68,9 @@ struct SuitabilityScoreTests {
     }
 
     @Test func nearTiesGoToTheEarliestCandidateTheMostRecentlyUsedVM() throws {
-        func idle(_ vm: String, reuse: Int) -> PlacementCandidate {
-            PlacementCandidate(kind: .idle(vm: vm), profile: "small", features: PlacementFeatures(
-                method: "echo", profile: "small", backend: "qemu", warmth: .warmForMethod, reuseCount: reuse))
+        func idle(_ vm: String, reuse: Int) -> (candidate: PlacementCandidate, features: PlacementFeatures) {
+            (PlacementCandidate(kind: .idle(vm: vm), profile: .small, lastMethod: "echo", uses: reuse),
+             PlacementFeatures(method: "echo", profile: "small", backend: "qemu", warmth: .warmForMethod, reuseCount: reuse))
         }
         // "hot" is listed first (the pool lists the most recently used first) and predicted 0.5%
         // slower than "cold": within the tolerance, so it wins.
@@ -84,35 +84,57 @@ struct SuitabilityScoreTests {
 
     @Test func affinityTipsTheBalanceBetweenEquals() throws {
         let predictor = Fixed(exec: [.warm: 1_000], provision: 45_000)
-        let candidates = [
-            PlacementCandidate(kind: .idle(vm: "a"), profile: "small", features: features(.warm)),
-            PlacementCandidate(kind: .idle(vm: "b"), profile: "small", features: features(.warm), affinityMatch: true),
-        ]
+        let candidates = [option(.idle(vm: "a"), .warm), option(.idle(vm: "b"), .warm, affinity: true)]
         let decision = try #require(SuitabilityScorer(predictor: predictor).choose(from: candidates, host: quiet))
         #expect(decision.winner.candidate.kind == .idle(vm: "b"))
     }
 
     @Test func aLoadedHostMakesANewVMCostlier() {
         let scorer = SuitabilityScorer(predictor: EWMAPredictor())
-        let candidate = PlacementCandidate(kind: .provision, profile: "small", features: features(.notProvisioned))
+        let (candidate, newVM) = option(.provision, .notProvisioned)
         let prediction = LatencyPrediction(provisionUs: 40_000, execUs: 1_000, uncertaintyUs: 2_000)
         var loaded = quiet
         loaded.cpuUtilization = 0.95
         loaded.memoryPressure = 0.3
         loaded.networkReceiveBps = 100_000_000
-        let calm = scorer.score(candidate, prediction: prediction, host: quiet)
-        let busy = scorer.score(candidate, prediction: prediction, host: loaded)
+        let calm = scorer.score(candidate, features: newVM, prediction: prediction, host: quiet)
+        let busy = scorer.score(candidate, features: newVM, prediction: prediction, host: loaded)
         #expect(calm.resourceFactor < busy.resourceFactor)
         #expect(calm.suitability > busy.suitability)
         // Uncertainty counts against a candidate: 41 ms + 0.5 × 2 ms.
         #expect(calm.effectiveLatencyUs == 42_000)
         // An idle VM's resources are already spent.
-        let idle = scorer.score(PlacementCandidate(kind: .idle(vm: "x"), profile: "small", features: features(.warm)),
-                                prediction: prediction, host: loaded)
+        let (idleVM, idleFeatures) = option(.idle(vm: "x"), .warm)
+        let idle = scorer.score(idleVM, features: idleFeatures, prediction: prediction, host: loaded)
         #expect(idle.resourceFactor == 1)
     }
 
     @Test func noCandidatesNoDecision() {
         #expect(SuitabilityScorer(predictor: EWMAPredictor()).choose(from: [], host: quiet) == nil)
+    }
+
+    /// Predicts nothing useful: NaN for every VM that exists, infinity for a new one.
+    struct Broken: LatencyPredictor {
+        var name: String { "broken" }
+        func predict(_ features: PlacementFeatures) -> LatencyPrediction {
+            LatencyPrediction(provisionUs: features.warmth == .notProvisioned ? .infinity : 0, execUs: .nan, uncertaintyUs: .nan)
+        }
+        func observe(_ outcome: ExecutionOutcome) {}
+        func observeProvisioning(_ outcome: ProvisionOutcome) {}
+    }
+
+    @Test func aModelThatPredictsNaNFallsBackToTheBaselineAndSaysSo() throws {
+        let baseline = Fixed(exec: [.warmForMethod: 300, .warm: 2_000, .notProvisioned: 2_000], provision: 45_000)
+        let scorer = SuitabilityScorer(predictor: Broken(), baseline: baseline)
+        let decision = try #require(scorer.choose(
+            from: [option(.idle(vm: "a"), .warm), option(.idle(vm: "b"), .warmForMethod), option(.provision, .notProvisioned)], host: quiet))
+        #expect(decision.winner.candidate.kind == .idle(vm: "b"))
+        #expect(decision.candidates.allSatisfy { $0.suitability.isFinite })
+        #expect(decision.explanation.allSatisfy { $0.contains("(broken prediction not finite: fixed used)") })
+        // With nothing finite at all, the first candidate is taken, and the explanation says so.
+        let hopeless = try #require(SuitabilityScorer(predictor: Broken(), baseline: Broken()).choose(
+            from: [option(.idle(vm: "a"), .warm), option(.provision, .notProvisioned)], host: quiet))
+        #expect(hopeless.winnerIndex == 0)
+        #expect(hopeless.explanation.contains { $0.contains("no finite suitability") })
     }
 }

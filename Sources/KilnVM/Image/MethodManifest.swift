@@ -13,6 +13,8 @@ import Foundation
 ///     "wordcount": { "entry": ["kiln-examples", "wordcount"], "mode": "serve", "warm": true },
 ///     "sleep": { "entry": ["kiln-examples", "sleep"], "deadline_ms": 10000, "lifecycle": "fresh",
 ///                "resources": { "vcpus": 1, "memory_mb": 128 } },
+///     "resize": { "entry": ["/usr/bin/python3", "/app/resize.py"],
+///                 "dependencies": { "runtime": "python3", "files": ["/app/weights.bin"], "size_mb": 60 } },
 ///     "noop":  { "entry": ["kiln:noop"] }
 ///   }
 /// }
@@ -54,10 +56,13 @@ public struct MethodManifest: Codable, Sendable, Equatable {
         public var lifecycle: Lifecycle
         /// The VM profile the method needs.
         public var resources: Resources
+        /// What it needs beyond its code; the latency model predicts it slower on a VM that has
+        /// not loaded them yet.
+        public var dependencies: Dependencies
 
         public init(
             entry: [String], deadlineMs: UInt64 = 30_000, mode: Mode = .exec, warm: Bool = false,
-            lifecycle: Lifecycle = .reuse, resources: Resources = .init()
+            lifecycle: Lifecycle = .reuse, resources: Resources = .init(), dependencies: Dependencies = .init()
         ) {
             self.entry = entry
             self.deadlineMs = deadlineMs
@@ -65,12 +70,13 @@ public struct MethodManifest: Codable, Sendable, Equatable {
             self.warm = warm
             self.lifecycle = lifecycle
             self.resources = resources
+            self.dependencies = dependencies
         }
 
         enum CodingKeys: String, CodingKey {
             case entry
             case deadlineMs = "deadline_ms"
-            case mode, warm, lifecycle, resources
+            case mode, warm, lifecycle, resources, dependencies
         }
 
         public init(from decoder: any Decoder) throws {
@@ -81,6 +87,62 @@ public struct MethodManifest: Codable, Sendable, Equatable {
             warm = try container.decodeIfPresent(Bool.self, forKey: .warm) ?? false
             lifecycle = try container.decodeIfPresent(Lifecycle.self, forKey: .lifecycle) ?? .reuse
             resources = try container.decodeIfPresent(Resources.self, forKey: .resources) ?? .init()
+            dependencies = try container.decodeIfPresent(Dependencies.self, forKey: .dependencies) ?? .init()
+        }
+    }
+
+    /// What a method needs beyond its code: the runtime (or root filesystem) it runs on, the
+    /// files it reads, and how large they are. A VM that ran a method with the same runtime or
+    /// files has them loaded (its page cache, a runtime's imports); one that did not pays for
+    /// loading them, which the latency model learns per MiB.
+    public struct Dependencies: Codable, Sendable, Equatable {
+        /// The runtime or root filesystem, e.g. `python3`.
+        public var runtime: String?
+        /// Files read beyond the code, as absolute guest paths.
+        public var files: [String]
+        /// The size of the runtime and files together, MiB (a hint).
+        public var sizeMB: Int
+
+        public init(runtime: String? = nil, files: [String] = [], sizeMB: Int = 0) {
+            self.runtime = runtime
+            self.files = files
+            self.sizeMB = sizeMB
+        }
+
+        /// The names a VM that loaded them is known by: `runtime:<name>` and `file:<path>`.
+        public var names: Set<String> {
+            Set((runtime.map { ["runtime:" + $0] } ?? []) + files.map { "file:" + $0 })
+        }
+
+        /// Whether the method declares none.
+        public var isEmpty: Bool { runtime == nil && files.isEmpty && sizeMB == 0 }
+
+        enum CodingKeys: String, CodingKey {
+            case runtime, files
+            case sizeMB = "size_mb"
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            runtime = try container.decodeIfPresent(String.self, forKey: .runtime)
+            files = try container.decodeIfPresent([String].self, forKey: .files) ?? []
+            sizeMB = try container.decodeIfPresent(Int.self, forKey: .sizeMB) ?? 0
+        }
+
+        /// Checks sizes and names; `at` names the method in errors.
+        func validate(path: String, at method: String) throws(VMError) {
+            if let runtime, !MethodManifest.isPlainName(runtime) || runtime.utf8.count > 64 {
+                throw .manifestInvalid(path: path, reason: "methods.\(method).dependencies.runtime must be 1–64 letters, digits, '-', '_' or '.'")
+            }
+            guard files.count <= 64 else {
+                throw .manifestInvalid(path: path, reason: "methods.\(method).dependencies.files: at most 64 files")
+            }
+            for file in files where !file.hasPrefix("/") || file.utf8.count > 512 || file.contains(where: { $0.isNewline || $0 == "\0" }) {
+                throw .manifestInvalid(path: path, reason: "methods.\(method).dependencies.files: '\(file.prefix(80))' must be an absolute guest path of at most 512 bytes")
+            }
+            guard (0...1_048_576).contains(sizeMB) else {
+                throw .manifestInvalid(path: path, reason: "methods.\(method).dependencies.size_mb must be 0–1048576")
+            }
         }
     }
 
@@ -199,6 +261,7 @@ public struct MethodManifest: Codable, Sendable, Equatable {
             guard (1...64).contains(method.resources.vcpus), (32...65_536).contains(method.resources.memoryMB) else {
                 throw .manifestInvalid(path: path, reason: "methods.\(name).resources: vcpus 1–64, memory_mb 32–65536")
             }
+            try method.dependencies.validate(path: path, at: name)
         }
     }
 
@@ -217,7 +280,7 @@ public struct MethodManifest: Codable, Sendable, Equatable {
         return [resolved] + entry.dropFirst()
     }
 
-    private static func isPlainName(_ name: String) -> Bool {
+    static func isPlainName(_ name: String) -> Bool {
         !name.isEmpty && name != "." && name != ".." && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }
     }
 }

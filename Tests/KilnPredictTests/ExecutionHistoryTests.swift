@@ -1,0 +1,94 @@
+import Foundation
+import KilnPredict
+import KilnWire
+import Testing
+
+@Suite("Execution history")
+struct ExecutionHistoryTests {
+    func record(_ index: Int, at time: UInt64) -> ExecutionRecord {
+        let outcome = ExecutionOutcome(
+            features: PlacementFeatures(method: "m\(index % 3)", argsBytes: index, numericArgs: ["ms": Double(index), "data.len": 4_096],
+                                        profile: "small", backend: "qemu", warmth: .warm, reuseCount: index, hostCPU: 0.25),
+            provisionUs: 0, execUs: Double(1_000 + index), succeeded: true)
+        return ExecutionRecord(invocationID: "i\(index)", recordedAtUs: time, outcome: outcome, predictedUs: 900, predictor: "rls",
+                               placement: "idle q1 (warm): predicted 900 µs\nnew small VM: predicted 40000 µs")
+    }
+
+    @Test func storesRecordsAndKeepsWithinItsRetention() throws {
+        let history = try ExecutionHistory(path: ":memory:", retention: HistoryRetention(maxRecords: 50, maxAge: .seconds(3_600)))
+        try history.append((0..<40).map { record($0, at: 1_000_000_000 + UInt64($0)) })
+        try history.append((40..<80).map { record($0, at: 1_000_000_000 + UInt64($0)) })
+        let all = try history.all()
+        #expect(all.count == 50)
+        #expect(all.first?.invocationID == "i30")
+        #expect(all.last == record(79, at: 1_000_000_079))
+        // Records older than the maximum age go.
+        try history.append([record(100, at: 1_000_000_000 + 7_200_000_000)])
+        #expect(try history.count() == 1)
+        #expect(try history.records(invocationID: "i100").first?.outcome.features.numericArgs == ["ms": 100, "data.len": 4_096])
+    }
+
+    @Test func aRecordRoundTripsItsOutcomeAndWritesCSV() {
+        let original = record(7, at: 42)
+        #expect(original.outcome.features.method == "m1")
+        #expect(original.outcome.execUs == 1_007)
+        #expect(ExecutionRecord.csvHeader.hasPrefix("invocation_id,recorded_at_us,method,"))
+        #expect(original.csvLine.hasPrefix("i7,42,m1,7,data.len=4096.0;ms=7.0,small,1,128,qemu,warm,7,0.25,"))
+        #expect(original.csvLine.hasSuffix(",rls,\"idle q1 (warm): predicted 900 µs\nnew small VM: predicted 40000 µs\""))
+    }
+
+    @Test func replaySkipsRecordsOfAnotherSchemaAndWithNumbersThatAreNotFinite() throws {
+        var older = record(1, at: 10)
+        older.schema = nil
+        var poisoned = record(2, at: 11)
+        poisoned.numericArgs = "ms=inf"
+        var poisonedLoad = record(3, at: 12)
+        poisonedLoad.hostCPU = .infinity
+        let predictor = LearnedPredictor()
+        let replay = HistoryReplay.replay([older, poisoned, poisonedLoad] + (4..<10).map { record($0, at: 20 + UInt64($0)) }, into: predictor)
+        #expect((replay.replayed, replay.otherSchema, replay.notFinite) == (6, 1, 2))
+        #expect(replay.description.contains("skipped 1 of another feature schema and 2 with numbers that are not finite"))
+        #expect(predictor.rejectedUpdates == 0)
+        // A history keeps the version of what it holds.
+        let history = try ExecutionHistory(path: ":memory:")
+        try history.append([older])
+        #expect(try history.all().first?.featureSchema == 1)
+    }
+
+    @Test func aRecordThatIsNotFiniteIsLeftOutWithoutLosingTheRestOfItsBatch() throws {
+        let history = try ExecutionHistory(path: ":memory:")
+        var poisoned = record(2, at: 11)
+        poisoned.hostCPU = .nan
+        #expect(try history.append([record(1, at: 10), poisoned, record(3, at: 12)]) == 1)
+        #expect(try history.all().map(\.invocationID) == ["i1", "i3"])
+    }
+
+    @Test func anExportOfAnOlderKilnStillReads() throws {
+        // A record as an older Kiln wrote it: no schema, no network, no dependencies, no deadline.
+        let old: MessagePackValue = [
+            "invocation_id": "x", "recorded_at_us": 1, "method": "echo", "args_bytes": 10, "numeric_args": "", "profile": "small",
+            "vcpus": 1, "memory_mb": 128, "backend": "qemu", "warmth": "warm", "reuse_count": 0, "host_cpu": 0.1, "memory_pressure": 0,
+            "concurrent_executions": 0, "queue_depth": 0, "idle_vms": 1, "provisions_in_flight": 0, "provision_us": 0, "exec_us": 900,
+            "succeeded": true,
+        ]
+        let decoded = try MessagePackDecoder().decode([ExecutionRecord].self, from: MessagePackEncoder().encode([old]))
+        #expect(decoded.first?.featureSchema == 1)
+        #expect(HistoryReplay.usable(decoded).summary.otherSchema == 1)
+    }
+
+    @Test func evaluationReplaysAndMeasures() {
+        let records = (0..<100).map { index -> ExecutionRecord in
+            let outcome = ExecutionOutcome(
+                features: PlacementFeatures(method: "sleep", numericArgs: ["ms": Double(index % 10) * 10], profile: "small",
+                                            backend: "qemu", warmth: .warmForMethod),
+                provisionUs: 0, execUs: Double(index % 10) * 10_000 + 2_000, succeeded: true)
+            return ExecutionRecord(invocationID: "\(index)", recordedAtUs: UInt64(index), outcome: outcome)
+        }
+        let evaluation = PredictionEvaluation(trainingShare: 0.8)
+        let learned = evaluation.run(records) { LearnedPredictor() }
+        let average = evaluation.run(records) { EWMAPredictor() }
+        #expect(learned.overall.count == 20)
+        #expect(learned.overall.mape < average.overall.mape)
+        #expect(CalibrationPlot.svg([learned, average], title: "test").contains("<circle"))
+    }
+}
