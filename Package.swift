@@ -131,6 +131,7 @@ let package = Package(
                 "KilnAMQP",
                 "KilnVM",
                 "KilnPool",
+                "KilnPredict",
                 "KilnWorker",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

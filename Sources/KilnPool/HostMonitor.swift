@@ -16,11 +16,15 @@ public struct HostSample: Sendable, Equatable {
     /// Bytes per second received and sent on all interfaces but loopback.
     public var networkReceiveBps: UInt64
     public var networkTransmitBps: UInt64
+    /// Share of the last interval in which some runnable task waited for a CPU (PSI `cpu some`),
+    /// 0…1: how contended the CPUs are, which utilisation stops telling once it reaches 100%.
+    /// 0 where the kernel has no PSI.
+    public var cpuPressure: Double
     public var takenAt: ContinuousClock.Instant
 
     public init(
         cpuUtilization: Double, cpuCount: Int, memoryTotalMB: Int, memoryAvailableMB: Int, memoryPressure: Double,
-        networkReceiveBps: UInt64, networkTransmitBps: UInt64, takenAt: ContinuousClock.Instant = .now
+        networkReceiveBps: UInt64, networkTransmitBps: UInt64, cpuPressure: Double = 0, takenAt: ContinuousClock.Instant = .now
     ) {
         self.cpuUtilization = cpuUtilization
         self.cpuCount = cpuCount
@@ -29,6 +33,7 @@ public struct HostSample: Sendable, Equatable {
         self.memoryPressure = memoryPressure
         self.networkReceiveBps = networkReceiveBps
         self.networkTransmitBps = networkTransmitBps
+        self.cpuPressure = cpuPressure
         self.takenAt = takenAt
     }
 
@@ -45,6 +50,8 @@ public struct ProcReader: Sendable {
         var cpuTotal: UInt64
         var receivedBytes: UInt64
         var sentBytes: UInt64
+        /// Microseconds some task waited for a CPU (PSI `cpu some total`).
+        var cpuStallUs: UInt64
         /// When they were read.
         public var at: ContinuousClock.Instant
     }
@@ -83,7 +90,12 @@ public struct ProcReader: Sendable {
                 sent += fields[8]
             }
         }
-        return Counters(cpuBusy: busy, cpuTotal: total, receivedBytes: received, sentBytes: sent, at: instant)
+        var stall: UInt64 = 0
+        if let psi = read("pressure/cpu"), let some = psi.split(separator: "\n").first(where: { $0.hasPrefix("some") }),
+           let field = some.split(separator: " ").first(where: { $0.hasPrefix("total=") }) {
+            stall = UInt64(field.dropFirst("total=".count)) ?? 0
+        }
+        return Counters(cpuBusy: busy, cpuTotal: total, receivedBytes: received, sentBytes: sent, cpuStallUs: stall, at: instant)
     }
 
     /// A sample from the counters now and those of the previous reading.
@@ -117,6 +129,7 @@ public struct ProcReader: Sendable {
             memoryPressure: min(max(pressure, 0), 1),
             networkReceiveBps: UInt64(Double(now.receivedBytes &- previous.receivedBytes) / seconds),
             networkTransmitBps: UInt64(Double(now.sentBytes &- previous.sentBytes) / seconds),
+            cpuPressure: now.cpuStallUs >= previous.cpuStallUs ? min(Double(now.cpuStallUs - previous.cpuStallUs) / (seconds * 1e6), 1) : 0,
             takenAt: now.at
         )
     }

@@ -60,13 +60,15 @@ public final class ExecutionHistory: Sendable {
                 table.column("placement", .text)
             }
         }
-        migrator.registerMigration("v2: feature schema, network, dependencies, deadline") { db in
+        migrator.registerMigration("v2: feature schema, CPU pressure, network, dependencies, deadline, baseline") { db in
             try db.alter(table: "execution") { table in
                 table.add(column: "schema", .integer)
                 table.add(column: "network_bps", .double)
+                table.add(column: "cpu_pressure", .double)
                 table.add(column: "dependency_mb", .double)
                 table.add(column: "unloaded_dependency_mb", .double)
                 table.add(column: "deadline_ms", .integer)
+                table.add(column: "baseline_us", .double)
             }
         }
         try migrator.migrate(database)

@@ -26,6 +26,7 @@ public struct ExecutionRecord: Codable, Sendable, Equatable {
     /// before versions were kept, which were version 1.
     public var schema: Int?
     public var networkBps: Double?
+    public var cpuPressure: Double?
     public var dependencyMB: Double?
     public var unloadedDependencyMB: Double?
     public var deadlineMs: UInt64?
@@ -34,6 +35,9 @@ public struct ExecutionRecord: Codable, Sendable, Equatable {
     public var succeeded: Bool
     public var predictedUs: Double?
     public var predictor: String?
+    /// What the baseline (the moving averages) predicted for the same placement at the same
+    /// moment: the live evaluation scores both on the same invocations.
+    public var baselineUs: Double?
     /// The placement decision, one candidate per line (see `PlacementDecision.explanation`).
     public var placement: String?
 
@@ -55,6 +59,7 @@ public struct ExecutionRecord: Codable, Sendable, Equatable {
         case provisionsInFlight = "provisions_in_flight"
         case schema
         case networkBps = "network_bps"
+        case cpuPressure = "cpu_pressure"
         case dependencyMB = "dependency_mb"
         case unloadedDependencyMB = "unloaded_dependency_mb"
         case deadlineMs = "deadline_ms"
@@ -62,13 +67,15 @@ public struct ExecutionRecord: Codable, Sendable, Equatable {
         case execUs = "exec_us"
         case succeeded
         case predictedUs = "predicted_us"
-        case predictor, placement
+        case predictor
+        case baselineUs = "baseline_us"
+        case placement
     }
 
     /// A record of `outcome`.
     public init(
         invocationID: String, recordedAtUs: UInt64, outcome: ExecutionOutcome, predictedUs: Double? = nil,
-        predictor: String? = nil, placement: String? = nil
+        predictor: String? = nil, baselineUs: Double? = nil, placement: String? = nil
     ) {
         let features = outcome.features
         self.invocationID = invocationID
@@ -90,6 +97,7 @@ public struct ExecutionRecord: Codable, Sendable, Equatable {
         self.provisionsInFlight = features.provisionsInFlight
         self.schema = Self.currentSchema
         self.networkBps = features.networkBps
+        self.cpuPressure = features.cpuPressure
         self.dependencyMB = features.dependencyMB
         self.unloadedDependencyMB = features.unloadedDependencyMB
         self.deadlineMs = features.deadlineMs
@@ -98,6 +106,7 @@ public struct ExecutionRecord: Codable, Sendable, Equatable {
         self.succeeded = outcome.succeeded
         self.predictedUs = predictedUs
         self.predictor = predictor
+        self.baselineUs = baselineUs
         self.placement = placement
     }
 
@@ -109,7 +118,7 @@ public struct ExecutionRecord: Codable, Sendable, Equatable {
 
     /// Whether every number in it is finite: a record that is not is never replayed.
     public var isFinite: Bool {
-        let numbers = [hostCPU, memoryPressure, provisionUs, execUs, networkBps ?? 0, dependencyMB ?? 0, unloadedDependencyMB ?? 0]
+        let numbers = [hostCPU, memoryPressure, provisionUs, execUs, networkBps ?? 0, cpuPressure ?? 0, dependencyMB ?? 0, unloadedDependencyMB ?? 0]
         return numbers.allSatisfy(\.isFinite) && outcome.features.isFinite
     }
 
@@ -123,7 +132,7 @@ public struct ExecutionRecord: Codable, Sendable, Equatable {
         let features = PlacementFeatures(
             method: method, argsBytes: argsBytes, numericArgs: numbers, profile: profile, vcpus: vcpus, memoryMB: memoryMB,
             backend: backend, warmth: VMWarmth(rawValue: warmth) ?? .warm, reuseCount: reuseCount, hostCPU: hostCPU,
-            memoryPressure: memoryPressure, networkBps: networkBps ?? 0, concurrentExecutions: concurrentExecutions,
+            memoryPressure: memoryPressure, cpuPressure: cpuPressure ?? 0, networkBps: networkBps ?? 0, concurrentExecutions: concurrentExecutions,
             queueDepth: queueDepth, idleVMs: idleVMs, provisionsInFlight: provisionsInFlight, dependencyMB: dependencyMB ?? 0,
             unloadedDependencyMB: unloadedDependencyMB ?? 0, deadlineMs: deadlineMs ?? 0)
         return ExecutionOutcome(features: features, provisionUs: provisionUs, execUs: execUs, succeeded: succeeded)
@@ -138,9 +147,9 @@ public struct ExecutionRecord: Codable, Sendable, Equatable {
         let fields: [String] = [
             invocationID, String(recordedAtUs), method, String(argsBytes), numericArgs, profile, String(vcpus), String(memoryMB),
             backend, warmth, String(reuseCount), String(hostCPU), String(memoryPressure), String(concurrentExecutions),
-            String(queueDepth), String(idleVMs), String(provisionsInFlight), optional(schema), optional(networkBps),
+            String(queueDepth), String(idleVMs), String(provisionsInFlight), optional(schema), optional(networkBps), optional(cpuPressure),
             optional(dependencyMB), optional(unloadedDependencyMB), optional(deadlineMs), String(provisionUs), String(execUs),
-            succeeded ? "1" : "0", optional(predictedUs), predictor ?? "", placement ?? "",
+            succeeded ? "1" : "0", optional(predictedUs), predictor ?? "", optional(baselineUs), placement ?? "",
         ]
         return fields.map(Self.quoted).joined(separator: ",")
     }

@@ -9,14 +9,15 @@ import Foundation
 /// are, and the predictor clips each column to the range it had in training.
 enum FeatureEncoding {
     /// The version of the features a history record holds; a worker replays only records of
-    /// its own version. 2: dependencies, network load and the deadline; log-only arguments.
+    /// its own version. 2: dependencies, CPU pressure, network load and the deadline; log-only
+    /// arguments.
     static let schemaVersion = 2
 
     /// Numeric args a method's model takes, at most: the first keys seen, in sorted order.
     static let maximumArgs = 4
 
     /// Columns before the arguments'.
-    static let fixedColumns = 12
+    static let fixedColumns = 13
 
     /// The exec columns of a method whose model uses `argKeys`.
     static func exec(_ features: PlacementFeatures, argKeys: [String]) -> [Double] {
@@ -28,6 +29,7 @@ enum FeatureEncoding {
             features.warmth == .fresh || features.warmth == .notProvisioned ? 1 : 0,
             log1p(Double(max(0, features.argsBytes))),
             features.hostCPU,
+            features.cpuPressure,
             features.memoryPressure,
             log1p(features.networkBps / 1_000_000),
             log1p(Double(max(0, features.concurrentExecutions))),

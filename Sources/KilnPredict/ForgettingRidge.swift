@@ -93,11 +93,14 @@ public struct ForgettingRidge: Sendable, Equatable {
 
     /// Learns `target` for `features` and refits. Returns `false`, and changes nothing, when
     /// the sample or the fit it leads to is not finite.
+    /// - Parameter weight: The sample's weight, (0, 1]: less than 1 for an outlier, so that a
+    ///   few wild samples do not drag the fit (a Huber loss, applied online).
     @discardableResult
-    public mutating func add(_ features: [Double], target: Double) -> Bool {
-        guard features.count == dimension, target.isFinite, features.allSatisfy(\.isFinite) else { return false }
+    public mutating func add(_ features: [Double], target: Double, weight sampleWeight: Double = 1) -> Bool {
+        guard features.count == dimension, target.isFinite, features.allSatisfy(\.isFinite), sampleWeight.isFinite, sampleWeight > 0
+        else { return false }
         var next = self
-        next.accumulate(features, target: target)
+        next.accumulate(features, target: target, weight: min(sampleWeight, 1))
         guard next.statisticsAreFinite, let fit = next.solve() else { return false }
         next.fit = fit
         next.samples += 1
@@ -105,16 +108,16 @@ public struct ForgettingRidge: Sendable, Equatable {
         return true
     }
 
-    private mutating func accumulate(_ x: [Double], target y: Double) {
+    private mutating func accumulate(_ x: [Double], target y: Double, weight w: Double) {
         let d = dimension
         let lambda = forgetting
-        weight = lambda * weight + 1
-        sumY = lambda * sumY + y
+        weight = lambda * weight + w
+        sumY = lambda * sumY + w * y
         for row in 0..<d {
-            sumX[row] = lambda * sumX[row] + x[row]
-            sumXY[row] = lambda * sumXY[row] + x[row] * y
+            sumX[row] = lambda * sumX[row] + w * x[row]
+            sumXY[row] = lambda * sumXY[row] + w * x[row] * y
             for column in row..<d {
-                sumXX[row * d + column] = lambda * sumXX[row * d + column] + x[row] * x[column]
+                sumXX[row * d + column] = lambda * sumXX[row * d + column] + w * x[row] * x[column]
             }
             low[row] = min(low[row], x[row])
             high[row] = max(high[row], x[row])

@@ -34,6 +34,8 @@ public struct PlacementFeatures: Sendable, Hashable {
     public var hostCPU: Double
     /// Memory pressure (PSI some avg10), 0…1.
     public var memoryPressure: Double
+    /// CPU contention: the share of time a runnable task waited for a CPU (PSI), 0…1.
+    public var cpuPressure: Double
     /// Bytes per second the host receives and sends on its interfaces (loopback excluded).
     public var networkBps: Double
     /// Executions running on the host right now.
@@ -55,7 +57,7 @@ public struct PlacementFeatures: Sendable, Hashable {
     public init(
         method: String, argsBytes: Int = 0, numericArgs: [String: Double] = [:], profile: String, vcpus: Int = 1,
         memoryMB: Int = 128, backend: String,
-        warmth: VMWarmth, reuseCount: Int = 0, hostCPU: Double = 0, memoryPressure: Double = 0, networkBps: Double = 0,
+        warmth: VMWarmth, reuseCount: Int = 0, hostCPU: Double = 0, memoryPressure: Double = 0, cpuPressure: Double = 0, networkBps: Double = 0,
         concurrentExecutions: Int = 0, queueDepth: Int = 0, idleVMs: Int = 0, provisionsInFlight: Int = 0,
         dependencyMB: Double = 0, unloadedDependencyMB: Double = 0, deadlineMs: UInt64 = 0
     ) {
@@ -70,6 +72,7 @@ public struct PlacementFeatures: Sendable, Hashable {
         self.reuseCount = reuseCount
         self.hostCPU = hostCPU
         self.memoryPressure = memoryPressure
+        self.cpuPressure = cpuPressure
         self.networkBps = networkBps
         self.concurrentExecutions = concurrentExecutions
         self.queueDepth = queueDepth
@@ -82,7 +85,7 @@ public struct PlacementFeatures: Sendable, Hashable {
 
     /// Whether every number in it is finite (a history record may hold anything).
     public var isFinite: Bool {
-        hostCPU.isFinite && memoryPressure.isFinite && networkBps.isFinite && dependencyMB.isFinite
+        hostCPU.isFinite && memoryPressure.isFinite && cpuPressure.isFinite && networkBps.isFinite && dependencyMB.isFinite
             && unloadedDependencyMB.isFinite && numericArgs.values.allSatisfy(\.isFinite)
     }
 }

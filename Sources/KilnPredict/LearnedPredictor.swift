@@ -31,6 +31,9 @@ public final class LearnedPredictor: LatencyPredictor {
         public var ridge = 0.01
         /// Weight of the newest squared residual in the uncertainty estimate.
         public var residualAlpha = 0.05
+        /// Residuals beyond this many standard deviations weigh less in the fit, in proportion
+        /// (a Huber loss): a run that a neighbour's burst slowed tenfold moves the fit little.
+        public var outlierThreshold = 1.0
         /// The share of the fastest exec seen under which a method's prediction never goes.
         public var floorShare = 0.5
         /// The longest provisioning predicted.
@@ -199,7 +202,7 @@ public final class LearnedPredictor: LatencyPredictor {
             let columns = FeatureEncoding.exec(features, argKeys: model.argKeys)
             let target = log(outcome.execUs)
             let error = target - model.regression.predict(model.regression.clip(columns).features)
-            guard model.regression.add(columns, target: target) else { return true }
+            guard model.regression.add(columns, target: target, weight: outlierWeight(error, model)) else { return true }
             model.fastestUs = min(model.fastestUs, outcome.execUs)
             if features.unloadedDependencyMB > 0 { model.withoutDependencies += 1 }
             learnResidual(&model.residual, error: error, samples: model.regression.samples)
@@ -228,6 +231,13 @@ public final class LearnedPredictor: LatencyPredictor {
             return false
         }
         if refused { reject(.nonFiniteFit) }
+    }
+
+    /// The Huber weight of a residual, once the model is live and knows its spread.
+    private func outlierWeight(_ error: Double, _ model: ExecModel) -> Double {
+        guard isLive(model), error.isFinite else { return 1 }
+        let limit = settings.outlierThreshold * model.residual.squareRoot()
+        return abs(error) > limit ? limit / abs(error) : 1
     }
 
     private func learnResidual(_ residual: inout Double, error: Double, samples: Int) {

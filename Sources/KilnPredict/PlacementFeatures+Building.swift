@@ -144,6 +144,8 @@ public struct HostLoad: Sendable, Hashable {
     public var cpu: Double
     /// PSI memory pressure, 0…1.
     public var memoryPressure: Double
+    /// PSI CPU pressure (the share of time a runnable task waited), 0…1.
+    public var cpuPressure: Double
     /// Bytes per second in and out on the host's interfaces.
     public var networkBps: Double
     /// Invocations running on VMs of this worker.
@@ -156,11 +158,12 @@ public struct HostLoad: Sendable, Hashable {
     public var provisionsInFlight: Int
 
     public init(
-        cpu: Double, memoryPressure: Double, networkBps: Double, concurrentExecutions: Int, queueDepth: Int = 0, idleVMs: Int = 0,
-        provisionsInFlight: Int = 0
+        cpu: Double, memoryPressure: Double, cpuPressure: Double = 0, networkBps: Double, concurrentExecutions: Int, queueDepth: Int = 0,
+        idleVMs: Int = 0, provisionsInFlight: Int = 0
     ) {
         self.cpu = cpu.isFinite ? min(max(cpu, 0), 1) : 0
         self.memoryPressure = memoryPressure.isFinite ? min(max(memoryPressure, 0), 1) : 0
+        self.cpuPressure = cpuPressure.isFinite ? min(max(cpuPressure, 0), 1) : 0
         self.networkBps = networkBps.isFinite ? max(networkBps, 0) : 0
         self.concurrentExecutions = max(0, concurrentExecutions)
         self.queueDepth = max(0, queueDepth)
@@ -187,7 +190,7 @@ extension PlacementFeatures {
         self.init(
             method: invocation.method, argsBytes: invocation.argsBytes, numericArgs: invocation.numericArgs, profile: vm.profile,
             vcpus: vm.vcpus, memoryMB: vm.memoryMB, backend: vm.backend, warmth: warmth, reuseCount: vm.past?.uses ?? 0,
-            hostCPU: load.cpu, memoryPressure: load.memoryPressure, networkBps: load.networkBps,
+            hostCPU: load.cpu, memoryPressure: load.memoryPressure, cpuPressure: load.cpuPressure, networkBps: load.networkBps,
             concurrentExecutions: load.concurrentExecutions, queueDepth: load.queueDepth, idleVMs: load.idleVMs,
             provisionsInFlight: load.provisionsInFlight, dependencyMB: invocation.dependencies.sizeMB,
             unloadedDependencyMB: unloaded, deadlineMs: invocation.deadlineMs)

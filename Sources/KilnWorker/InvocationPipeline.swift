@@ -175,7 +175,7 @@ public struct InvocationPipeline: Sendable {
         history?.record(ExecutionRecord(
             invocationID: invocation.id, recordedAtUs: TelemetrySink.nowMicroseconds(), outcome: outcome,
             predictedUs: decision.winner.prediction.totalUs, predictor: scorer.predictor.name,
-            placement: decision.explanation.joined(separator: "\n")))
+            baselineUs: decision.baselineUs, placement: decision.explanation.joined(separator: "\n")))
     }
 
     /// Runs the method in the VM and makes its result.

@@ -37,10 +37,14 @@ public struct PlacementDecision: Sendable, Equatable {
     public var winnerIndex: Int
     /// Every candidate, in the order the pool listed them.
     public var candidates: [ScoredCandidate]
+    /// What the baseline predicted for the winner at the same moment, µs (the history keeps it,
+    /// so that the model and the baseline are scored on the same invocations).
+    public var baselineUs: Double?
 
-    public init(winnerIndex: Int, candidates: [ScoredCandidate]) {
+    public init(winnerIndex: Int, candidates: [ScoredCandidate], baselineUs: Double? = nil) {
         self.winnerIndex = winnerIndex
         self.candidates = candidates
+        self.baselineUs = baselineUs
     }
 
     public var winner: ScoredCandidate { candidates[winnerIndex] }

@@ -83,9 +83,9 @@ public struct SuitabilityScorer: Sendable {
         else {
             var noted = scored
             noted[0].note = "no finite suitability: the first candidate taken"
-            return PlacementDecision(winnerIndex: 0, candidates: noted)
+            return PlacementDecision(winnerIndex: 0, candidates: noted, baselineUs: baseline.predict(noted[0].features).totalUs)
         }
-        return PlacementDecision(winnerIndex: winner, candidates: scored)
+        return PlacementDecision(winnerIndex: winner, candidates: scored, baselineUs: baseline.predict(scored[winner].features).totalUs)
     }
 }
 
@@ -107,7 +107,7 @@ public struct InvocationPlacement: PlacementPolicy {
         _ request: PlacementRequest, among candidates: [PlacementCandidate], load: PoolLoad, host: HostSample
     ) -> (chosen: Int, decision: PlacementDecision)? {
         let hostLoad = HostLoad(
-            cpu: host.cpuUtilization, memoryPressure: host.memoryPressure,
+            cpu: host.cpuUtilization, memoryPressure: host.memoryPressure, cpuPressure: host.cpuPressure,
             networkBps: Double(host.networkReceiveBps) + Double(host.networkTransmitBps), concurrentExecutions: load.busy,
             queueDepth: load.waiting, idleVMs: load.idle, provisionsInFlight: load.provisioning)
         let described = candidates.map { candidate in

@@ -166,7 +166,7 @@ public struct TrainingHistoryGenerator: Sendable {
             profile: settings.profile.name, vcpus: settings.profile.vcpus, memoryMB: settings.profile.memoryMB, backend: backend,
             past: .init(lastMethod: slot.lastMethod, uses: slot.uses, loadedDependencies: slot.loaded))
         let load = HostLoad(
-            cpu: host.cpuUtilization, memoryPressure: host.memoryPressure,
+            cpu: host.cpuUtilization, memoryPressure: host.memoryPressure, cpuPressure: host.cpuPressure,
             networkBps: Double(host.networkReceiveBps) + Double(host.networkTransmitBps), concurrentExecutions: concurrency)
         let features = PlacementFeatures(invocation: invocation, vm: vm, load: load)
         let result = try await slot.vm.exec(.init(id: UUID().uuidString, method: job.method, entry: entry, payload: payload, deadlineMs: deadlineMs))
@@ -186,11 +186,13 @@ private final class BackgroundLoad: Sendable {
     func stop() { flag.store(false, ordering: .relaxed) }
 }
 
-/// Host threads that keep CPUs busy, to vary the host's load.
-private final class HostBurners: Sendable {
+/// Host threads that keep CPUs busy until stopped: the load of a benchmark's or a training
+/// generator's busy phases.
+public final class HostBurners: Sendable {
     private let flag = Atomic<Bool>(true)
 
-    init(count: Int) {
+    /// Starts `count` threads, each spinning on a core.
+    public init(count: Int) {
         for _ in 0..<count {
             let thread = Thread { [self] in
                 var x: UInt64 = 1
@@ -201,7 +203,8 @@ private final class HostBurners: Sendable {
         }
     }
 
-    func stop() { flag.store(false, ordering: .relaxed) }
+    /// Lets the threads end.
+    public func stop() { flag.store(false, ordering: .relaxed) }
 }
 
 /// A small seeded generator (SplitMix64), so that generated histories and traces can be made again.

@@ -46,6 +46,7 @@ public struct WorkerMetrics: Sendable {
         Gauge(label: "kiln_host_cpu_utilization").record(sample.cpuUtilization)
         Gauge(label: "kiln_host_memory_available_bytes").record(Double(sample.memoryAvailableMB) * 1_048_576)
         Gauge(label: "kiln_host_memory_pressure").record(sample.memoryPressure)
+        Gauge(label: "kiln_host_cpu_pressure").record(sample.cpuPressure)
         Gauge(label: "kiln_host_network_receive_bytes_per_second").record(Double(sample.networkReceiveBps))
         Gauge(label: "kiln_host_network_transmit_bytes_per_second").record(Double(sample.networkTransmitBps))
         telemetry.emit(.hostSample(.init(

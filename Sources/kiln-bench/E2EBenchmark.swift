@@ -5,9 +5,6 @@ import KilnPool
 import KilnVM
 import KilnWire
 import Logging
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
 /// `kiln-bench e2e`: the whole path (producer → broker → worker → micro-VM → broker → producer)
 /// with a no-op method: warm round trips and throughput, the worker's own overhead, cold starts
@@ -162,38 +159,23 @@ struct E2EBenchmark: AsyncParsableCommand {
     private func measureKiln(
         folder: String, name: String, workload: [(method: String, burst: Int)], extraConfiguration: String = ""
     ) async throws -> (backend: String, methods: [MethodFigures]) {
-        let prefix = "kbench-\(UUID().uuidString.prefix(6).lowercased())"
-        let configurationPath = "\(folder)/\(name).yaml"
-        let yaml = """
-            amqp: {url: "\(url)", prefix: \(prefix)}
-            vm: {backend: \(backend), manifest: "\(manifest)", image_cache: "\(imageCache)"}
-            history: {path: "\(folder)/\(name)-history.sqlite"}
-            metrics: {listen: "127.0.0.1:\(statusPort)"}
-            \(extraConfiguration)
-            """
-        try yaml.write(toFile: configurationPath, atomically: true, encoding: .utf8)
-        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("KILN_") }
-        environment["KILN_LOG_LEVEL"] = "warning"
-        let log = "\(folder)/worker-\(name).log"
-        let pid = try spawn(kiln, ["worker", "--config", configurationPath], outputPath: log, mergeErrors: true, environment: environment)
-        do {
-            try await waitUntilHealthy(pid: pid, log: log)
-        } catch {
-            terminate(pid, timeout: .seconds(60))
-            throw error
-        }
-        let pools = try? JSONDecoder().decode([PoolStatus].self, from: Data(try await httpGet("/pool").utf8))
+        let worker = try await BenchWorker.start(
+            kiln: kiln, url: url, folder: folder, name: name, statusPort: statusPort, configuration: """
+                vm: {backend: \(backend), manifest: "\(manifest)", image_cache: "\(imageCache)"}
+                \(extraConfiguration)
+                """)
+        let pools = try? JSONDecoder().decode([PoolStatus].self, from: Data(try await worker.httpGet("/pool").utf8))
         let backend = pools?.first?.backend ?? "?"
 
-        let names = KilnNames(prefix: prefix)
+        let names = worker.names
         var measured: [MethodFigures] = []
         do {
             for (method, burst) in workload {
                 let client = try await BenchClient(url: url, names: names, method: method)
                 do {
                     measured.append(burst == 0
-                        ? try await coldStarts(of: method, client: client, log: log)
-                        : try await warmFigures(of: method, burst: burst, client: client))
+                        ? try await coldStarts(of: method, client: client, log: worker.log)
+                        : try await warmFigures(of: method, burst: burst, client: client, worker: worker))
                     await client.close()
                 } catch {
                     await client.close()
@@ -201,12 +183,12 @@ struct E2EBenchmark: AsyncParsableCommand {
                 }
             }
         } catch {
-            terminate(pid, timeout: .seconds(60))
-            try? await deleteTopology(names)
+            worker.stop()
+            try? await worker.deleteTopology()
             throw error
         }
-        terminate(pid, timeout: .seconds(60))
-        try await deleteTopology(names)
+        worker.stop()
+        try await worker.deleteTopology()
         return (backend, measured)
     }
 
@@ -226,7 +208,7 @@ struct E2EBenchmark: AsyncParsableCommand {
         return figures
     }
 
-    private func warmFigures(of method: String, burst: Int, client: BenchClient) async throws -> MethodFigures {
+    private func warmFigures(of method: String, burst: Int, client: BenchClient, worker: BenchWorker) async throws -> MethodFigures {
         // Warm up: the model learns the method, the pool sizes itself for bursts.
         for _ in 0..<100 { _ = try await client.roundTrip() }
         _ = try await client.burst(burst / 2)
@@ -248,10 +230,10 @@ struct E2EBenchmark: AsyncParsableCommand {
         progress("\(method): \(latency) round trips, p50 \(ms(figures.roundTrips.median)) ms")
 
         try await Task.sleep(for: .seconds(1))
-        let createdBefore = try await vmsCreated()
+        let createdBefore = try await vmsCreated(worker)
         let (seconds, results) = try await client.burst(burst)
         figures.throughput = Double(burst) / seconds
-        figures.vmsCreatedInBurst = try await vmsCreated() - createdBefore
+        figures.vmsCreatedInBurst = try await vmsCreated(worker) - createdBefore
         figures.overheadBurst = Summary(results.map(\.workerOverheadUs))
         progress("\(method): a burst of \(burst), \(formatted(figures.throughput)) invocations/s, \(figures.vmsCreatedInBurst) VMs created")
         return figures
@@ -263,40 +245,11 @@ struct E2EBenchmark: AsyncParsableCommand {
     }
 
     /// VMs the worker has created so far, from its /metrics.
-    private func vmsCreated() async throws -> Int {
-        try await httpGet("/metrics").split(separator: "\n")
+    private func vmsCreated(_ worker: BenchWorker) async throws -> Int {
+        try await worker.httpGet("/metrics").split(separator: "\n")
             .filter { $0.hasPrefix("kiln_vm_create_seconds_count") }
             .compactMap { $0.split(separator: " ").last.flatMap { Int($0) } }
             .reduce(0, +)
-    }
-
-    /// Removes the queues and exchanges of a finished worker's prefix.
-    private func deleteTopology(_ names: KilnNames) async throws {
-        let connection = AMQPConnection(configuration: try AMQPConfiguration(url: url), logger: Logger(label: "kiln-bench") { _ in SwiftLogNoOpLogHandler() })
-        try await connection.connect()
-        for queue in [names.invocationsQueue, names.deadQueue] { try await connection.deleteQueue(queue) }
-        for exchange in [names.invokeExchange, names.resultsExchange, names.telemetryExchange, names.deadExchange] {
-            try await connection.deleteExchange(exchange)
-        }
-        await connection.close(grace: .zero)
-    }
-
-    private func waitUntilHealthy(pid: pid_t, log: String) async throws {
-        let deadline = ContinuousClock.now + .seconds(120)
-        while ContinuousClock.now < deadline {
-            var status: Int32 = 0
-            if waitpid(pid, &status, WNOHANG) == pid {
-                throw BenchmarkError("the worker exited before it was ready; see \(log)")
-            }
-            if let health = try? await httpGet("/healthz"), health.contains("\"ok\"") { return }
-            try await Task.sleep(for: .milliseconds(200))
-        }
-        throw BenchmarkError("the worker was not ready within 120 s; see \(log)")
-    }
-
-    private func httpGet(_ path: String) async throws -> String {
-        let (data, _) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(statusPort)\(path)")!)
-        return String(decoding: data, as: UTF8.self)
     }
 
     // MARK: Peers

@@ -34,7 +34,7 @@ struct ExecutionHistoryTests {
         #expect(original.outcome.execUs == 1_007)
         #expect(ExecutionRecord.csvHeader.hasPrefix("invocation_id,recorded_at_us,method,"))
         #expect(original.csvLine.hasPrefix("i7,42,m1,7,data.len=4096.0;ms=7.0,small,1,128,qemu,warm,7,0.25,"))
-        #expect(original.csvLine.hasSuffix(",rls,\"idle q1 (warm): predicted 900 µs\nnew small VM: predicted 40000 µs\""))
+        #expect(original.csvLine.hasSuffix(",rls,,\"idle q1 (warm): predicted 900 µs\nnew small VM: predicted 40000 µs\""))
     }
 
     @Test func replaySkipsRecordsOfAnotherSchemaAndWithNumbersThatAreNotFinite() throws {

@@ -3,11 +3,13 @@ import KilnAMQP
 import KilnWire
 import Testing
 
-/// Numbers no latency model should ever see, sent to a real worker (the default backend, the
-/// broker `make test` starts) once its model is live for the methods: the worker answers every
-/// invocation, its predictions stay finite and bounded, and a new worker on the same history
-/// serves every method. Before the fix, float32 infinities reached the model, its weights
-/// became NaN, and every worker replaying that history died on its first invocation.
+/// Numbers no latency model should ever see, sent to a real worker (on the broker `make test`
+/// starts) once its model is live for the methods: the worker answers every invocation, its
+/// predictions stay finite and bounded, and a new worker on the same history serves every
+/// method. Before the fix, float32 infinities reached the model, its weights became NaN, and
+/// every worker replaying that history died on its first invocation. The workers run the
+/// process sandbox: the model and the scorer are the same for every backend, and a few hundred
+/// invocations under TCG beside the VM tests would only slow those down.
 @Suite("Hostile numbers", .serialized)
 struct HostileNumbersTests {
     func invocation(_ method: String, _ args: MessagePackValue, deadline: UInt64? = nil) -> Invocation {
@@ -34,7 +36,7 @@ struct HostileNumbersTests {
     func nonFiniteAndAbsurdArgumentsNeitherCrashNorPoisonTheModel() async throws {
         let names = KilnNames(prefix: "hostile-\(UUID().uuidString.prefix(6).lowercased())")
         let client = try await TestClient(names: names)
-        let worker = try WorkerProcess(names: names, statusPort: 9486)
+        let worker = try WorkerProcess(names: names, statusPort: 9486, environment: ["KILN_VM_BACKEND": "process"])
         try await worker.waitUntilReady()
 
         // Enough ordinary invocations that the model is live for both methods.
@@ -95,7 +97,8 @@ struct HostileNumbersTests {
         #expect(worker.stop() == 0, "\(worker.tail())")
 
         // A new worker on the same history replays all of it and serves every method.
-        let next = try WorkerProcess(names: names, statusPort: 9487, environment: ["KILN_HISTORY_PATH": worker.historyPath])
+        let next = try WorkerProcess(
+            names: names, statusPort: 9487, environment: ["KILN_HISTORY_PATH": worker.historyPath, "KILN_VM_BACKEND": "process"])
         try await next.waitUntilReady()
         let replayed = try await model(next)
         #expect(replayed.methods["echo"]?.live == true && replayed.methods["sleep"]?.live == true)
