@@ -1,3 +1,4 @@
+import Foundation
 import Synchronization
 
 /// An exponentially weighted moving average with its variance.
@@ -68,6 +69,9 @@ public final class EWMAPredictor: LatencyPredictor {
         var allExec = MovingEstimate(alpha: 0.05)
         /// Extra exec time per MiB of dependencies a VM had not loaded, over the method's warm time.
         var dependencyUsPerMB = MovingEstimate(alpha: 0.1)
+        /// Log of how much slower a method's first run on a VM is than a run on a warm VM, over
+        /// the methods that have had both.
+        var firstOverWarm = MovingEstimate(alpha: 0.1)
     }
 
     private let state = Mutex(State())
@@ -84,8 +88,27 @@ public final class EWMAPredictor: LatencyPredictor {
         self.defaults = defaults
     }
 
-    private static func execKey(_ method: String, warm: Bool) -> String {
-        "\(method)|\(warm ? "warm" : "cold")"
+    /// How far along a VM is for a method: the three kinds of VM the averages keep apart.
+    private enum Stage: String {
+        /// It ran this method last.
+        case warmForMethod = "warm_method"
+        /// It ran another method last (under emulation, mostly as fast: the guest's code paths
+        /// are translated, its page cache filled; a serve-mode runtime starts again).
+        case warmForAnother = "warm"
+        /// Its first run: a fresh VM, or one provisioned for the invocation.
+        case first
+
+        init(_ warmth: VMWarmth) {
+            switch warmth {
+            case .warmForMethod: self = .warmForMethod
+            case .warm: self = .warmForAnother
+            case .fresh, .notProvisioned: self = .first
+            }
+        }
+    }
+
+    private static func execKey(_ method: String, _ stage: Stage) -> String {
+        "\(method)|\(stage.rawValue)"
     }
 
     private static func profileKey(_ backend: String, _ profile: String) -> String {
@@ -94,13 +117,28 @@ public final class EWMAPredictor: LatencyPredictor {
 
     public func predict(_ features: PlacementFeatures) -> LatencyPrediction {
         state.withLock { state in
-            let warm = features.warmth == .warmForMethod
-            let cold = state.exec[Self.execKey(features.method, warm: false)]
-            let exec = state.exec[Self.execKey(features.method, warm: warm)]
-                ?? state.exec[Self.execKey(features.method, warm: true)] ?? cold
-            var execMean = exec?.mean ?? (state.allExec.samples > 0 ? state.allExec.mean : defaults.execUs)
-            var spread = exec?.standardDeviation ?? execMean
-            if !warm, cold == nil, features.unloadedDependencyMB > 0 {
+            let stage = Stage(features.warmth)
+            let exec = state.exec
+            func estimate(_ stage: Stage) -> MovingEstimate? { exec[Self.execKey(features.method, stage)] }
+            let warm = estimate(.warmForMethod) ?? estimate(.warmForAnother)
+            let first = estimate(.first)
+            // How much slower a first run has been than a warm one, over the methods that had both.
+            let slower = exp(state.firstOverWarm.samples > 0 ? state.firstOverWarm.mean : 0)
+            var execMean: Double
+            var spread: Double
+            if let own = estimate(stage) {
+                (execMean, spread) = (own.mean, own.standardDeviation)
+            } else if stage != .first, let warm {
+                (execMean, spread) = (warm.mean, warm.mean)
+            } else if stage != .first, let first {
+                (execMean, spread) = (first.mean / slower, first.mean / slower)
+            } else if stage == .first, let warm {
+                (execMean, spread) = (warm.mean * slower, warm.mean * slower)
+            } else {
+                execMean = state.allExec.samples > 0 ? state.allExec.mean : defaults.execUs
+                spread = execMean
+            }
+            if stage != .warmForMethod, first == nil, features.unloadedDependencyMB > 0 {
                 let loading = features.unloadedDependencyMB * Self.dependencyRate(state, defaults)
                 execMean += loading
                 spread += loading
@@ -140,12 +178,17 @@ public final class EWMAPredictor: LatencyPredictor {
         let features = outcome.features
         guard outcome.succeeded, outcome.execUs.isFinite, outcome.execUs >= 0, features.isFinite else { return }
         state.withLock { state in
-            let warm = features.warmth == .warmForMethod
-            if !warm, features.unloadedDependencyMB > 0, let warmTime = state.exec[Self.execKey(features.method, warm: true)] {
-                state.dependencyUsPerMB.add(max(0, outcome.execUs - warmTime.mean) / features.unloadedDependencyMB)
+            let stage = Stage(features.warmth)
+            let warmForMethod = state.exec[Self.execKey(features.method, .warmForMethod)]
+            if stage != .warmForMethod, features.unloadedDependencyMB > 0, let warmForMethod {
+                state.dependencyUsPerMB.add(max(0, outcome.execUs - warmForMethod.mean) / features.unloadedDependencyMB)
             }
-            state.exec[Self.execKey(features.method, warm: warm), default: MovingEstimate(alpha: alpha)].add(outcome.execUs)
+            state.exec[Self.execKey(features.method, stage), default: MovingEstimate(alpha: alpha)].add(outcome.execUs)
             state.allExec.add(outcome.execUs)
+            if let warm = warmForMethod ?? state.exec[Self.execKey(features.method, .warmForAnother)],
+               let first = state.exec[Self.execKey(features.method, .first)], warm.mean > 0, first.mean > 0 {
+                state.firstOverWarm.add(log(first.mean / warm.mean))
+            }
         }
     }
 }

@@ -19,6 +19,28 @@ public enum MessagePackValue: Sendable {
 }
 
 extension MessagePackValue {
+    /// The value with the entries of every map, at any depth, in the order of their string keys
+    /// (other keys after them, in their order): one encoding for equal values, whatever order
+    /// a dictionary gave them.
+    public func sortingKeys() -> MessagePackValue {
+        switch self {
+        case .array(let elements):
+            return .array(elements.map { $0.sortingKeys() })
+        case .map(let entries):
+            let sorted = entries.enumerated().sorted { left, right in
+                switch (left.element.key.stringValue, right.element.key.stringValue) {
+                case let (a?, b?): return a == b ? left.offset < right.offset : a < b
+                case (.some, nil): return true
+                case (nil, .some): return false
+                case (nil, nil): return left.offset < right.offset
+                }
+            }
+            return .map(sorted.map { (key: $0.element.key, value: $0.element.value.sortingKeys()) })
+        default:
+            return self
+        }
+    }
+
     /// The value under a string key when this is a map, else `nil`.
     public subscript(key: String) -> MessagePackValue? {
         guard case .map(let entries) = self else { return nil }

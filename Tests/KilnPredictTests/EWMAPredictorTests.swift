@@ -43,4 +43,19 @@ struct EWMAPredictorTests {
         predictor.observe(ExecutionOutcome(features: features("echo", .warmForMethod), provisionUs: 0, execUs: 9e6, succeeded: false))
         #expect(predictor.predict(features("echo", .warmForMethod)).execUs < 1_000)
     }
+
+    /// The demo's third wave predicted a warm `sleep` from its one run on a fresh VM: 12× too slow.
+    @Test func aMethodSeenOnlyOnFreshVMsIsPredictedWarmByHowMuchFasterOthersRanWarm() {
+        let predictor = EWMAPredictor()
+        // echo: 500 ms on a fresh VM, 100 ms warm; sleep: 600 ms once, on a fresh VM.
+        for warmth in [VMWarmth.fresh, .warmForMethod, .warmForMethod] {
+            predictor.observe(ExecutionOutcome(features: features("echo", warmth), provisionUs: 0, execUs: warmth == .fresh ? 500_000 : 100_000, succeeded: true))
+        }
+        predictor.observe(ExecutionOutcome(features: features("sleep", .fresh), provisionUs: 0, execUs: 600_000, succeeded: true))
+        let warm = predictor.predict(features("sleep", .warmForMethod)).execUs
+        #expect(abs(warm - 120_000) < 1, "warm sleep predicted \(warm) µs")
+        // And the other way: a method only seen warm is predicted slower on a fresh VM.
+        predictor.observe(ExecutionOutcome(features: features("hash", .warmForMethod), provisionUs: 0, execUs: 10_000, succeeded: true))
+        #expect(abs(predictor.predict(features("hash", .fresh)).execUs - 50_000) < 1)
+    }
 }

@@ -93,3 +93,14 @@ struct DepthCeilingTests {
         #expect(throws: WireError.self) { try decoder.decodeValue(from: tooDeep) }
     }
 }
+
+@Suite("Sorted keys")
+struct SortedKeysTests {
+    @Test func equalDictionariesEncodeAlikeOnceTheirKeysAreSorted() throws {
+        let one: MessagePackValue = .map([(key: "b", value: 1), (key: "a", value: .map([(key: "z", value: 1), (key: "y", value: 2)])), (key: .uint(3), value: 0)])
+        let other: MessagePackValue = .map([(key: .uint(3), value: 0), (key: "a", value: .map([(key: "y", value: 2), (key: "z", value: 1)])), (key: "b", value: 1)])
+        #expect(try MessagePackEncoder().encode(one.sortingKeys()) == MessagePackEncoder().encode(other.sortingKeys()))
+        guard case .map(let entries) = one.sortingKeys() else { Issue.record("not a map"); return }
+        #expect(entries.map(\.key) == ["a", "b", .uint(3)])
+    }
+}

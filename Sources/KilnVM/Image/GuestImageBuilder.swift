@@ -180,7 +180,10 @@ public struct GuestImageBuilder: Sendable {
         let manifestJSON = (try? encoder.encode(guestManifest)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
         plan.add(GuestLayout.manifest, .text(manifestJSON + "\n", mode: 0o644))
         do {
-            plan.add(GuestLayout.agentManifest, .bytes(try MessagePackEncoder().encode(guestManifest), mode: 0o644))
+            // Keys sorted: a Swift dictionary's order changes from one process to the next, and
+            // with it the image's hash (every build was a new image, and its template booted again).
+            let unordered = try MessagePackDecoder().decodeValue(from: MessagePackEncoder().encode(guestManifest))
+            plan.add(GuestLayout.agentManifest, .bytes(try MessagePackEncoder().encode(unordered.sortingKeys()), mode: 0o644))
         } catch {
             throw .imageBuildFailed(step: "writing \(GuestLayout.agentManifest)", reason: "\(error)")
         }
