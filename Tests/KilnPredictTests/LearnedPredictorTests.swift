@@ -193,4 +193,24 @@ struct LearnedPredictorTests {
         let learnedFresh = learned.predict(features(CandidateVM.Past(lastMethod: nil, uses: 0, loadedDependencies: []))).execUs
         #expect(abs(learnedFresh - 900_000) < 90_000, "fresh after learning \(learnedFresh) µs")
     }
+
+    /// The replaced model froze after ~5,000 updates on one profile (its covariance grew in the
+    /// directions the data never moves: the warmth dummies' sum, the constant VM size).
+    @Test func a100000ReplayedOutcomesKeepItLearningAndBounded() {
+        let learned = LearnedPredictor()
+        var random = TestRandom(seed: 6)
+        for index in 0..<100_000 {
+            let sample = outcome("work", ms: Double.random(in: 5...200, using: &random), cpu: Double.random(in: 0...1, using: &random),
+                                 warmth: Double.random(in: 0...1, using: &random) < 0.05 ? .fresh : .warmForMethod)
+            var shifted = sample
+            // The last thousand run twice as slow: the host changed.
+            if index >= 99_000 { shifted.execUs *= 2 }
+            learned.observe(shifted)
+        }
+        #expect(learned.rejectedUpdates == 0)
+        #expect(learned.methodStates()["work"]?.outcomes == 100_000)
+        let truth = outcome("work", ms: 100, cpu: 0.5)
+        let predicted = learned.predict(truth.features).execUs
+        #expect(abs(predicted / (2 * truth.execUs) - 1) < 0.1, "predicted \(predicted) µs, truth now \(2 * truth.execUs) µs")
+    }
 }
