@@ -33,10 +33,13 @@ public struct MovingEstimate: Sendable, Equatable {
     public var standardDeviation: Double { variance.squareRoot() }
 }
 
-/// The first predictor: a moving average of exec time per method and VM warmth, and of
-/// provisioning time per backend, profile and way of provisioning. It knows nothing of load or
-/// size; it is the baseline the learned model is measured against, and what that model falls
-/// back on before it has learned a method and outside the range it has seen.
+/// The first predictor: a moving average of exec time per method and kind of VM (warm for the
+/// method, warm for another, a first run), and of provisioning time per backend, profile and
+/// way of provisioning. It knows nothing of load or size; it is the baseline the learned model
+/// is measured against, and what that model falls back on before it has learned a method and
+/// outside the range it has seen. A kind of VM a method has not run on yet is predicted from the
+/// kinds it has, scaled by how much slower first runs were than warm ones for the methods that
+/// had both.
 ///
 /// A method that declares dependencies (see ``MethodDependencies``) and has never run on a VM
 /// without them is predicted slower there by what loading them has cost the other methods,
