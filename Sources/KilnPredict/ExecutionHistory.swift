@@ -141,6 +141,7 @@ public struct HistoryReplay: Sendable, Equatable {
     public static func replay(_ records: [ExecutionRecord], into predictor: any LatencyPredictor) -> HistoryReplay {
         let (usable, summary) = usable(records)
         for record in usable { predictor.observe(record.outcome) }
+        predictor.historyReplayed()
         return summary
     }
 

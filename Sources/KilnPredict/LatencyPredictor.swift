@@ -168,6 +168,14 @@ public protocol LatencyPredictor: Sendable {
     /// Learns from a provisioned VM (most are provisioned ahead of demand: the pool keeps them warm).
     func observeProvisioning(_ outcome: ProvisionOutcome)
 
+    /// The history has been replayed into the predictor (``HistoryReplay/replay(_:into:)``):
+    /// what it keeps of the last moments, rather than of the method, starts again.
+    func historyReplayed()
+
     /// A short name for logs and explanations, such as `ewma`.
     var name: String { get }
+}
+
+extension LatencyPredictor {
+    public func historyReplayed() {}
 }

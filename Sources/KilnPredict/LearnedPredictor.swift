@@ -4,7 +4,9 @@ import Synchronization
 /// The latency model. Per method, an online ridge regression with forgetting
 /// (``ForgettingRidge``) of log exec time on the invocation's numeric args and size, the
 /// candidate VM's warmth, reuse, size and the dependencies it has not loaded, and the host's
-/// CPU load, memory pressure, network load and concurrency; per backend, profile and way of
+/// CPU load and pressure, memory pressure, network load and concurrency, corrected by a share
+/// of the host's recent drift (how much slower than predicted the last invocations of any
+/// method ran, held to a factor of e^±0.5); per backend, profile and way of
 /// provisioning (restore, boot), the same for provisioning time on host load and provisions in
 /// flight. That makes a prediction for a VM that does not exist yet: provisioning under the
 /// current load, plus exec on a fresh VM.
@@ -34,6 +36,12 @@ public final class LearnedPredictor: LatencyPredictor {
         /// Residuals beyond this many standard deviations weigh less in the fit, in proportion
         /// (a Huber loss): a run that a neighbour's burst slowed tenfold moves the fit little.
         public var outlierThreshold = 1.0
+        /// Weight of the newest log residual in the host's recent drift (over every method).
+        public var driftAlpha = 0.3
+        /// The share of the recent drift a live prediction takes on: when the last few
+        /// invocations, whatever their method, ran slower than predicted, the host is busier than
+        /// its features said, and the next one likely runs slower too.
+        public var driftShare = 0.5
         /// The share of the fastest exec seen under which a method's prediction never goes.
         public var floorShare = 0.5
         /// The longest provisioning predicted.
@@ -70,6 +78,9 @@ public final class LearnedPredictor: LatencyPredictor {
         var exec: [String: ExecModel] = [:]
         var provision: [String: ProvisionModel] = [:]
         var lastMode: [String: String] = [:]
+        /// Moving average of the log residuals of live models, over every method: the host's
+        /// load of the last seconds beyond what the features measure. Held to ±1.
+        var drift = 0.0
     }
 
     private let state = Mutex(State())
@@ -148,7 +159,7 @@ public final class LearnedPredictor: LatencyPredictor {
             var spread = baseline.uncertaintyUs - (features.warmth == .notProvisioned ? baseline.provisionUs : 0)
             if let model = state.exec[features.method], isLive(model) {
                 let (columns, outside) = model.regression.clip(FeatureEncoding.exec(features, argKeys: model.argKeys))
-                var logUs = model.regression.predict(columns)
+                var logUs = model.regression.predict(columns) + settings.driftShare * state.drift
                 // Outside the range it learned, the model's word counts for less.
                 let trust = max(0, 1 - outside)
                 logUs = trust * logUs + (1 - trust) * log(max(baseline.execUs, 1))
@@ -202,6 +213,9 @@ public final class LearnedPredictor: LatencyPredictor {
             let columns = FeatureEncoding.exec(features, argKeys: model.argKeys)
             let target = log(outcome.execUs)
             let error = target - model.regression.predict(model.regression.clip(columns).features)
+            if isLive(model), error.isFinite {
+                state.drift = min(max(state.drift + settings.driftAlpha * (error - state.drift), -1), 1)
+            }
             guard model.regression.add(columns, target: target, weight: outlierWeight(error, model)) else { return true }
             model.fastestUs = min(model.fastestUs, outcome.execUs)
             if features.unloadedDependencyMB > 0 { model.withoutDependencies += 1 }
@@ -210,6 +224,11 @@ public final class LearnedPredictor: LatencyPredictor {
             return false
         }
         if refused { reject(.nonFiniteFit) }
+    }
+
+    /// The history's last outcomes say nothing of the host's load now: the drift starts again.
+    public func historyReplayed() {
+        state.withLock { $0.drift = 0 }
     }
 
     public func observeProvisioning(_ outcome: ProvisionOutcome) {

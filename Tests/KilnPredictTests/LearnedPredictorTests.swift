@@ -213,4 +213,23 @@ struct LearnedPredictorTests {
         let predicted = learned.predict(truth.features).execUs
         #expect(abs(predicted / (2 * truth.execUs) - 1) < 0.1, "predicted \(predicted) µs, truth now \(2 * truth.execUs) µs")
     }
+
+    @Test func aHostThatJustTurnedSlowerMakesTheNextPredictionSlowerUntilTheHistoryIsReplayed() {
+        let learned = LearnedPredictor()
+        train([learned], freshShare: 0)
+        let probe = outcome("work", ms: 100, cpu: 0.5)
+        let steady = learned.predict(probe.features).execUs
+        // A few invocations run at three times the usual: contention the features did not see.
+        for index in 0..<6 {
+            var slow = outcome("work", ms: Double(20 + index * 30), cpu: 0.5)
+            slow.execUs *= 3
+            learned.observe(slow)
+        }
+        let drifted = learned.predict(probe.features).execUs
+        // Half of the drift, which is held to ±1 in log space: at most e^0.5 ≈ 1.65×.
+        #expect(drifted > 1.3 * steady && drifted < 1.7 * steady, "steady \(steady) µs, after the slow ones \(drifted) µs")
+        _ = HistoryReplay.replay([], into: learned)
+        let replayed = learned.predict(probe.features).execUs
+        #expect(replayed < drifted)
+    }
 }
