@@ -65,9 +65,11 @@ public final class AMQPConnection: Sendable {
     ///
     /// - Throws: ``AMQPError/unroutable(exchange:routingKey:code:text:)`` for a mandatory message
     ///   no queue took, ``AMQPError/publishNacked(exchange:routingKey:)``,
-    ///   ``AMQPError/channelClosed(code:text:)`` (for example 404 for a missing exchange), or
-    ///   ``AMQPError/closed``.
+    ///   ``AMQPError/channelClosed(code:text:)`` (for example 404 for a missing exchange),
+    ///   ``AMQPError/invalidMessage(_:)`` for a message AMQP cannot carry (at once: it is not
+    ///   sent, and the connection is unaffected), or ``AMQPError/closed``.
     public func publish(_ message: AMQPMessage) async throws {
+        try message.validate()
         try await withCheckedThrowingContinuation { continuation in
             post(.publish(PendingPublish(message: message, continuation: continuation)), orFail: continuation)
         }

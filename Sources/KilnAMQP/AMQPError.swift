@@ -31,6 +31,10 @@ public enum AMQPError: Error, Sendable, Equatable {
     /// A request rabbitmq-c could not encode or the broker could not take, such as a message
     /// larger than the frame allows.
     case protocolError(String)
+    /// A message AMQP cannot carry: a short string (exchange, routing key, a property, a header
+    /// name) over 255 bytes, or headers too large. Nothing was sent, and sending it again cannot
+    /// help; the connection is unaffected.
+    case invalidMessage(String)
 }
 
 extension AMQPError: CustomStringConvertible {
@@ -51,6 +55,7 @@ extension AMQPError: CustomStringConvertible {
         case .staleDelivery(let tag): return "delivery \(tag) belongs to a previous connection; the broker requeued it"
         case .closed: return "the AMQP connection is closed"
         case .protocolError(let reason): return "AMQP protocol error: \(reason)"
+        case .invalidMessage(let reason): return "message cannot be published: \(reason); nothing was sent"
         }
     }
 }

@@ -21,6 +21,18 @@ public enum AMQPFieldValue: Sendable, Equatable, Hashable {
     }
 
     /// The integer, when this is an integer.
+    /// At least the bytes the value takes in an AMQP field table.
+    var encodedSizeBound: Int {
+        switch self {
+        case .bool, .void: return 2
+        case .int, .double, .timestamp: return 9
+        case .string(let text): return 5 + text.utf8.count
+        case .bytes(let bytes): return 5 + bytes.count
+        case .array(let values): return 5 + values.reduce(0) { $0 + $1.encodedSizeBound }
+        case .table(let table): return 5 + table.reduce(0) { $0 + $1.key.utf8.count + 1 + $1.value.encodedSizeBound }
+        }
+    }
+
     public var intValue: Int64? {
         if case .int(let value) = self { return value }
         return nil
@@ -105,4 +117,36 @@ public struct AMQPMessage: Sendable, Equatable {
         self.properties = properties
         self.mandatory = mandatory
     }
+
+    /// The most bytes of an AMQP short string: exchange and queue names, routing keys, most
+    /// properties, header names.
+    public static let maxShortString = 255
+
+    /// Throws ``AMQPError/invalidMessage(_:)`` when a field is longer than AMQP can carry; the
+    /// message would otherwise fail to encode on the connection's thread.
+    public func validate() throws(AMQPError) {
+        let shortStrings: [(String, String?)] = [
+            ("exchange", exchange), ("routing key", routingKey), ("content_type", properties.contentType),
+            ("content_encoding", properties.contentEncoding), ("correlation_id", properties.correlationID),
+            ("reply_to", properties.replyTo), ("expiration", properties.expiration), ("message_id", properties.messageID),
+            ("type", properties.type), ("app_id", properties.appID),
+        ]
+        for (name, value) in shortStrings {
+            if let value, value.utf8.count > Self.maxShortString {
+                throw .invalidMessage("\(name) is \(value.utf8.count) bytes, over AMQP's \(Self.maxShortString)")
+            }
+        }
+        for name in properties.headers.keys where name.utf8.count > Self.maxShortString {
+            throw .invalidMessage("a header name is \(name.utf8.count) bytes, over AMQP's \(Self.maxShortString)")
+        }
+        // The properties travel in one frame; rabbitmq-c would find out only after it had sent
+        // the publish method, and the broker would close the connection over the half message.
+        let headerBytes = properties.headers.reduce(0) { $0 + $1.key.utf8.count + 1 + $1.value.encodedSizeBound }
+        guard headerBytes <= Self.maxHeaderBytes else {
+            throw .invalidMessage("the headers take about \(headerBytes) bytes, over the \(Self.maxHeaderBytes) a frame leaves them")
+        }
+    }
+
+    /// The most the headers may take, encoded: well inside the 128 KiB frames RabbitMQ offers.
+    public static let maxHeaderBytes = 65_536
 }

@@ -475,6 +475,10 @@ final class ConnectionLoop: @unchecked Sendable {
         while outstanding.count < publishWindow, let pending = queuedPublishes.popFirst() {
             do {
                 try session.publish(pending.message)
+            } catch AMQPError.invalidMessage(let reason) {
+                // Nothing of it was sent: fail this one, keep the connection and the rest.
+                pending.continuation.resume(throwing: AMQPError.invalidMessage(reason))
+                continue
             } catch {
                 queuedPublishes.prepend(contentsOf: [pending])
                 throw error
@@ -586,7 +590,7 @@ final class ConnectionLoop: @unchecked Sendable {
     private func sleep(socket: Int32?, until deadline: ContinuousClock.Instant) {
         guard mailbox.prepareToSleep() else { return }
         let remaining = deadline - ContinuousClock.now
-        let milliseconds = max(0, Int32(clamping: remaining.components.seconds * 1_000 + remaining.components.attoseconds / 1_000_000_000_000_000))
+        let milliseconds = max(0, Int32(clamping: min(remaining.components.seconds, 86_400) * 1_000 + remaining.components.attoseconds / 1_000_000_000_000_000))
         var descriptors = [pollfd(fd: mailbox.wakeDescriptor, events: Int16(POLLIN), revents: 0)]
         if let socket { descriptors.append(pollfd(fd: socket, events: Int16(POLLIN), revents: 0)) }
         _ = poll(&descriptors, nfds_t(descriptors.count), milliseconds)

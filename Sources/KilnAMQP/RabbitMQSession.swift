@@ -215,7 +215,14 @@ final class RabbitMQSession {
                 message.mandatory ? 1 : 0, 0, &properties,
                 amqp_bytes_t(len: body.count, bytes: UnsafeMutableRawPointer(mutating: body.baseAddress)))
         }
-        guard status == AMQP_STATUS_OK.rawValue else { throw Self.libraryError(status, operation: "basic.publish") }
+        guard status == AMQP_STATUS_OK.rawValue else {
+            // Encoding failed before anything was written: this message cannot go, the connection can.
+            if status == AMQP_STATUS_BAD_AMQP_DATA.rawValue || status == AMQP_STATUS_TABLE_TOO_BIG.rawValue
+                || status == AMQP_STATUS_INVALID_PARAMETER.rawValue {
+                throw .invalidMessage("rabbitmq-c cannot encode it: \(Self.errorString(status))")
+            }
+            throw Self.libraryError(status, operation: "basic.publish")
+        }
     }
 
     func ack(_ tag: UInt64, multiple: Bool) throws(AMQPError) {

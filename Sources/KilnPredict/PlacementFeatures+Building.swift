@@ -16,7 +16,7 @@ public enum ArgumentFeatures {
         // The smallest keys, kept sorted as they come: a map of a million entries costs one pass.
         var kept: [(key: String, value: Double)] = []
         for entry in entries {
-            guard let key = entry.key.stringValue, isPlainKey(key) else { continue }
+            guard let key = entry.key.stringValue, Invocation.isPlainName(key, maxBytes: 64) else { continue }
             let name: String
             let value: Double
             switch entry.value {
@@ -43,16 +43,6 @@ public enum ArgumentFeatures {
             kept.insert((name, value), at: position)
         }
         return Dictionary(uniqueKeysWithValues: kept.map { ($0.key, $0.value) })
-    }
-
-    /// Letters, digits, `_`, `-` and `.`, 1–64 bytes: safe in a history record, a log line and a
-    /// metric (the keys are the model's column names).
-    static func isPlainKey(_ key: String) -> Bool {
-        let bytes = key.utf8
-        return (1...64).contains(bytes.count) && bytes.allSatisfy { byte in
-            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a)
-                || byte == 0x5f || byte == 0x2d || byte == 0x2e
-        }
     }
 }
 

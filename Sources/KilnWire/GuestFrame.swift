@@ -68,6 +68,8 @@ extension GuestFrame {
         public var entry: [String]
         /// The MessagePack map `{args, context}` the program reads on stdin.
         public var payload: [UInt8]
+        /// At most ``maxDeadlineMs``: a longer one is held to it, so that no timer set from it
+        /// overflows, in the host or in the agent.
         public var deadlineMs: UInt64
         /// After sending the result, the agent resets the guest as `reset {keep_runtime: true}`
         /// would, before it reads the next frame: the pool's reset without its round trip.
@@ -79,9 +81,12 @@ extension GuestFrame {
             self.method = method
             self.entry = entry
             self.payload = payload
-            self.deadlineMs = deadlineMs
+            self.deadlineMs = min(deadlineMs, Self.maxDeadlineMs)
             self.resetAfter = resetAfter
         }
+
+        /// The longest deadline an exec runs under: a day.
+        public static let maxDeadlineMs: UInt64 = 86_400_000
 
         enum CodingKeys: String, CodingKey {
             case id, method, entry, payload
@@ -95,7 +100,7 @@ extension GuestFrame {
             method = try container.decode(String.self, forKey: .method)
             entry = try container.decode([String].self, forKey: .entry)
             payload = try container.decode([UInt8].self, forKey: .payload)
-            deadlineMs = try container.decode(UInt64.self, forKey: .deadlineMs)
+            deadlineMs = min(try container.decode(UInt64.self, forKey: .deadlineMs), Self.maxDeadlineMs)
             resetAfter = try container.decodeIfPresent(Bool.self, forKey: .resetAfter) ?? false
         }
 

@@ -85,8 +85,34 @@ public struct Invocation: Codable, Sendable, Equatable {
             guard let messageID, !messageID.isEmpty else { throw .missingKey("id", path: "") }
             invocation.id = messageID
         }
-        guard !invocation.method.isEmpty else { throw .invalidValue("method is empty", path: "method") }
+        guard isMethodName(invocation.method) else {
+            throw .invalidValue("method must be 1–\(maxMethodBytes) letters, digits, '-', '_' or '.' (as a manifest names it)", path: "method")
+        }
+        guard invocation.id.utf8.count <= maxIDBytes, !invocation.id.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+            throw .invalidValue("id must be at most \(maxIDBytes) bytes without control characters (results carry it as their message_id)", path: "id")
+        }
         return invocation
+    }
+
+    /// The longest method name: a manifest's names are at most this long.
+    public static let maxMethodBytes = 64
+    /// The longest id: results carry it as their AMQP `message_id`, a short string.
+    public static let maxIDBytes = 255
+
+    /// Whether `name` can name a method: 1–64 ASCII letters, digits, `-`, `_` or `.`, as a
+    /// manifest requires. Anything else cannot be in a manifest, nor make a result's routing key.
+    public static func isMethodName(_ name: String) -> Bool {
+        isPlainName(name, maxBytes: maxMethodBytes)
+    }
+
+    /// Whether `name` is 1–`maxBytes` ASCII letters, digits, `-`, `_` or `.`: safe in a routing
+    /// key, a metric label, a log line and a history record.
+    public static func isPlainName(_ name: String, maxBytes: Int) -> Bool {
+        let bytes = name.utf8
+        return (1...max(1, maxBytes)).contains(bytes.count) && bytes.allSatisfy { byte in
+            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a)
+                || byte == 0x5f || byte == 0x2d || byte == 0x2e
+        }
     }
 }
 

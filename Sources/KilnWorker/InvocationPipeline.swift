@@ -68,12 +68,15 @@ public struct InvocationPipeline: Sendable {
         public var decoder: MessagePackDecoder
         /// Invocations waiting for a VM on this worker at most.
         public var localQueue: Int
+        /// The longest deadline an invocation may run under, ms.
+        public var maxDeadlineMs: UInt64
 
-        public init(names: KilnNames, worker: String, decoder: MessagePackDecoder, localQueue: Int) {
+        public init(names: KilnNames, worker: String, decoder: MessagePackDecoder, localQueue: Int, maxDeadlineMs: UInt64 = 900_000) {
             self.names = names
             self.worker = worker
             self.decoder = decoder
             self.localQueue = localQueue
+            self.maxDeadlineMs = maxDeadlineMs
         }
     }
 
@@ -117,11 +120,20 @@ public struct InvocationPipeline: Sendable {
             await deadLetter(delivery, reason: "\(error)", kind: error.caseName)
             return
         }
+        let deadlineMs = invocation.deadlineMs ?? catalog[invocation.method]?.deadlineMs ?? 0
         var run = Run(invocation: invocation, delivery: delivery, received: received, receivedAtUs: receivedAtUs)
 
         guard let method = catalog[invocation.method] else {
             let reason = catalog.unplaceable[invocation.method] ?? "method '\(invocation.method)' is not in the manifest"
             run.result = run.failure(.rejected, kind: catalog.unplaceable[invocation.method] == nil ? "unknown_method" : "no_profile", message: reason)
+            await finish(&run, lease: nil)
+            return
+        }
+        // Every timer below is set from it: out of range, it would overflow one or wait for ever.
+        guard (1...settings.maxDeadlineMs).contains(deadlineMs) else {
+            run.result = run.failure(
+                .rejected, kind: "invalid_deadline",
+                message: "deadline_ms must be 1 to \(settings.maxDeadlineMs) (limits.max_deadline_ms), not \(deadlineMs)")
             await finish(&run, lease: nil)
             return
         }
@@ -131,7 +143,7 @@ public struct InvocationPipeline: Sendable {
             dependencies: method.dependencies.names)
         let traits = InvocationTraits(
             method: invocation.method, args: invocation.args, argsBytes: delivery.body.count,
-            deadlineMs: invocation.deadlineMs ?? method.deadlineMs, dependencies: method.dependencies)
+            deadlineMs: deadlineMs, dependencies: method.dependencies)
         let lease: VMLease
         let decision: PlacementDecision
         do {
@@ -152,7 +164,7 @@ public struct InvocationPipeline: Sendable {
             return
         }
         run.scheduleUs = (ContinuousClock.now - received).inMicroseconds - lease.provisionDuration.inMicroseconds
-        run.result = await execute(invocation, method: method, on: lease, run: &run)
+        run.result = await execute(invocation, method: method, deadlineMs: deadlineMs, on: lease, run: &run)
         // The VM is reset (or destroyed) while the result is published: it is free for the next
         // invocation without waiting for the broker's confirm.
         let execOutcome = run.outcome
@@ -179,14 +191,15 @@ public struct InvocationPipeline: Sendable {
     }
 
     /// Runs the method in the VM and makes its result.
-    private func execute(_ invocation: Invocation, method: MethodCatalog.Method, on lease: VMLease, run: inout Run) async -> InvocationResult {
+    private func execute(
+        _ invocation: Invocation, method: MethodCatalog.Method, deadlineMs deadline: UInt64, on lease: VMLease, run: inout Run
+    ) async -> InvocationResult {
         let payload: [UInt8]
         do {
             payload = try MessagePackEncoder().encode(MethodInput(args: invocation.args, context: invocation.context))
         } catch {
             return run.failure(.error, kind: "encode", message: "cannot encode the method's input: \(error)")
         }
-        let deadline = invocation.deadlineMs ?? method.deadlineMs
         // A VM that will be reused resets itself right after answering: the pool then skips the
         // reset's own round trip.
         let request = GuestFrame.ExecRequest(
@@ -267,13 +280,21 @@ public struct InvocationPipeline: Sendable {
             }
             try await published
             try run.delivery.ack()
+        } catch let error as WireError {
+            await deadLetter(run.delivery, reason: "its result cannot be encoded: \(error)", kind: "unpublishable_result")
+            return
+        } catch AMQPError.invalidMessage(let reason) {
+            // Publishing it again would fail the same way: out of the queue, with the reason.
+            await deadLetter(run.delivery, reason: "its result cannot be published: \(reason)", kind: "unpublishable_result")
+            return
         } catch {
             // Not acked: the broker redelivers it, with a higher attempt.
             logger.error("result of \(result.id) not published (\(error)); the invocation will be redelivered")
             return
         }
+        // Labels only for the manifest's methods: a producer inventing names must not grow /metrics.
         metrics.invocationCompleted(
-            method: result.method, status: result.status, execUs: run.execUs, totalUs: totalUs,
+            method: catalog[result.method] == nil ? WorkerMetrics.unknownMethod : result.method, status: result.status, execUs: run.execUs, totalUs: totalUs,
             overheadUs: totalUs > run.execUs ? totalUs - run.execUs : 0, cold: lease?.cold ?? false)
         metrics.telemetry.emit(.invocationCompleted(.init(
             id: result.id, method: result.method, status: result.status, vm: lease?.vm.id, cold: lease?.cold ?? false,
@@ -302,7 +323,7 @@ public struct InvocationPipeline: Sendable {
     }
 
     private func deadLetter(_ delivery: AMQPDelivery, reason: String, kind: String) async {
-        logger.warning("dead-lettering an unreadable body from \(delivery.routingKey): \(reason)")
+        logger.warning("dead-lettering an invocation from \(delivery.routingKey.loggable): \(reason.loggable)")
         do {
             try await publisher.deadLetter(delivery, reason: reason, exchange: settings.names.deadExchange)
             try delivery.ack()
@@ -365,5 +386,17 @@ extension Error {
         case .unsupportedVersion: return "unsupported_version"
         case .unpackerFailed, .packerFailed: return "codec"
         }
+    }
+}
+
+extension String {
+    /// The text for a log line: at most 300 characters, control characters escaped. What a
+    /// producer sends (a routing key, a key in an error's path) reaches logs only this way.
+    var loggable: String {
+        var text = ""
+        for scalar in unicodeScalars.prefix(300) {
+            text += scalar.properties.generalCategory == .control ? scalar.escaped(asASCII: true) : String(scalar)
+        }
+        return unicodeScalars.count > 300 ? text + "…" : text
     }
 }

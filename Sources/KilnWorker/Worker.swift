@@ -95,7 +95,7 @@ public struct Worker: Sendable {
             settings: .init(
                 names: names, worker: workerName,
                 decoder: MessagePackDecoder(limits: WireLimits(maxBodyBytes: configuration.limits.maxBodyBytes, maxDepth: configuration.limits.maxDepth)),
-                localQueue: configuration.limits.localQueue),
+                localQueue: configuration.limits.localQueue, maxDeadlineMs: configuration.limits.maxDeadlineMs),
             catalog: catalog, pool: pool, publisher: publisher, scorer: scorer, backend: backend.name, metrics: metrics,
             history: recorder, logger: logger)
         let prefetch = configuration.amqp.prefetch > 0

@@ -179,11 +179,15 @@ public struct WorkerConfiguration: Codable, Sendable, Equatable {
         public var localQueue = 256
         public var maxBodyBytes = 16 << 20
         public var maxDepth = 24
+        /// The longest deadline an invocation may ask for (or a manifest give), ms: 15 minutes,
+        /// as Lambda's. Longer, or 0, and the invocation is rejected.
+        public var maxDeadlineMs: UInt64 = 900_000
 
         enum CodingKeys: String, CodingKey {
             case localQueue = "local_queue"
             case maxBodyBytes = "max_body_bytes"
             case maxDepth = "max_depth"
+            case maxDeadlineMs = "max_deadline_ms"
         }
     }
 
@@ -277,7 +281,7 @@ extension WorkerConfiguration {
         "history": ["path", "max_records", "max_age_days"],
         "predict": ["model", "train_at_start"],
         "metrics": ["listen"],
-        "limits": ["local_queue", "max_body_bytes", "max_depth"],
+        "limits": ["local_queue", "max_body_bytes", "max_depth", "max_deadline_ms"],
     ]
 
     private static func scalar(_ text: String) -> Any {
@@ -390,6 +394,7 @@ extension WorkerConfiguration {
         try require(configuration.limits.localQueue >= 0, "limits.local_queue", "must not be negative")
         try require(configuration.limits.maxBodyBytes >= 1_024, "limits.max_body_bytes", "must be at least 1024")
         try require((1...31).contains(configuration.limits.maxDepth), "limits.max_depth", "must be 1 to 31")
+        try require((1...86_400_000).contains(configuration.limits.maxDeadlineMs), "limits.max_deadline_ms", "must be 1 to 86400000 (a day)")
         if !configuration.metrics.listen.isEmpty {
             try require(HostAndPort(configuration.metrics.listen) != nil, "metrics.listen", "must be host:port, not \(configuration.metrics.listen)")
         }

@@ -13,6 +13,10 @@ public struct WorkerMetrics: Sendable {
         self.telemetry = telemetry
     }
 
+    /// The `method` label of invocations of methods the manifest does not have (not a valid
+    /// method name, so it cannot collide with one).
+    static let unknownMethod = "(unknown)"
+
     /// An invocation's result was published.
     func invocationCompleted(method: String, status: InvocationResult.Status, execUs: UInt64, totalUs: UInt64, overheadUs: UInt64, cold: Bool) {
         Counter(label: "kiln_invocations_total", dimensions: [("method", method), ("status", status.rawValue)]).increment()

@@ -36,6 +36,42 @@ struct ClientTests {
         await connection.close()
     }
 
+    /// A routing key of 5,000 bytes once made rabbitmq-c fail the publish on the connection's
+    /// thread, which reconnected and tried the same publish again, for ever.
+    @Test func aMessageAMQPCannotCarryFailsAtOnceAndTheConnectionCarriesOn() async throws {
+        let names = TestBroker.uniqueNames()
+        let connection = try await TestBroker.connect("invalid-message")
+        try await connection.declare(.kiln(names))
+        let long = String(repeating: "m", count: 5_000)
+        let refused: [AMQPMessage] = [
+            AMQPMessage(exchange: names.invokeExchange, routingKey: long, body: [1]),
+            AMQPMessage(exchange: long, routingKey: "m", body: [2]),
+            AMQPMessage(exchange: names.invokeExchange, routingKey: "m", body: [3], properties: .msgpack(messageID: long)),
+            AMQPMessage(exchange: names.invokeExchange, routingKey: "m", body: [4], properties: .msgpack(headers: [long: 1])),
+            AMQPMessage(exchange: names.invokeExchange, routingKey: "m", body: [5], properties: .msgpack(
+                headers: ["big": .string(String(repeating: "h", count: 200_000))])),
+        ]
+        for message in refused {
+            await #expect(throws: AMQPError.self) { try await connection.publish(message) }
+            do {
+                try await connection.publish(message)
+            } catch AMQPError.invalidMessage(let reason) {
+                #expect(reason.contains("255") || reason.contains("65536"), "\(reason)")
+            }
+        }
+        #expect(AMQPMessage(exchange: "x", routingKey: String(repeating: "k", count: 255), body: []).validateSucceeds)
+        // The connection was never dropped, and still publishes.
+        try await connection.publish(AMQPMessage(exchange: names.invokeExchange, routingKey: "m", body: [9]))
+        #expect(connection.connectionCount == 1)
+        let consumer = try await connection.consume(queue: names.invocationsQueue, prefetch: 10)
+        let delivered = try await consumer.take(1)
+        #expect(delivered.map(\.body) == [[9]])
+        for delivery in delivered { try delivery.ack() }
+        try await connection.deleteQueue(names.invocationsQueue)
+        try await connection.deleteQueue(names.deadQueue)
+        await connection.close()
+    }
+
     @Test func confirmedPublishesArriveInOrder() async throws {
         let names = TestBroker.uniqueNames()
         let connection = try await TestBroker.connect("confirms", publishWindow: 64)
@@ -225,4 +261,8 @@ struct ClientTests {
         await connection.close(grace: .milliseconds(100))
         #expect(throws: AMQPError.self) { try delivery.ack() }
     }
+}
+
+extension AMQPMessage {
+    var validateSucceeds: Bool { (try? validate()) != nil }
 }

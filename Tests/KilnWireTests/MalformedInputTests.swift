@@ -25,6 +25,22 @@ struct MalformedInputTests {
         }
     }
 
+    /// A method's name becomes a result's routing key, a metric label and a log field; its id
+    /// the result's AMQP message_id. Neither may be anything a producer likes.
+    @Test func methodNamesAndIdsAreHeldToWhatResultsCanCarry() throws {
+        func decoded(_ fields: MessagePackValue) throws -> Invocation {
+            try MessagePackEncoder().encode(fields).withUnsafeBytes { try Invocation.decode(body: $0, messageID: nil) }
+        }
+        for method in [String(repeating: "m", count: 65), String(repeating: "m", count: 5_000), "a b", "echo\n", "ünïcode", "a;b", ""] {
+            #expect(throws: WireError.self, "method \(method.prefix(20))") { try decoded(["v": 1, "id": "x", "method": .string(method)]) }
+        }
+        for id in [String(repeating: "i", count: 256), String(repeating: "i", count: 65_536), "line\nbreak", "tab\there"] {
+            #expect(throws: WireError.self, "id \(id.prefix(20))") { try decoded(["v": 1, "id": .string(id), "method": "echo"]) }
+        }
+        #expect(try decoded(["v": 1, "id": .string(String(repeating: "i", count: 255)), "method": .string(String(repeating: "m", count: 64))]).method.count == 64)
+        #expect(try decoded(["v": 1, "id": "ïd-ünïcode", "method": "img.resize_v2-b"]).id == "ïd-ünïcode")
+    }
+
     @Test func wrongTypes() throws {
         let body = try MessagePackEncoder().encode(["v": 1, "id": "x", "method": 42] as MessagePackValue)
         #expect(throws: WireError.typeMismatch(expected: "str", found: "int", path: "method")) {

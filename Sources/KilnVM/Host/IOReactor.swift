@@ -139,7 +139,8 @@ public final class IOReactor: Sendable {
             if let nearest {
                 let remaining = clock.now.duration(to: nearest)
                 let (seconds, attoseconds) = remaining.components
-                let milliseconds = seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
+                // Held to a day first: a far deadline must not overflow the multiplication.
+                let milliseconds = min(seconds, 86_400) * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
                 timeoutMs = Int32(clamping: max(0, milliseconds))
             }
             let count = epoll_wait(epollFD, &events, Int32(events.count), timeoutMs)

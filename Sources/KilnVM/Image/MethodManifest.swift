@@ -1,4 +1,5 @@
 import Foundation
+import KilnWire
 
 /// A method manifest: which methods a guest image carries, how each is started (`mode`: a program
 /// per call, or a runtime that stays up), its default deadline, VM lifecycle and resources. JSON,
@@ -239,8 +240,8 @@ public struct MethodManifest: Codable, Sendable, Equatable {
             throw .manifestInvalid(path: path, reason: "program name '\(name)' must be letters, digits, '-', '_' or '.'")
         }
         for (name, method) in methods.sorted(by: { $0.key < $1.key }) {
-            guard Self.isPlainName(name) else {
-                throw .manifestInvalid(path: path, reason: "method name '\(name)' must be letters, digits, '-', '_' or '.'")
+            guard Invocation.isMethodName(name) else {
+                throw .manifestInvalid(path: path, reason: "method name '\(name.prefix(80))' must be 1–\(Invocation.maxMethodBytes) letters, digits, '-', '_' or '.'")
             }
             guard let program = method.entry.first, !program.isEmpty else {
                 throw .manifestInvalid(path: path, reason: "methods.\(name).entry is empty")

@@ -224,10 +224,13 @@ public actor QEMUDriver: MicroVMDriver {
 }
 
 extension Duration {
-    /// Whole milliseconds.
+    /// Whole milliseconds (held to ±Int64's range rather than overflowing).
     public var milliseconds: Int64 {
         let (seconds, attoseconds) = components
-        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
+        let (whole, overflow) = seconds.multipliedReportingOverflow(by: 1000)
+        guard !overflow else { return seconds < 0 ? .min : .max }
+        let (sum, carried) = whole.addingReportingOverflow(attoseconds / 1_000_000_000_000_000)
+        return carried ? (seconds < 0 ? .min : .max) : sum
     }
 
     /// Microseconds, as a Double.

@@ -1,0 +1,162 @@
+import Foundation
+import KilnAMQP
+import KilnWire
+import Testing
+
+/// What a producer can send that a worker must survive, each through a real worker (on the
+/// process sandbox: what is checked is the worker's reading of messages, the same for every
+/// backend) and the broker `make test` starts. After every attack the worker still serves, and
+/// nothing valid is lost.
+@Suite("Hostile producers", .serialized)
+struct HostileProducerTests {
+    func names() -> KilnNames {
+        KilnNames(prefix: "hostile-p-\(UUID().uuidString.prefix(6).lowercased())")
+    }
+
+    /// Publishes a hand-made body (any MessagePack map) with `id` as its message id.
+    func publish(_ body: MessagePackValue, id: String, routingKey: String = "echo", client: TestClient, replyTo: String? = nil) async throws {
+        try await client.connection.publish(AMQPMessage(
+            exchange: client.names.invokeExchange, routingKey: routingKey, body: try MessagePackEncoder().encode(body),
+            properties: .msgpack(messageID: id, correlationID: id, replyTo: replyTo)))
+    }
+
+    /// Dead letters until every id in `ids` (their message ids) has come, by id.
+    func deadLetters(_ ids: Set<String>, client: TestClient) async throws -> [String: AMQPDelivery] {
+        let consumer = try await client.connection.consume(queue: client.names.deadQueue, prefetch: 100)
+        var letters: [String: AMQPDelivery] = [:]
+        var iterator = consumer.makeAsyncIterator()
+        let deadline = ContinuousClock.now + .seconds(60)
+        while !ids.isSubset(of: letters.keys), ContinuousClock.now < deadline {
+            guard let letter = try await iterator.next() else { break }
+            try letter.ack()
+            letters[letter.properties.messageID ?? ""] = letter
+        }
+        await client.connection.cancelConsumer()
+        return letters
+    }
+
+    @Test(.timeLimit(.minutes(3)))
+    func fieldsOutOfRangeAreRefusedWithTheReasonAndTheWorkerServesOn() async throws {
+        let names = names()
+        let client = try await TestClient(names: names)
+        let worker = try WorkerProcess(names: names, statusPort: 9488, environment: ["KILN_VM_BACKEND": "process"])
+        try await worker.waitUntilReady()
+
+        // Results: each deadline that cannot be honoured is rejected, not run.
+        var rejectedDeadlines: [String] = []
+        for (index, deadline) in [UInt64(0), 900_001, 1 << 63, .max].enumerated() {
+            let id = "deadline-\(index)"
+            try await publish(["v": 1, "id": .string(id), "method": "sleep", "args": ["ms": 1], "deadline_ms": .uint(deadline)], id: id, client: client)
+            rejectedDeadlines.append(id)
+        }
+        // Accepted: numbers at their extremes that reach no arithmetic, strings that fit.
+        let accepted: [(String, MessagePackValue)] = [
+            ("submitted-max", ["v": 1, "id": "submitted-max", "method": "echo", "args": ["i": 1], "submitted_at_us": .uint(.max)]),
+            ("submitted-zero", ["v": 1, "id": "submitted-zero", "method": "echo", "args": ["i": 2], "submitted_at_us": 0]),
+            ("resources-zero", ["v": 1, "id": "resources-zero", "method": "echo", "args": ["i": 3], "resources": ["vcpus": 0, "memory_mb": 0]]),
+            ("affinity-64k", ["v": 1, "id": "affinity-64k", "method": "echo", "args": ["i": 4],
+                              "affinity": ["key": .string(String(repeating: "a", count: 65_536))]]),
+            ("id-255", ["v": 1, "id": .string("id-255" + String(repeating: "x", count: 249)), "method": "echo", "args": ["i": 5]]),
+            ("routed-elsewhere", ["v": 1, "id": "routed-elsewhere", "method": "echo", "args": ["i": 6]]),
+        ]
+        for (id, body) in accepted {
+            // The body's method is the method: the routing key only routes (here to the same queue).
+            try await publish(body, id: body["id"]?.stringValue ?? id, routingKey: id == "routed-elsewhere" ? "sleep" : "echo", client: client)
+        }
+        // reply_to naming a queue that does not exist: the result still reaches kiln.results.
+        try await publish(["v": 1, "id": "no-reply-queue", "method": "echo", "args": ["i": 7]], id: "no-reply-queue", client: client,
+                          replyTo: "\(names.prefix).nobody-listens")
+        // Dead letters: what no result can carry, or no manifest can name.
+        let refused: [(String, MessagePackValue)] = [
+            ("method-5000", ["v": 1, "id": "method-5000", "method": .string(String(repeating: "m", count: 5_000))]),
+            ("method-65", ["v": 1, "id": "method-65", "method": .string(String(repeating: "m", count: 65))]),
+            ("method-spaces", ["v": 1, "id": "method-spaces", "method": "rm -rf"]),
+            ("resources-huge", ["v": 1, "id": "resources-huge", "method": "echo", "resources": ["vcpus": .uint(1 << 63)]]),
+            ("deadline-negative", ["v": 1, "id": "deadline-negative", "method": "echo", "deadline_ms": .int(-1)]),
+        ]
+        for (id, body) in refused { try await publish(body, id: id, client: client) }
+        // Ids that cannot be a result's message id: the message id property names them here.
+        try await publish(["v": 1, "id": .string(String(repeating: "i", count: 256)), "method": "echo"], id: "id-256", client: client)
+        try await publish(["v": 1, "id": .string(String(repeating: "i", count: 65_536)), "method": "echo"], id: "id-64k", client: client)
+
+        let expectedResults = Set(rejectedDeadlines + accepted.map { $0.1["id"]?.stringValue ?? $0.0 } + ["no-reply-queue"])
+        let (results, _) = try await client.collect(expectedResults, timeout: .seconds(60))
+        for id in rejectedDeadlines {
+            #expect(results[id]?.status == .rejected, "\(id): \(String(describing: results[id]))")
+            #expect(results[id]?.error?.kind == "invalid_deadline")
+        }
+        for id in expectedResults.subtracting(rejectedDeadlines) {
+            #expect(results[id]?.status == .ok, "\(id): \(String(describing: results[id]?.error))")
+        }
+        #expect(results["routed-elsewhere"]?.method == "echo")
+        #expect(results["routed-elsewhere"]?.output == ["i": 6])
+
+        let letters = try await deadLetters(Set(refused.map(\.0) + ["id-256", "id-64k"]), client: client)
+        for id in refused.map(\.0) + ["id-256", "id-64k"] {
+            let reason = letters[id]?.properties.headers[KilnNames.errorHeader]?.stringValue
+            #expect(reason != nil, "\(id) was not dead-lettered")
+            #expect((reason ?? "").utf8.count <= 1_100)
+        }
+        #expect(letters["method-5000"]?.properties.headers[KilnNames.errorHeader]?.stringValue?.contains("method must be") == true)
+        #expect(letters["id-64k"]?.properties.headers[KilnNames.errorHeader]?.stringValue?.contains("id must be") == true)
+
+        // It serves on: an ordinary call gets its result, and the worker never reconnected.
+        let after = Invocation(id: "after-\(UUID().uuidString.prefix(6))", method: "echo", args: ["after": true])
+        try await client.submit(after)
+        let (last, _) = try await client.collect([after.id], timeout: .seconds(30))
+        #expect(last[after.id]?.output == after.args)
+        let metrics = try await worker.httpGet("/metrics")
+        #expect(metrics.contains("kiln_dead_letters_total{reason=\"invalid_value\"}"))
+        #expect(!worker.logText.contains("connection lost"), "\(worker.tail())")
+        #expect(worker.stop() == 0)
+        await client.close()
+    }
+
+    @Test(.timeLimit(.minutes(5)))
+    func tenThousandUnknownMethodsLeaveMetricsAndMemoryBounded() async throws {
+        let names = names()
+        let client = try await TestClient(names: names)
+        let worker = try WorkerProcess(names: names, statusPort: 9489, environment: ["KILN_VM_BACKEND": "process"])
+        try await worker.waitUntilReady()
+        // A first batch, so that what the worker allocates once (buffers, the first series) is
+        // in the starting figure.
+        func flood(_ range: Range<Int>) async throws -> Set<String> {
+            let ids = range.map { "unknown-\($0)" }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for lane in 0..<16 {
+                    group.addTask {
+                        for index in stride(from: lane, to: ids.count, by: 16) {
+                            try await publish(["v": 1, "id": .string(ids[index]), "method": .string("no-such-method-\(range.lowerBound + index)")],
+                                              id: ids[index], routingKey: "no-such-method-\(range.lowerBound + index)", client: client)
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            return Set(ids)
+        }
+        _ = try await client.collect(try await flood(0..<500), timeout: .seconds(60))
+        let startKB = try residentKB(worker.pid)
+        let metricsBefore = try await worker.httpGet("/metrics").utf8.count
+
+        let (results, _) = try await client.collect(try await flood(500..<10_500), timeout: .seconds(240))
+        #expect(results.values.allSatisfy { $0.status == .rejected && $0.error?.kind == "unknown_method" })
+        let metrics = try await worker.httpGet("/metrics")
+        #expect(metrics.utf8.count < 64 * 1_024, "/metrics grew from \(metricsBefore) to \(metrics.utf8.count) bytes")
+        #expect(metrics.contains("kiln_invocations_total{method=\"(unknown)\",status=\"rejected\"} 10500"))
+        #expect(!metrics.contains("no-such-method"))
+        let endKB = try residentKB(worker.pid)
+        #expect(endKB - startKB < 20 * 1_024, "RSS grew from \(startKB) KiB to \(endKB) KiB")
+        #expect(worker.stop() == 0)
+        await client.close()
+    }
+
+    /// VmRSS of `pid`, KiB.
+    func residentKB(_ pid: pid_t) throws -> Int {
+        let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+        guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+              let value = line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap({ Int($0) })
+        else { throw HarnessError("no VmRSS for \(pid)") }
+        return value
+    }
+}
