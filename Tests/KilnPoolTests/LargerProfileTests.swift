@@ -40,7 +40,7 @@ struct LargerProfileTests {
         let borrowed = placed.lease
         #expect(borrowed.profile.name == "large" && !borrowed.cold, "got a \(borrowed.profile.name) VM, cold: \(borrowed.cold)")
         #expect(placed.decision.profile.vcpus == 2, "the policy is shown the VM it would run on")
-        #expect(try await borrowed.vm.exec(.init(id: "3", method: "noop", entry: ["kiln:noop"], payload: [], deadlineMs: 1_000)).status == .ok)
+        #expect(try await borrowed.vm.exec(.init(id: "3", method: "noop", entry: ["kiln:noop"], payload: [], deadlineMs: 60_000)).status == .ok)
 
         // It goes back to its own pool.
         await pool.release(borrowed, method: "echo", affinityKey: nil, outcome: .completed, lifecycle: LifecyclePolicy())

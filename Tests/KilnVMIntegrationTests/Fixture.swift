@@ -43,7 +43,10 @@ enum Fixture {
     }
 
     /// An exec request for an example method (entry from the image's manifest).
-    static func request(_ method: String, _ args: MessagePackValue = .map([]), deadlineMs: UInt64 = 5_000,
+    /// A deadline no loaded host misses: tests about deadlines give their own, short ones.
+    static let generousDeadlineMs: UInt64 = 60_000
+
+    static func request(_ method: String, _ args: MessagePackValue = .map([]), deadlineMs: UInt64 = generousDeadlineMs,
                         image: GuestImage) throws -> GuestFrame.ExecRequest {
         guard let entry = image.manifest.guestEntry(for: method) else {
             throw VMError.imageMissing(path: image.directory, hint: "the image has no method \(method)")
@@ -53,7 +56,7 @@ enum Fixture {
     }
 
     /// A request that runs a shell command in the guest (busybox sh).
-    static func shell(_ script: String, deadlineMs: UInt64 = 5_000, resetAfter: Bool = false) -> GuestFrame.ExecRequest {
+    static func shell(_ script: String, deadlineMs: UInt64 = generousDeadlineMs, resetAfter: Bool = false) -> GuestFrame.ExecRequest {
         GuestFrame.ExecRequest(id: "sh-\(UUID().uuidString.prefix(8))", method: "shell",
                                entry: ["/bin/sh", "-c", script], payload: [], deadlineMs: deadlineMs, resetAfter: resetAfter)
     }

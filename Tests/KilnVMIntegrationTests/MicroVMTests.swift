@@ -38,7 +38,7 @@ struct MicroVMTests {
             let context: MessagePackValue = ["locals": ["step": 3]]
             let echo = try await vm.exec(GuestFrame.ExecRequest(
                 id: "ctx", method: "echo", entry: image.manifest.guestEntry(for: "echo")!,
-                payload: try Fixture.payload(["x": 1], context: context), deadlineMs: 5_000))
+                payload: try Fixture.payload(["x": 1], context: context), deadlineMs: Fixture.generousDeadlineMs))
             #expect(try MessagePackDecoder().decodeValue(from: echo.output)["context"] == context)
         }
     }
@@ -99,7 +99,7 @@ struct MicroVMTests {
     func aMissingProgramIsAnErrorNotACrash(backend: Backend) async throws {
         try await withVM(backend) { vm in
             let result = try await vm.exec(GuestFrame.ExecRequest(
-                id: "missing", method: "nope", entry: ["/kiln/bin/no-such-program"], payload: [], deadlineMs: 2_000))
+                id: "missing", method: "nope", entry: ["/kiln/bin/no-such-program"], payload: [], deadlineMs: Fixture.generousDeadlineMs))
             #expect(result.status == .error)
             #expect(result.exitCode == 127)
             #expect(result.stderr.contains("no-such-program"))

@@ -11,7 +11,8 @@ struct EndToEndTests {
         KilnNames(prefix: "e2e-\(UUID().uuidString.prefix(6).lowercased())")
     }
 
-    func invocation(_ method: String, _ args: MessagePackValue = .nil, deadline: UInt64? = nil) -> Invocation {
+    /// An invocation under a deadline no loaded host misses (unless a test gives a short one).
+    func invocation(_ method: String, _ args: MessagePackValue = .nil, deadline: UInt64? = 60_000) -> Invocation {
         Invocation(id: "\(method)-\(UUID().uuidString.prefix(8).lowercased())", method: method, args: args, deadlineMs: deadline)
     }
 
