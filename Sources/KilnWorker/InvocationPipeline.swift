@@ -139,7 +139,7 @@ public struct InvocationPipeline: Sendable {
         }
 
         let request = PlacementRequest(
-            invocationID: invocation.id, method: invocation.method, profile: method.profile, affinityKey: invocation.affinity?.key,
+            invocationID: invocation.id, method: invocation.method, profile: method.profile, affinityKey: affinityKey(invocation),
             dependencies: method.dependencies.names)
         let traits = InvocationTraits(
             method: invocation.method, args: invocation.args, argsBytes: delivery.body.count,
@@ -170,7 +170,7 @@ public struct InvocationPipeline: Sendable {
         let execOutcome = run.outcome
         let resetInGuest = run.resetPending
         async let released: Void = pool.release(
-            lease, method: invocation.method, affinityKey: invocation.affinity?.key, outcome: execOutcome,
+            lease, method: invocation.method, affinityKey: affinityKey(invocation), outcome: execOutcome,
             lifecycle: method.lifecycle, resetInGuest: resetInGuest)
         await finish(&run, lease: lease, decision: decision)
         await released
@@ -315,6 +315,14 @@ public struct InvocationPipeline: Sendable {
                 predictedUs: Self.microseconds(scored.prediction.totalUs), uncertaintyUs: Self.microseconds(scored.prediction.uncertaintyUs),
                 suitability: scored.suitability.isFinite ? (scored.suitability * 100).rounded() / 100 : 0, chosen: index == decision.winnerIndex)
         })
+    }
+
+    /// The invocation's affinity key as the pool keeps it (beside every idle VM): a long one by
+    /// its hash, so that a producer's megabyte key costs the pool a few bytes. Only equality
+    /// matters, within this process.
+    private func affinityKey(_ invocation: Invocation) -> String? {
+        guard let key = invocation.affinity?.key else { return nil }
+        return key.utf8.count <= 256 ? key : "#\(key.utf8.count):\(String(UInt(bitPattern: key.hashValue), radix: 16))"
     }
 
     /// A non-negative figure in whole microseconds, whatever the double holds.

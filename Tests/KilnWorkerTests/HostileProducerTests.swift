@@ -20,19 +20,22 @@ struct HostileProducerTests {
             properties: .msgpack(messageID: id, correlationID: id, replyTo: replyTo)))
     }
 
-    /// Dead letters until every id in `ids` (their message ids) has come, by id.
+    /// Dead letters until every id in `ids` (their message ids) has come, by id; those that
+    /// came within a minute when some never do.
     func deadLetters(_ ids: Set<String>, client: TestClient) async throws -> [String: AMQPDelivery] {
         let consumer = try await client.connection.consume(queue: client.names.deadQueue, prefetch: 100)
-        var letters: [String: AMQPDelivery] = [:]
-        var iterator = consumer.makeAsyncIterator()
-        let deadline = ContinuousClock.now + .seconds(60)
-        while !ids.isSubset(of: letters.keys), ContinuousClock.now < deadline {
-            guard let letter = try await iterator.next() else { break }
-            try letter.ack()
-            letters[letter.properties.messageID ?? ""] = letter
+        let letters = LetterBox()
+        let reader = Task {
+            for try await letter in consumer {
+                try letter.ack()
+                letters.add(letter)
+            }
         }
+        let deadline = ContinuousClock.now + .seconds(60)
+        while !ids.isSubset(of: letters.ids), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        reader.cancel()
         await client.connection.cancelConsumer()
-        return letters
+        return letters.byID
     }
 
     @Test(.timeLimit(.minutes(3)))
@@ -112,6 +115,67 @@ struct HostileProducerTests {
         await client.close()
     }
 
+    /// Bodies at and past the worker's limits (a body limit of 64 KiB here), nesting, invalid
+    /// UTF-8 and a repeated id.
+    @Test(.timeLimit(.minutes(3)))
+    func bodiesAtAndPastTheLimitsAndWhatIsNotUTF8() async throws {
+        let names = names()
+        let client = try await TestClient(names: names)
+        let worker = try WorkerProcess(names: names, statusPort: 9490, environment: [
+            "KILN_VM_BACKEND": "process", "KILN_LIMITS_MAX_BODY_BYTES": "65536", "KILN_LIMITS_MAX_DEPTH": "24",
+        ])
+        try await worker.waitUntilReady()
+        func raw(_ bytes: [UInt8], id: String) async throws {
+            try await client.connection.publish(AMQPMessage(
+                exchange: names.invokeExchange, routingKey: "echo", body: bytes, properties: .msgpack(messageID: id)))
+        }
+        /// An echo invocation whose body is exactly `size` bytes.
+        func sized(_ size: Int, id: String) throws -> [UInt8] {
+            var padding = 0
+            while true {
+                let body = try MessagePackEncoder().encode(
+                    ["v": 1, "id": .string(id), "method": "echo", "args": ["pad": .binary([UInt8](repeating: 7, count: padding))]] as MessagePackValue)
+                if body.count == size { return body }
+                padding += size - body.count
+                if body.count > size { padding -= 1 }
+            }
+        }
+        func nested(_ depth: Int) -> MessagePackValue {
+            var value: MessagePackValue = 1
+            for _ in 0..<depth { value = .array([value]) }
+            return value
+        }
+        try await raw(try sized(65_536, id: "at-body-limit"), id: "at-body-limit")
+        try await raw(try sized(65_537, id: "over-body-limit"), id: "over-body-limit")
+        // The body's map is depth 1: 23 arrays in its args reach the limit of 24.
+        try await raw(try MessagePackEncoder().encode(["v": 1, "id": "at-depth", "method": "echo", "args": nested(23)] as MessagePackValue), id: "at-depth")
+        try await raw(try MessagePackEncoder().encode(["v": 1, "id": "over-depth", "method": "echo", "args": nested(24)] as MessagePackValue), id: "over-depth")
+        // {v: 1, id: "u8", method: "echo", args: {x: <0xff 0xfe>}} and {…, args: {<0xc3 0x28>: 1}}
+        let head: [UInt8] = [0x84, 0xa1, 0x76, 0x01, 0xa2, 0x69, 0x64]
+        let method: [UInt8] = [0xa6] + Array("method".utf8) + [0xa4] + Array("echo".utf8) + [0xa4] + Array("args".utf8)
+        try await raw(head + [0xa5] + Array("bad-v".utf8) + method + [0x81, 0xa1, 0x78, 0xa2, 0xff, 0xfe], id: "bad-value")
+        try await raw(head + [0xa5] + Array("bad-k".utf8) + method + [0x81, 0xa2, 0xc3, 0x28, 0x01], id: "bad-key")
+        // The same id twice: Kiln does not deduplicate (at-least-once); each delivery gets its result.
+        let twice = Invocation(id: "twice-\(UUID().uuidString.prefix(6))", method: "echo", args: ["n": 1])
+        try await client.submit(twice)
+        try await client.submit(twice)
+
+        let (results, _) = try await client.collect(["at-body-limit", "at-depth", twice.id], timeout: .seconds(60))
+        #expect(results["at-body-limit"]?.status == .ok)
+        #expect(results["at-depth"]?.status == .ok)
+        let letters = try await deadLetters(["over-body-limit", "over-depth", "bad-value", "bad-key"], client: client)
+        #expect(letters["over-body-limit"]?.properties.headers[KilnNames.errorHeader]?.stringValue?.contains("body size") == true)
+        #expect(letters["over-depth"]?.properties.headers[KilnNames.errorHeader]?.stringValue?.contains("nesting depth") == true)
+        #expect(letters["bad-value"]?.properties.headers[KilnNames.errorHeader] != nil)
+        #expect(letters["bad-key"]?.properties.headers[KilnNames.errorHeader] != nil)
+        // Both deliveries of the repeated id ran.
+        let deadline = ContinuousClock.now + .seconds(30)
+        while client.box.snapshot.1 < 1, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(client.box.snapshot.1 == 1, "the second delivery of \(twice.id) got no result")
+        #expect(worker.stop() == 0)
+        await client.close()
+    }
+
     @Test(.timeLimit(.minutes(5)))
     func tenThousandUnknownMethodsLeaveMetricsAndMemoryBounded() async throws {
         let names = names()
@@ -159,4 +223,17 @@ struct HostileProducerTests {
         else { throw HarnessError("no VmRSS for \(pid)") }
         return value
     }
+}
+
+/// Dead letters read so far, by message id.
+final class LetterBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var letters: [String: AMQPDelivery] = [:]
+
+    func add(_ letter: AMQPDelivery) {
+        lock.withLock { letters[letter.properties.messageID ?? ""] = letter }
+    }
+
+    var ids: Set<String> { lock.withLock { Set(letters.keys) } }
+    var byID: [String: AMQPDelivery] { lock.withLock { letters } }
 }
