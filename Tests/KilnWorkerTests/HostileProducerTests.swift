@@ -215,6 +215,53 @@ struct HostileProducerTests {
         await client.close()
     }
 
+    /// 50,000 invocations published faster than the worker runs them: the queue holds them, the
+    /// prefetch lets the worker take a few at a time, its memory stays put, and every one gets
+    /// its result.
+    @Test(.timeLimit(.minutes(6)))
+    func aFloodWaitsInTheQueueNotInTheWorker() async throws {
+        let names = names()
+        let client = try await TestClient(names: names)
+        let worker = try WorkerProcess(names: names, statusPort: 9491, environment: ["KILN_VM_BACKEND": "process"])
+        try await worker.waitUntilReady()
+        let warmup = (0..<200).map { Invocation(id: "warm-\($0)", method: "noop") }
+        for item in warmup { try await client.submit(item) }
+        _ = try await client.collect(Set(warmup.map(\.id)), timeout: .seconds(60))
+        let startKB = try residentKB(worker.pid)
+
+        let count = 50_000
+        let ids = (0..<count).map { "flood-\($0)" }
+        let peakKB = PeakBox()
+        let watching = Task {
+            while !Task.isCancelled {
+                peakKB.see(try residentKB(worker.pid))
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for lane in 0..<32 {
+                group.addTask {
+                    for index in stride(from: lane, to: count, by: 32) {
+                        try await client.submit(Invocation(id: ids[index], method: "noop"))
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        // Every one is with the broker now; most still wait in the queue, not in the worker.
+        let answeredWhenPublished = client.box.snapshot.0.count - warmup.count
+        let (results, duplicates) = try await client.collect(Set(ids), timeout: .seconds(300))
+        watching.cancel()
+        #expect(results.count == count)
+        #expect(duplicates == 0)
+        #expect(results.values.allSatisfy { $0.status == .ok })
+        #expect(answeredWhenPublished < count, "the worker had answered all \(count) by the time they were published")
+        let peak = peakKB.value
+        #expect(peak - startKB < 64 * 1_024, "RSS from \(startKB) KiB to a peak of \(peak) KiB")
+        #expect(worker.stop() == 0)
+        await client.close()
+    }
+
     /// VmRSS of `pid`, KiB.
     func residentKB(_ pid: pid_t) throws -> Int {
         let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
@@ -236,4 +283,16 @@ final class LetterBox: @unchecked Sendable {
 
     var ids: Set<String> { lock.withLock { Set(letters.keys) } }
     var byID: [String: AMQPDelivery] { lock.withLock { letters } }
+}
+
+/// The largest figure seen, shared with a watching task.
+final class PeakBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var peak = 0
+
+    func see(_ value: Int) {
+        lock.withLock { peak = max(peak, value) }
+    }
+
+    var value: Int { lock.withLock { peak } }
 }
