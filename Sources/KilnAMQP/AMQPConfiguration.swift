@@ -121,14 +121,16 @@ public struct AMQPConfiguration: Sendable, Equatable {
     /// `server_name_indication` (`disable` turns off host name checks).
     ///
     /// - Throws: ``AMQPError/invalidURL(_:reason:)`` naming what is wrong.
-    public init(url: String) throws(AMQPError) {
+    public init(url given: String) throws(AMQPError) {
         self.init()
-        guard let schemeEnd = url.range(of: "://") else { throw .invalidURL(url, reason: "no scheme") }
-        let scheme = url[..<schemeEnd.lowerBound].lowercased()
+        // Errors name the URL without its password (they reach logs and results).
+        let url = Self.redacting(given)
+        guard let schemeEnd = given.range(of: "://") else { throw .invalidURL(url, reason: "no scheme") }
+        let scheme = given[..<schemeEnd.lowerBound].lowercased()
         guard scheme == "amqp" || scheme == "amqps" else {
-            throw .invalidURL(url, reason: "scheme must be amqp or amqps, not \(scheme)")
+            throw .invalidURL(url, reason: "scheme must be amqp or amqps, not \(scheme.prefix(20))")
         }
-        var rest = Substring(url[schemeEnd.upperBound...])
+        var rest = Substring(given[schemeEnd.upperBound...])
         var query = Substring()
         if let mark = rest.firstIndex(of: "?") {
             query = rest[rest.index(after: mark)...]
@@ -144,7 +146,8 @@ public struct AMQPConfiguration: Sendable, Equatable {
             rest = rest[rest.index(after: at)...]
             let parts = credentials.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
             user = try Self.decode(parts[0], in: url)
-            password = parts.count > 1 ? try Self.decode(parts[1], in: url) : ""
+            // Its decoding error must not quote it either.
+            password = parts.count > 1 ? try Self.decode(parts[1], in: url, quoting: false) : ""
         }
         if rest.hasPrefix("[") {
             guard let close = rest.firstIndex(of: "]") else { throw .invalidURL(url, reason: "unclosed IPv6 address") }
@@ -218,11 +221,20 @@ public struct AMQPConfiguration: Sendable, Equatable {
         return port
     }
 
-    private static func decode(_ text: Substring, in url: String) throws(AMQPError) -> String {
+    private static func decode(_ text: Substring, in url: String, quoting: Bool = true) throws(AMQPError) -> String {
         guard let decoded = String(text).removingPercentEncoding else {
-            throw .invalidURL(url, reason: "bad percent-encoding in '\(text)'")
+            throw .invalidURL(url, reason: quoting ? "bad percent-encoding in '\(text)'" : "bad percent-encoding in the password")
         }
         return decoded
+    }
+
+    /// `url` with the password between `user:` and `@` replaced by `***`.
+    static func redacting(_ url: String) -> String {
+        guard let schemeEnd = url.range(of: "://") else { return url }
+        let authorityEnd = url[schemeEnd.upperBound...].firstIndex { $0 == "/" || $0 == "?" } ?? url.endIndex
+        let authority = url[schemeEnd.upperBound..<authorityEnd]
+        guard let at = authority.lastIndex(of: "@"), let colon = authority[..<at].firstIndex(of: ":") else { return url }
+        return String(url[..<authority.index(after: colon)]) + "***" + String(url[at...])
     }
 
     /// The URL with the password hidden, for logs.

@@ -62,4 +62,23 @@ struct ConfigurationTests {
         #expect(policy.delay(attempt: 1, random: 1) == .milliseconds(300))
         #expect(policy.delay(attempt: 30, random: 1) == .seconds(2))
     }
+
+    /// Errors reach logs and results: none may quote the password.
+    @Test(arguments: [
+        "amqp://user:hunter2-secret@host:99999/%2f", "amqp://user:hunter2-secret@host/%zz", "ftp://user:hunter2-secret@host/",
+        "amqp://user:hunter2-secret@host/?verify=maybe", "amqp://user:hunter2%zzsecret@host/", "amqp://user:hunter2-secret@host/?nope=1",
+    ])
+    func errorsNeverQuoteThePassword(_ url: String) {
+        do {
+            _ = try AMQPConfiguration(url: url)
+            Issue.record("\(url) parsed")
+        } catch {
+            #expect(!"\(error)".contains("hunter2"), "\(error)")
+            #expect("\(error)".contains("user:***@host") || "\(error)".contains("password"), "\(error)")
+        }
+    }
+
+    @Test func theRedactedURLHasNoPassword() throws {
+        #expect(try AMQPConfiguration(url: "amqps://kiln:s3cret@broker:5671/prod").redactedURL == "amqps://kiln@broker:5671/prod")
+    }
 }
