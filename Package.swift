@@ -137,13 +137,15 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // What several test targets share: running programs, the test broker's users and hosts.
+        .target(name: "KilnTestSupport", path: "Tests/KilnTestSupport"),
         .testTarget(
             name: "KilnWireTests",
             dependencies: ["KilnWire"]
         ),
         .testTarget(
             name: "KilnAMQPTests",
-            dependencies: ["KilnAMQP", "KilnWire", "CRabbitMQ", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["KilnAMQP", "KilnWire", "CRabbitMQ", "KilnTestSupport", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(
             name: "KilnVMTests",
@@ -170,7 +172,7 @@ let package = Package(
         ),
         .testTarget(
             name: "KilnWorkerTests",
-            dependencies: ["KilnWorker"]
+            dependencies: ["KilnWorker", "KilnTestSupport"]
         ),
     ],
     swiftLanguageModes: [.v6]

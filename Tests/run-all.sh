@@ -9,10 +9,15 @@ cd "$root"
 deploy/local/install-deps.sh
 Tests/interop/venv.sh >/dev/null
 
+# The broker also listens for TLS, with certificates made here (the TLS tests use them).
+export KILN_RABBITMQ_TLS_DIR=$root/.local/test-tls
+deploy/local/tls-certs.sh "$KILN_RABBITMQ_TLS_DIR"
 deploy/local/rabbitmq.sh start
 trap 'deploy/local/rabbitmq.sh stop' EXIT
 
 export KILN_AMQP_URL=${KILN_AMQP_URL:-$(deploy/local/rabbitmq.sh url)}
+export KILN_AMQP_TLS_URL=${KILN_AMQP_TLS_URL:-$(deploy/local/rabbitmq.sh tls-url)}
+export KILN_TEST_TLS_DIR=$KILN_RABBITMQ_TLS_DIR
 export KILN_INTEROP_OUT=$root/.local/interop-out
 export KILN_INTEROP_PYTHON=$root/.local/venv/bin/python
 rm -rf "$KILN_INTEROP_OUT"

@@ -80,7 +80,22 @@ final class RabbitMQSession {
         let reply = kiln_amqp_login_plain(
             state, configuration.virtualHost, 0, Int32(configuration.frameMax), heartbeat, &properties,
             configuration.user, configuration.password)
+        if reply.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION, let reason = loginFailure(reply.library_error, tls: configuration.tls != nil) {
+            throw .connectFailed(host: configuration.host, port: configuration.port, reason: reason)
+        }
         try check(reply, "login", state: state)
+    }
+
+    /// What a connection that ended during login most likely means, when the library's words
+    /// ("a SSL error occurred") would not tell an operator.
+    private static func loginFailure(_ status: Int32, tls: Bool) -> String? {
+        let library = errorString(status)
+        let ended = [AMQP_STATUS_SSL_ERROR.rawValue, AMQP_STATUS_SSL_CONNECTION_FAILED.rawValue, AMQP_STATUS_CONNECTION_CLOSED.rawValue,
+                     AMQP_STATUS_SOCKET_ERROR.rawValue].contains(status)
+        guard ended else { return nil }
+        return tls
+            ? "the broker ended the TLS connection at login: it refused the client certificate (expired, or not signed by a CA it trusts?) (\(library))"
+            : "the broker ended the connection at login: a TLS port needs an amqps:// URL (\(library))"
     }
 
     /// Throws the error a reply carries, if any.

@@ -1,4 +1,5 @@
 import Foundation
+import KilnTestSupport
 import KilnAMQP
 import KilnWire
 import Testing
@@ -16,7 +17,7 @@ struct PikaInteropTests {
             throw TestTimeout(description: "no Python with pika at \(python): run Tests/interop/venv.sh (make test does)")
         }
         let script = Self.root.appendingPathComponent("Tests/interop/pika_peer.py").path
-        let (status, output) = try spawn(python, [script] + arguments)
+        let (status, output) = try runToCompletion(python, [script] + arguments)
         guard status == 0 else { throw TestTimeout(description: "pika peer \(arguments.first ?? "") exited \(status): \(output)") }
         return output
     }
@@ -66,29 +67,4 @@ struct PikaInteropTests {
         try await connection.deleteQueue(names.deadQueue)
         await connection.close()
     }
-}
-
-/// Runs a program to completion and returns its exit status and output (stdout and stderr).
-func spawn(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
-    let outputPath = FileManager.default.temporaryDirectory.appendingPathComponent("kiln-spawn-\(UUID().uuidString)").path
-    defer { try? FileManager.default.removeItem(atPath: outputPath) }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-    posix_spawn_file_actions_adddup2(&actions, 1, 2)
-    let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
-    var environment: [UnsafeMutablePointer<CChar>?] = ProcessInfo.processInfo.environment.map { strdup("\($0.key)=\($0.value)") }
-    environment.append(nil)
-    defer {
-        argv.forEach { free($0) }
-        environment.forEach { free($0) }
-    }
-    var pid: pid_t = 0
-    guard posix_spawn(&pid, executable, &actions, nil, argv, environment) == 0 else {
-        throw TestTimeout(description: "cannot run \(executable)")
-    }
-    var status: Int32 = 0
-    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-    return (status, (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "")
 }

@@ -1,4 +1,5 @@
 import Foundation
+import KilnTestSupport
 import KilnAMQP
 import Logging
 
@@ -81,7 +82,7 @@ struct PrivateBroker {
             "KILN_RABBITMQ_NODENAME=kiln-test-\(port)@localhost",
             "KILN_RABBITMQ_STATE=\(root.appendingPathComponent(".local/rabbitmq-test-\(port)").path)",
         ]
-        let (status, output) = try spawn("/usr/bin/env", environment + [root.appendingPathComponent("deploy/local/rabbitmq.sh").path, action])
+        let (status, output) = try runToCompletion("/usr/bin/env", environment + [root.appendingPathComponent("deploy/local/rabbitmq.sh").path, action])
         guard status == 0 else {
             throw TestTimeout(description: "rabbitmq.sh \(action) on port \(port) exited with status \(status): \(output)")
         }

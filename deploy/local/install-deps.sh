@@ -16,6 +16,7 @@ packages=(
     python3-venv      # the venv of the Python interop peers (pika, msgpack, jsonschema)
     iproute2          # ss: the broker script checks that its port is free
     procps            # ps, pgrep: the broker script and the tests find processes by PID
+    openssl           # the TLS tests' certificates (deploy/local/tls-certs.sh)
 )
 
 missing=()

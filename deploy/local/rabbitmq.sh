@@ -4,11 +4,14 @@
 # rabbitmq user and then cannot reach a checkout in a private directory), started and stopped by
 # PID. Idempotent: `start` on a running broker and `stop` on a stopped one do nothing.
 #
-#   deploy/local/rabbitmq.sh start|stop|status|url
+#   deploy/local/rabbitmq.sh start|stop|status|url|tls-url
+#   deploy/local/rabbitmq.sh ctl ARGS...     rabbitmqctl on this broker (add_user, set_permissions, …)
 #
 # Environment: KILN_AMQP_PORT (5672), KILN_RABBITMQ_NODENAME (kiln@localhost),
 # KILN_RABBITMQ_STATE (.local/rabbitmq), KILN_RABBITMQ_MANAGEMENT=1 to enable the management
-# UI on 127.0.0.1:$((KILN_AMQP_PORT + 10000)).
+# UI on 127.0.0.1:$((KILN_AMQP_PORT + 10000)); KILN_RABBITMQ_TLS_DIR=DIR adds a TLS listener on
+# 127.0.0.1:KILN_AMQPS_PORT (KILN_AMQP_PORT - 1) with the certificates deploy/local/tls-certs.sh
+# writes in DIR (the broker verifies the certificates clients present, and needs none).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -16,6 +19,8 @@ state=${KILN_RABBITMQ_STATE:-$root/.local/rabbitmq}
 port=${KILN_AMQP_PORT:-5672}
 node=${KILN_RABBITMQ_NODENAME:-kiln@localhost}
 management=${KILN_RABBITMQ_MANAGEMENT:-0}
+tls_dir=${KILN_RABBITMQ_TLS_DIR:-}
+tls_port=${KILN_AMQPS_PORT:-$((port - 1))}
 pidfile=$state/rabbit.pid
 bin=/usr/lib/rabbitmq/bin
 [[ -x $bin/rabbitmq-server ]] || bin=$(dirname "$(command -v rabbitmq-server 2>/dev/null || echo /usr/sbin/rabbitmq-server)")
@@ -64,19 +69,33 @@ start() {
         return 0
     fi
     rm -f "$pidfile"
-    for p in "$port" "$((port + 20000))"; do
+    ports=("$port" "$((port + 20000))")
+    [[ -n $tls_dir ]] && ports+=("$tls_port")
+    for p in "${ports[@]}"; do
         if owner=$(port_owner "$p") && [[ -n $owner ]]; then
-            say "port $p is taken by pid $owner ($(ps -o comm= -p "$owner" 2>/dev/null || echo '?')); set KILN_AMQP_PORT to another port"
+            say "port $p is taken by pid $owner ($(ps -o comm= -p "$owner" 2>/dev/null || echo '?')); set KILN_AMQP_PORT (and KILN_AMQPS_PORT) to other ports"
             return 1
         fi
     done
     [[ -x $bin/rabbitmq-server ]] || { say "rabbitmq-server is not installed (deploy/local/install-deps.sh)"; return 1; }
+    if [[ -n $tls_dir && ! -s $tls_dir/server.pem ]]; then
+        say "no certificates in $tls_dir: run deploy/local/tls-certs.sh $tls_dir"
+        return 1
+    fi
 
     mkdir -p "$state/mnesia" "$state/log"
     {
         echo "listeners.tcp.default = 127.0.0.1:$port"
         echo "log.console = false"
         echo "log.file.level = warning"
+        if [[ -n $tls_dir ]]; then
+            echo "listeners.ssl.default = 127.0.0.1:$tls_port"
+            echo "ssl_options.cacertfile = $tls_dir/ca.pem"
+            echo "ssl_options.certfile = $tls_dir/server.pem"
+            echo "ssl_options.keyfile = $tls_dir/server-key.pem"
+            echo "ssl_options.verify = verify_peer"
+            echo "ssl_options.fail_if_no_peer_cert = false"
+        fi
         if [[ $management == 1 ]]; then
             echo "management.tcp.ip = 127.0.0.1"
             echo "management.tcp.port = $((port + 10000))"
@@ -86,7 +105,7 @@ start() {
     # Remember whether epmd was already running: `stop` ends it only if this start began it.
     pgrep -x epmd >/dev/null || echo started >"$state/epmd.ours"
 
-    say "starting $node on amqp://127.0.0.1:$port (state in $state)"
+    say "starting $node on amqp://127.0.0.1:$port${tls_dir:+ and amqps://127.0.0.1:$tls_port} (state in $state)"
     "$bin/rabbitmq-server" -detached
     if ! "$bin/rabbitmqctl" -n "$node" wait --timeout 90 "$pidfile" >/dev/null 2>&1; then
         say "did not come up within 90 s; see $state/log"
@@ -129,5 +148,10 @@ case ${1:-status} in
     stop) stop ;;
     status) status ;;
     url) echo "amqp://guest:guest@127.0.0.1:$port/%2f" ;;
-    *) echo "usage: $0 start|stop|status|url" >&2; exit 2 ;;
+    tls-url)
+        [[ -n $tls_dir ]] || { say "set KILN_RABBITMQ_TLS_DIR"; exit 2; }
+        echo "amqps://guest:guest@localhost:$tls_port/%2f?cacertfile=$tls_dir/ca.pem&certfile=$tls_dir/client.pem&keyfile=$tls_dir/client-key.pem"
+        ;;
+    ctl) shift; exec "$bin/rabbitmqctl" -n "$node" "$@" ;;
+    *) echo "usage: $0 start|stop|status|url|tls-url|ctl ARGS..." >&2; exit 2 ;;
 esac
