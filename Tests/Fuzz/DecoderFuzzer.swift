@@ -34,7 +34,12 @@ public func fuzzDecoders(_ data: UnsafePointer<UInt8>, _ count: Int) -> Int32 {
     var frames = FrameBuffer(maxFrameBytes: 1 << 16)
     frames.append(buffer)
     while let body = try? frames.nextFrame() {
-        _ = try? GuestFrame.decode(body: body)
+        // The host's reading (Codable) and the agent's (without it) must agree.
+        let host = try? GuestFrame.decode(body: body)
+        let agent = try? GuestFrame.decodeValue(body: Array(body))
+        if let host, let agent, host != agent {
+            fatalError("the host and the agent read one frame differently: \(host) and \(agent)")
+        }
     }
     return 0
 }
