@@ -17,14 +17,19 @@ struct BenchWorker {
     /// The worker's execution history.
     let historyPath: String
 
-    /// Writes `folder/name.yaml` (the broker, a fresh prefix, the status port and history, then
-    /// `configuration`), starts the worker and waits until it is healthy.
+    /// Writes `folder/name.yaml` (the broker, the topology's prefix, the status port and
+    /// history, then `configuration`), starts the worker and waits until it is healthy.
+    /// - Parameters:
+    ///   - names: The topology (a fresh prefix when `nil`); a worker started again takes the same.
+    ///   - history: The history file (`folder/name-history.sqlite` when `nil`).
+    ///   - environment: Variables for the worker beyond the log level.
     static func start(
-        kiln: String, url: String, folder: String, name: String, statusPort: Int, configuration: String
+        kiln: String, url: String, folder: String, name: String, statusPort: Int, configuration: String, names: KilnNames? = nil,
+        history: String? = nil, environment extra: [String: String] = [:]
     ) async throws -> BenchWorker {
-        let names = KilnNames(prefix: "kbench-\(UUID().uuidString.prefix(6).lowercased())")
+        let names = names ?? KilnNames(prefix: "kbench-\(UUID().uuidString.prefix(6).lowercased())")
         let configurationPath = "\(folder)/\(name).yaml"
-        let historyPath = "\(folder)/\(name)-history.sqlite"
+        let historyPath = history ?? "\(folder)/\(name)-history.sqlite"
         let yaml = """
             amqp: {url: "\(url)", prefix: \(names.prefix)}
             history: {path: "\(historyPath)"}
@@ -34,6 +39,7 @@ struct BenchWorker {
         try yaml.write(toFile: configurationPath, atomically: true, encoding: .utf8)
         var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("KILN_") }
         environment["KILN_LOG_LEVEL"] = "warning"
+        for (key, value) in extra { environment[key] = value }
         let log = "\(folder)/worker-\(name).log"
         let pid = try spawn(kiln, ["worker", "--config", configurationPath], outputPath: log, mergeErrors: true, environment: environment)
         let worker = BenchWorker(pid: pid, names: names, url: url, statusPort: statusPort, log: log, historyPath: historyPath)
@@ -70,11 +76,11 @@ struct BenchWorker {
         terminate(pid, timeout: .seconds(60))
     }
 
-    /// Removes the queues and exchanges of the worker's prefix.
-    func deleteTopology() async throws {
+    /// Removes the queues and exchanges of the worker's prefix, and `queues`.
+    func deleteTopology(alsoDeleting queues: [String] = []) async throws {
         let connection = AMQPConnection(configuration: try AMQPConfiguration(url: url), logger: Logger(label: "kiln-bench") { _ in SwiftLogNoOpLogHandler() })
         try await connection.connect()
-        for queue in [names.invocationsQueue, names.deadQueue] { try await connection.deleteQueue(queue) }
+        for queue in [names.invocationsQueue, names.deadQueue] + queues { try await connection.deleteQueue(queue) }
         for exchange in [names.invokeExchange, names.resultsExchange, names.telemetryExchange, names.deadExchange] {
             try await connection.deleteExchange(exchange)
         }

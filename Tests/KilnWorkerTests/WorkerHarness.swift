@@ -22,9 +22,16 @@ final class WorkerProcess: @unchecked Sendable {
     let historyPath: String
     private(set) var pid: pid_t = 0
 
+    /// The temporary folder of this test run's histories, removed when the tests exit.
+    static let historyRoot: String = {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("kiln-test-histories-\(getpid())").path
+        atexit { try? FileManager.default.removeItem(atPath: WorkerProcess.historyRoot) }
+        return path
+    }()
+
     /// A fresh temporary history file's path.
     static func temporaryHistory() throws -> String {
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("kiln-test-\(UUID().uuidString.prefix(8))")
+        let folder = URL(fileURLWithPath: historyRoot).appendingPathComponent(UUID().uuidString.prefix(8).lowercased())
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         return folder.appendingPathComponent("history.sqlite").path
     }
