@@ -105,11 +105,11 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
-        // The guest agent: KilnWire and Glibc only, no Foundation (it is linked with the Swift
-        // stdlib statically and shipped into the guest image).
+        // The guest agent: KilnWire, the spawning shim and Glibc only, no Foundation (it is
+        // linked with the Swift stdlib statically and shipped into the guest image).
         .executableTarget(
             name: "kiln-agent",
-            dependencies: ["KilnWire"]
+            dependencies: ["KilnWire", "CKilnHost"]
         ),
         // The Swift method SDK: a type conforming to `KilnMethod` becomes a method program that
         // speaks serve mode and exec mode. KilnWire and Glibc only, no Foundation, so that a

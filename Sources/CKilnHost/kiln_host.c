@@ -7,8 +7,10 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <grp.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -28,7 +30,7 @@ static void fail_child(int error_pipe, unsigned char code, int err) {
     _exit(127);
 }
 
-static const char *const step_names[] = {"clone", "cgroup", "signals", "session", "hold", "fds", "exec"};
+static const char *const step_names[] = {"clone", "cgroup", "signals", "session", "hold", "fds", "exec", "user"};
 
 /// What the child needs; it lives on the parent's stack, which the child shares (CLONE_VM) while
 /// the parent is suspended (CLONE_VFORK).
@@ -61,6 +63,24 @@ static int run_child(void *argument) {
         if (!(request->namespace_flags & CLONE_NEWPID) && getppid() != context->parent) _exit(127);
     }
     if (setsid() < 0) fail_child(error_pipe, 3, errno);
+    if (request->set_oom_score_adj) {
+        char text[16];
+        int length = snprintf(text, sizeof text, "%d", request->oom_score_adj);
+        int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || write(fd, text, (size_t)length) != length) fail_child(error_pipe, 7, errno);
+        close(fd);
+    }
+    // Limits first, while still allowed to set any; then the user, group before user.
+    if (request->max_processes > 0) {
+        struct rlimit processes = {(rlim_t)request->max_processes, (rlim_t)request->max_processes};
+        if (setrlimit(RLIMIT_NPROC, &processes) != 0) fail_child(error_pipe, 7, errno);
+    }
+    if (request->change_user) {
+        if (setgroups(0, NULL) != 0) fail_child(error_pipe, 7, errno);
+        if (setresgid(request->gid, request->gid, request->gid) != 0) fail_child(error_pipe, 7, errno);
+        if (setresuid(request->uid, request->uid, request->uid) != 0) fail_child(error_pipe, 7, errno);
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) fail_child(error_pipe, 7, errno);
+    }
     // Move every source descriptor out of the way first, so that fds[i] == j for j < i works.
     int moved[64];
     if (request->fd_count > 64) fail_child(error_pipe, 5, EMFILE);

@@ -92,6 +92,20 @@ public final class ExecutionHistory: Sendable {
         return records.count - finite.count
     }
 
+    /// Calls `body` with every record, oldest first, a page at a time: memory stays flat however
+    /// long the history (a worker replays 200,000 records at start).
+    public func forEach(pageSize: Int = 2_000, _ body: (ExecutionRecord) throws -> Void) throws {
+        var after: Int64 = 0
+        while true {
+            let page = try database.read { db in
+                try StoredRecord.filter(Column("id") > after).order(Column("id")).limit(max(1, pageSize)).fetchAll(db)
+            }
+            guard let last = page.last?.id else { return }
+            for stored in page { try body(stored.record) }
+            after = last
+        }
+    }
+
     /// Every record, oldest first.
     public func all() throws -> [ExecutionRecord] {
         try database.read { db in try StoredRecord.order(Column("id")).fetchAll(db).map(\.record) }
@@ -118,29 +132,42 @@ public struct HistoryReplay: Sendable, Equatable {
     /// Records holding a number that is not finite.
     public var notFinite = 0
 
-    /// The records a model may learn from: of the current feature schema, every number finite.
-    /// Counts what it leaves out.
+    /// Whether a model may learn from `record` (of the current feature schema, every number
+    /// finite), counting it either way.
+    public mutating func admit(_ record: ExecutionRecord) -> Bool {
+        guard record.featureSchema == ExecutionRecord.currentSchema else {
+            otherSchema += 1
+            return false
+        }
+        guard record.isFinite else {
+            notFinite += 1
+            return false
+        }
+        replayed += 1
+        return true
+    }
+
+    /// The records a model may learn from, and what was left out.
     public static func usable(_ records: [ExecutionRecord]) -> (records: [ExecutionRecord], summary: HistoryReplay) {
         var summary = HistoryReplay()
-        let usable = records.filter { record in
-            guard record.featureSchema == ExecutionRecord.currentSchema else {
-                summary.otherSchema += 1
-                return false
-            }
-            guard record.isFinite else {
-                summary.notFinite += 1
-                return false
-            }
-            return true
-        }
-        summary.replayed = usable.count
+        let usable = records.filter { summary.admit($0) }
         return (usable, summary)
     }
 
     /// Replays the usable `records`, oldest first, into `predictor`.
     public static func replay(_ records: [ExecutionRecord], into predictor: any LatencyPredictor) -> HistoryReplay {
-        let (usable, summary) = usable(records)
-        for record in usable { predictor.observe(record.outcome) }
+        var summary = HistoryReplay()
+        for record in records where summary.admit(record) { predictor.observe(record.outcome) }
+        predictor.historyReplayed()
+        return summary
+    }
+
+    /// Replays `history`, oldest first, a page at a time, into `predictor`.
+    public static func replay(_ history: ExecutionHistory, into predictor: any LatencyPredictor) throws -> HistoryReplay {
+        var summary = HistoryReplay()
+        try history.forEach { record in
+            if summary.admit(record) { predictor.observe(record.outcome) }
+        }
         predictor.historyReplayed()
         return summary
     }

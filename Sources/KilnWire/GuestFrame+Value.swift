@@ -35,6 +35,7 @@ extension GuestFrame {
             add("maxrss_kb", .uint(result.maxrssKB))
             if result.resetPending { add("reset_pending", .bool(true)) }
             if result.crashed { add("crashed", .bool(true)) }
+            if result.outOfMemory { add("oom", .bool(true)) }
         case .pong(let pong):
             add("uptime_us", .uint(pong.uptimeUs))
             add("load1", .double(pong.load1))
@@ -74,7 +75,8 @@ extension GuestFrame {
                 id: try fields.string("id"), status: status, output: try fields.bytes("output"),
                 exitCode: try fields.integer("exit_code", Int32.self), stderr: try fields.string("stderr"),
                 execUs: try fields.integer("exec_us", UInt64.self), maxrssKB: try fields.integer("maxrss_kb", UInt64.self),
-                resetPending: try fields.optionalBool("reset_pending") ?? false, crashed: try fields.optionalBool("crashed") ?? false))
+                resetPending: try fields.optionalBool("reset_pending") ?? false, crashed: try fields.optionalBool("crashed") ?? false,
+                outOfMemory: try fields.optionalBool("oom") ?? false))
         case "ping": self = .ping
         case "pong":
             self = .pong(Pong(

@@ -147,10 +147,13 @@ extension GuestFrame {
         /// SIGKILL) ended its process, or its serve runtime died after serving calls or broke the
         /// protocol during the call. What it left in the guest is suspect. Optional on the wire (`crashed`), written only when true.
         public var crashed: Bool
+        /// The guest's out-of-memory killer ended the method: it needs more memory than its VM
+        /// has. Optional on the wire (`oom`), written only when true.
+        public var outOfMemory: Bool
 
         public init(
             id: String, status: ExecStatus, output: [UInt8], exitCode: Int32, stderr: String,
-            execUs: UInt64, maxrssKB: UInt64, resetPending: Bool = false, crashed: Bool = false
+            execUs: UInt64, maxrssKB: UInt64, resetPending: Bool = false, crashed: Bool = false, outOfMemory: Bool = false
         ) {
             self.id = id
             self.status = status
@@ -161,6 +164,7 @@ extension GuestFrame {
             self.maxrssKB = maxrssKB
             self.resetPending = resetPending
             self.crashed = crashed
+            self.outOfMemory = outOfMemory
         }
 
         enum CodingKeys: String, CodingKey {
@@ -171,6 +175,7 @@ extension GuestFrame {
             case maxrssKB = "maxrss_kb"
             case resetPending = "reset_pending"
             case crashed
+            case outOfMemory = "oom"
         }
 
         public init(from decoder: any Decoder) throws {
@@ -184,6 +189,7 @@ extension GuestFrame {
             maxrssKB = try container.decode(UInt64.self, forKey: .maxrssKB)
             resetPending = try container.decodeIfPresent(Bool.self, forKey: .resetPending) ?? false
             crashed = try container.decodeIfPresent(Bool.self, forKey: .crashed) ?? false
+            outOfMemory = try container.decodeIfPresent(Bool.self, forKey: .outOfMemory) ?? false
         }
 
         public func encode(to encoder: any Encoder) throws {
@@ -197,6 +203,7 @@ extension GuestFrame {
             try container.encode(maxrssKB, forKey: .maxrssKB)
             if resetPending { try container.encode(true, forKey: .resetPending) }
             if crashed { try container.encode(true, forKey: .crashed) }
+            if outOfMemory { try container.encode(true, forKey: .outOfMemory) }
         }
     }
 

@@ -225,6 +225,12 @@ public struct InvocationPipeline: Sendable {
             run.outcome = .timedOut
             return run.failure(.timeout, kind: "deadline", message: "deadline of \(deadline) ms exceeded; the VM was destroyed",
                                exitCode: answer.exitCode, stderr: answer.stderr)
+        case .error where answer.outOfMemory:
+            // Not a crash: the reset clears what it left, and the allocator may give the VM more.
+            run.outcome = .failed
+            return run.failure(.error, kind: "out_of_memory",
+                               message: "the method ran out of memory: it needs more than the \(lease.profile.memoryMB) MiB of its VM",
+                               exitCode: answer.exitCode, stderr: answer.stderr)
         case .error where answer.crashed:
             run.outcome = .crashed
             return run.failure(.error, kind: "crash", message: "method crashed (exit code \(answer.exitCode))",

@@ -135,7 +135,7 @@ public struct Worker: Sendable {
             maxRecords: configuration.history.maxRecords, maxAge: .seconds(Int64(configuration.history.maxAgeDays * 86_400))))
         if configuration.predict.trainAtStart {
             let started = ContinuousClock.now
-            let replay = HistoryReplay.replay(try history.all(), into: predictor)
+            let replay = try HistoryReplay.replay(history, into: predictor)
             if replay.replayed + replay.otherSchema + replay.notFinite > 0 {
                 logger.info("trained the \(predictor.name) model from \(configuration.history.path) in \(ContinuousClock.now - started): \(replay.description)")
             }

@@ -32,6 +32,18 @@ struct Agent {
         _ = chdir(options.scratch)
         // A host that disappears mid-write must not kill the agent.
         signal(SIGPIPE, SIG_IGN)
+        // Methods run unprivileged; a fork bomb stops at the user's process limit (in a sandbox,
+        // the cgroup's pids.max does, since the limit would count the host's processes of that user).
+        let maxProcesses = options.methodMaxProcesses ?? (options.sandboxRoot == nil ? ProgramSpawner.MethodUser.nobody.maxProcesses : 0)
+        ProgramSpawner.user = options.methodUser.map { .init(uid: $0.uid, gid: $0.gid, maxProcesses: maxProcesses) }
+        if let cgroup = options.methodCgroup {
+            // Opened once, written by every child before it executes; a guest without cgroup2
+            // runs its methods without it.
+            let fd = open(cgroup + "/cgroup.procs", O_WRONLY | O_CLOEXEC)
+            if fd >= 0 { ProgramSpawner.cgroupProcs = fd } else { AgentLog.write("kiln-agent: no method cgroup at \(cgroup)") }
+        }
+        // The out-of-memory killer takes a method, never the agent that answers for it.
+        Housekeeping.protectFromOOMKiller()
         // Before the first greeting: a snapshot template taken after it holds these runtimes
         // running, so every restored clone has them without starting them.
         runtimes.startWarm(methods.warm)

@@ -24,6 +24,14 @@ struct AgentOptions {
                           (default: /kiln/methods.msgpack; missing: every method runs in exec mode)
           --vcpus N, --memory-mb N
                           what hello reports (a sandbox's limits; default: what the kernel sees)
+          --method-user UID:GID | agent
+                          who method programs run as (default: 65534:65534, nobody; agent: as the agent)
+          --method-cgroup DIR
+                          put method programs in this cgroup (v2) before they start (a VM's init
+                          makes one with memory and process limits; missing: none)
+          --method-max-processes N
+                          the processes the method user may have (default 256 in a VM, none in a
+                          sandbox, whose cgroup's pids.max holds them; 0: no limit)
         """
 
     var channel: ChannelSource = .virtioPort(name: "agent")
@@ -33,6 +41,10 @@ struct AgentOptions {
     var manifest = "/kiln/methods.msgpack"
     var reportedVCPUs: UInt32?
     var reportedMemoryMB: UInt32?
+    /// `nil`: methods run as the agent.
+    var methodUser: (uid: UInt32, gid: UInt32)? = (65534, 65534)
+    var methodMaxProcesses: Int?
+    var methodCgroup: String?
 
     init(arguments: [String]) throws(AgentOptionError) {
         var remaining = arguments[...]
@@ -52,6 +64,20 @@ struct AgentOptions {
             case "--sandbox": sandboxRoot = try value(for: flag)
             case "--hostname": hostname = try value(for: flag)
             case "--manifest": manifest = try value(for: flag)
+            case "--method-user":
+                let text = try value(for: flag)
+                if text == "agent" {
+                    methodUser = nil
+                } else {
+                    let parts = text.split(separator: ":")
+                    guard parts.count == 2, let uid = UInt32(parts[0]), let gid = UInt32(parts[1]) else { throw .badValue(flag, text) }
+                    methodUser = (uid, gid)
+                }
+            case "--method-cgroup": methodCgroup = try value(for: flag)
+            case "--method-max-processes":
+                let text = try value(for: flag)
+                guard let number = Int(text), number >= 0 else { throw .badValue(flag, text) }
+                methodMaxProcesses = number
             case "--vcpus", "--memory-mb":
                 let text = try value(for: flag)
                 guard let number = UInt32(text), number > 0 else { throw .badValue(flag, text) }

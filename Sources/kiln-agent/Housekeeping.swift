@@ -16,6 +16,28 @@ struct Housekeeping {
         )
     }
 
+    /// Tells the kernel's out-of-memory killer never to choose this process.
+    static func protectFromOOMKiller() {
+        let fd = open("/proc/self/oom_score_adj", O_WRONLY)
+        guard fd >= 0 else { return }
+        _ = "-1000".withCString { write(fd, $0, 5) }
+        close(fd)
+    }
+
+    /// The out-of-memory kills since boot (`oom_kill` in /proc/vmstat; 0 where there is none).
+    static func oomKills() -> UInt64 {
+        guard let vmstat = readSmallFile("/proc/vmstat", limit: 16_384) else { return 0 }
+        for line in vmstat.split(separator: "\n") where line.hasPrefix("oom_kill ") {
+            return UInt64(line.dropFirst("oom_kill ".count)) ?? 0
+        }
+        return 0
+    }
+
+    /// The guest's memory, MiB.
+    static func memoryTotalMB() -> UInt64 {
+        (meminfoKB("MemTotal:") ?? 0) / 1024
+    }
+
     /// The answer to `ping`: uptime, one-minute load, MemAvailable.
     static func pong() -> GuestFrame.Pong {
         let load1 = readSmallFile("/proc/loadavg")?.split(separator: " ").first.flatMap { Double($0) }

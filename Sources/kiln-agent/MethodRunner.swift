@@ -46,6 +46,7 @@ struct MethodRunner {
                            stderr: "exec: cannot start \(program): \(describeErrno(code))")
         }
         spawnedGroups.append(pid)
+        let oomKillsBefore = Housekeeping.oomKills()
 
         let deadline = started + request.deadlineMs * 1000
         var io = ChildIO(stdin: stdinPipe.write, stdout: stdoutPipe.read, stderr: stderrPipe.read,
@@ -71,6 +72,7 @@ struct MethodRunner {
         // Ended by a crash signal (not a deadline or too much output, where the agent killed it):
         // a crash, which taints the VM, not just a failure.
         var crashed = false
+        var outOfMemory = false
         switch outcome {
         case .timedOut:
             resultStatus = .timeout
@@ -81,12 +83,18 @@ struct MethodRunner {
         case .finished, .exited:
             resultStatus = exitCode == 0 ? .ok : .error
             crashed = WaitStatus(raw: status).isCrash
+            // SIGKILL while the kernel's out-of-memory killer struck: the method needs more memory.
+            if WaitStatus(raw: status).signal == SIGKILL, Housekeeping.oomKills() > oomKillsBefore {
+                outOfMemory = true
+                stderrText += (stderrText.isEmpty ? "" : "\n")
+                    + "kiln-agent: the out-of-memory killer ended the method (\(Housekeeping.memoryTotalMB()) MiB in this VM)"
+            }
         }
         return GuestFrame.ExecResult(
             id: request.id, status: resultStatus, output: resultStatus == .ok ? io.output : [],
             exitCode: exitCode, stderr: stderrText, execUs: finished - started,
             maxrssKB: UInt64(max(0, usage.ru_maxrss)),
-            crashed: crashed
+            crashed: crashed, outOfMemory: outOfMemory
         )
     }
 

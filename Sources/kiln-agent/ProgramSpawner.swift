@@ -1,51 +1,80 @@
+import CKilnHost
 import Glibc
 
-/// Starts method programs: in a process group of their own, signals reset to their defaults, the
-/// three standard descriptors from pipes, and an environment of the agent's choosing.
+/// Starts method programs: in a session (and process group) of their own, signals reset to
+/// their defaults, the three standard descriptors from pipes and no other, an environment of the
+/// agent's choosing, and as the unprivileged ``MethodUser``: a method cannot signal or trace the
+/// agent, open its channel, remount, chroot, or fork past its user's process limit.
 enum ProgramSpawner {
     enum Outcome {
         case success(pid_t)
         case failure(Int32)
     }
 
+    /// Who method programs run as.
+    struct MethodUser {
+        var uid: uid_t
+        var gid: gid_t
+        /// The processes the user may have at once (0: no limit beyond the host's).
+        var maxProcesses: Int
+
+        /// `nobody`, with at most 256 processes: a fork bomb stops there.
+        static let nobody = MethodUser(uid: 65534, gid: 65534, maxProcesses: 256)
+    }
+
+    /// Set once at start from the options; `nil` runs methods as the agent's own user.
+    nonisolated(unsafe) static var user: MethodUser? = .nobody
+    /// The method cgroup's `cgroup.procs`, open; -1 for none.
+    nonisolated(unsafe) static var cgroupProcs: Int32 = -1
+
     /// What every method program gets, plus `extra` (`NAME=value`).
     static func environment(scratch: String, extra: [String]) -> [String] {
         ["PATH=/kiln/bin:/bin:/sbin:/usr/bin:/usr/sbin", "HOME=\(scratch)", "TMPDIR=\(scratch)"] + extra
     }
 
-    /// Starts `arguments[0]` (searched on PATH when it has no slash) with its own process group.
+    /// Starts `arguments[0]` (searched on PATH when it has no slash) in a session of its own.
     static func spawn(arguments: [String], environment: [String], stdin: Int32, stdout: Int32, stderr: Int32) -> Outcome {
-        guard let program = arguments.first else { return .failure(ENOENT) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, stdin, 0)
-        posix_spawn_file_actions_adddup2(&actions, stdout, 1)
-        posix_spawn_file_actions_adddup2(&actions, stderr, 2)
-
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var noSignals = sigset_t()
-        sigemptyset(&noSignals)
-        var allSignals = sigset_t()
-        sigfillset(&allSignals)
-        posix_spawnattr_setsigmask(&attributes, &noSignals)
-        posix_spawnattr_setsigdefault(&attributes, &allSignals)
-        posix_spawnattr_setpgroup(&attributes, 0)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-
+        guard let name = arguments.first, let program = resolve(name) else { return .failure(ENOENT) }
         var argv = arguments.map { strdup($0) } + [nil]
         var envp = environment.map { strdup($0) } + [nil]
         defer {
             argv.forEach { free($0) }
             envp.forEach { free($0) }
         }
-        var pid: pid_t = 0
-        let code = program.contains("/")
-            ? posix_spawn(&pid, program, &actions, &attributes, &argv, &envp)
-            : posix_spawnp(&pid, program, &actions, &attributes, &argv, &envp)
-        return code == 0 ? .success(pid) : .failure(code)
+        let fds: [Int32] = [stdin, stdout, stderr]
+        var error: Int32 = 0
+        var step: UnsafePointer<CChar>?
+        let user = Self.user
+        let cgroups: [Int32] = Self.cgroupProcs >= 0 ? [Self.cgroupProcs] : []
+        let pid = program.withCString { path in
+            fds.withUnsafeBufferPointer { fdBuffer in
+                cgroups.withUnsafeBufferPointer { cgroupBuffer in
+                    argv.withUnsafeMutableBufferPointer { argvBuffer in
+                        envp.withUnsafeMutableBufferPointer { envpBuffer in
+                            var request = kiln_spawn_request(
+                                path: path, argv: argvBuffer.baseAddress, envp: envpBuffer.baseAddress, fds: fdBuffer.baseAddress,
+                                fd_count: 3, namespace_flags: 0, cgroup_procs_fds: cgroupBuffer.baseAddress,
+                                cgroup_procs_count: Int32(cgroups.count), die_with_parent: 0,
+                                change_user: user == nil ? 0 : 1, uid: user?.uid ?? 0, gid: user?.gid ?? 0,
+                                max_processes: user.map { $0.maxProcesses } ?? 0,
+                                // The agent shields itself; its methods are the first the killer takes.
+                                set_oom_score_adj: 1, oom_score_adj: 500)
+                            return kiln_spawn(&request, &error, &step)
+                        }
+                    }
+                }
+            }
+        }
+        return pid > 0 ? .success(pid) : .failure(error == 0 ? EINVAL : error)
+    }
+
+    /// The path of `name`: itself when it has a slash, else the first executable on PATH.
+    private static func resolve(_ name: String) -> String? {
+        guard !name.contains("/") else { return name }
+        for folder in ["/kiln/bin", "/bin", "/sbin", "/usr/bin", "/usr/sbin"] where access(folder + "/" + name, X_OK) == 0 {
+            return folder + "/" + name
+        }
+        return nil
     }
 }
 

@@ -6,6 +6,9 @@ import Glibc
 struct SandboxSetup {
     let root: String
     let hostname: String?
+    /// The sandbox's memory, MiB: its /tmp holds a quarter of it, so that a method filling
+    /// /tmp gets ENOSPC before the cgroup's memory limit makes the OOM killer look for a victim.
+    let memoryMB: UInt32?
 
     /// What failed, with errno.
     struct Failure: Error, CustomStringConvertible {
@@ -20,7 +23,8 @@ struct SandboxSetup {
         try check(mount(root, root, nil, UInt(MS_BIND | MS_REC), nil), "bind \(root)")
         try check(mount(nil, root, nil, UInt(MS_REMOUNT | MS_BIND | MS_RDONLY), nil), "remount \(root) read-only")
         try check(mount("proc", root + "/proc", "proc", UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC), nil), "mount /proc")
-        try check(mount("tmpfs", root + "/tmp", "tmpfs", UInt(MS_NOSUID | MS_NODEV), "mode=1777,size=256m"), "mount /tmp")
+        let scratchMB = max(4, (memoryMB ?? 256) / 4)
+        try check(mount("tmpfs", root + "/tmp", "tmpfs", UInt(MS_NOSUID | MS_NODEV), "mode=1777,size=\(scratchMB)m"), "mount /tmp")
         try check(mount("tmpfs", root + "/dev", "tmpfs", UInt(MS_NOSUID | MS_NOEXEC), "mode=755,size=64k"), "mount /dev")
         for device in ["null", "zero", "full", "random", "urandom"] {
             let target = root + "/dev/" + device

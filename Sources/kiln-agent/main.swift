@@ -16,7 +16,7 @@ do {
 
 if let root = options.sandboxRoot {
     do {
-        try SandboxSetup(root: root, hostname: options.hostname).enter()
+        try SandboxSetup(root: root, hostname: options.hostname, memoryMB: options.reportedMemoryMB).enter()
     } catch {
         AgentLog.write("kiln-agent: cannot enter the sandbox at \(root): \(error)")
         exit(3)

@@ -9,7 +9,9 @@ import Logging
 /// invocation is accounted for (one result each, a second only as a redelivery, with
 /// `attempt > 1`, or where the producer sent again what a dropped connection left unconfirmed),
 /// the worker's memory and descriptors over time are printed, and what is left behind (VMs,
-/// cgroups, run folders) is counted: nothing.
+/// cgroups, run folders) is counted: nothing. A result may also come twice byte for byte — the
+/// same attempt, worker and finishing time — when the broker restarted before it confirmed it
+/// and the worker published it again: at-least-once publishing; those are counted apart.
 struct SoakBenchmark: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "soak",
@@ -135,7 +137,8 @@ struct SoakBenchmark: AsyncParsableCommand {
         for fault in faults { print("  \(fault)") }
         print("\ninvocations: \(account.submitted) submitted, \(account.answered) with a result, \(account.missing.count) without"
             + (settled ? "" : " (still missing after 180 s)"))
-        print("second results: \(account.redelivered) redeliveries (attempt > 1), \(account.resent) of invocations the producer sent again "
+        print("second results: \(account.redelivered) redeliveries (attempt > 1), \(account.republished) the same result published again "
+            + "(its confirm lost in a broker restart), \(account.resent) of invocations the producer sent again "
             + "(unconfirmed when a connection dropped), \(account.unexplained) unexplained")
         if !account.missing.isEmpty { print("  missing: \(account.missing.prefix(10).joined(separator: ", "))") }
         var table = TextTable("minute", "worker RSS MiB", "descriptors", "QEMU processes")
@@ -209,14 +212,23 @@ struct SoakBenchmark: AsyncParsableCommand {
 private final class Ledger: @unchecked Sendable {
     private let lock = NSLock()
     private var submitted: [String: Int] = [:]
-    private var results: [String: [UInt32]] = [:]
+    /// Per invocation, each result's attempt, worker and finishing time.
+    private var results: [String: [Seen]] = [:]
+
+    struct Seen: Hashable {
+        var attempt: UInt32
+        var worker: String
+        var finishedAtUs: UInt64
+    }
 
     func submitting(_ id: String) {
         lock.withLock { submitted[id, default: 0] += 1 }
     }
 
     func answered(_ result: InvocationResult) {
-        lock.withLock { results[result.id, default: []].append(result.attempt) }
+        lock.withLock {
+            results[result.id, default: []].append(Seen(attempt: result.attempt, worker: result.worker, finishedAtUs: result.finishedAtUs))
+        }
     }
 
     func hasResult(_ id: String) -> Bool {
@@ -242,6 +254,7 @@ private final class Ledger: @unchecked Sendable {
         var answered = 0
         var missing: [String] = []
         var redelivered = 0
+        var republished = 0
         var resent = 0
         var unexplained = 0
     }
@@ -250,14 +263,17 @@ private final class Ledger: @unchecked Sendable {
         lock.withLock {
             var account = Account(submitted: submitted.count)
             for (id, sends) in submitted {
-                guard let attempts = results[id] else {
+                guard let seen = results[id] else {
                     account.missing.append(id)
                     continue
                 }
                 account.answered += 1
-                let extra = attempts.count - 1
+                // The same result again, byte for byte: published again after a lost confirm.
+                let distinct = Set(seen)
+                account.republished += seen.count - distinct.count
+                let extra = distinct.count - 1
                 guard extra > 0 else { continue }
-                let redeliveries = attempts.filter { $0 > 1 }.count
+                let redeliveries = distinct.filter { $0.attempt > 1 }.count
                 account.redelivered += min(extra, redeliveries)
                 let rest = extra - min(extra, redeliveries)
                 account.resent += min(rest, sends - 1)

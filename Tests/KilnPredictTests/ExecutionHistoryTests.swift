@@ -55,6 +55,22 @@ struct ExecutionHistoryTests {
         #expect(try history.all().first?.featureSchema == 1)
     }
 
+    /// A worker replays its history a page at a time, so that its memory at start does not grow
+    /// with the history (the soak saw 98 MiB at 40,000 records when it read them all at once).
+    @Test func theHistoryIsReplayedPageByPageInOrder() throws {
+        let history = try ExecutionHistory(path: ":memory:")
+        var older = record(0, at: 1)
+        older.schema = nil
+        try history.append([older] + (1..<10).map { record($0, at: 1 + UInt64($0)) })
+        var seen: [String] = []
+        try history.forEach(pageSize: 3) { seen.append($0.invocationID) }
+        #expect(seen == (0..<10).map { "i\($0)" })
+        let paged = try HistoryReplay.replay(history, into: LearnedPredictor())
+        let whole = HistoryReplay.replay(try history.all(), into: LearnedPredictor())
+        #expect((paged.replayed, paged.otherSchema) == (9, 1))
+        #expect((paged.replayed, paged.otherSchema, paged.notFinite) == (whole.replayed, whole.otherSchema, whole.notFinite))
+    }
+
     @Test func aRecordThatIsNotFiniteIsLeftOutWithoutLosingTheRestOfItsBatch() throws {
         let history = try ExecutionHistory(path: ":memory:")
         var poisoned = record(2, at: 11)

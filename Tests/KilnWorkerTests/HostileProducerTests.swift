@@ -66,9 +66,13 @@ struct HostileProducerTests {
             // The body's method is the method: the routing key only routes (here to the same queue).
             try await publish(body, id: body["id"]?.stringValue ?? id, routingKey: id == "routed-elsewhere" ? "sleep" : "echo", client: client)
         }
-        // reply_to naming a queue that does not exist: the result still reaches kiln.results.
-        try await publish(["v": 1, "id": "no-reply-queue", "method": "echo", "args": ["i": 7]], id: "no-reply-queue", client: client,
-                          replyTo: "\(names.prefix).nobody-listens")
+        // reply_to naming a queue that does not exist (at AMQP's 255 bytes, as the correlation id):
+        // the result still reaches kiln.results.
+        let longReply = "\(names.prefix).nobody-listens-" + String(repeating: "r", count: 255 - names.prefix.count - 16)
+        try await client.connection.publish(AMQPMessage(
+            exchange: names.invokeExchange, routingKey: "echo",
+            body: try MessagePackEncoder().encode(["v": 1, "id": "no-reply-queue", "method": "echo", "args": ["i": 7]] as MessagePackValue),
+            properties: .msgpack(messageID: "no-reply-queue", correlationID: String(repeating: "c", count: 255), replyTo: longReply)))
         // Dead letters: what no result can carry, or no manifest can name.
         let refused: [(String, MessagePackValue)] = [
             ("method-5000", ["v": 1, "id": "method-5000", "method": .string(String(repeating: "m", count: 5_000))]),

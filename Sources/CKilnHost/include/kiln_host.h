@@ -25,6 +25,18 @@ typedef struct {
     int cgroup_procs_count;
     /// Non-zero: the child gets SIGKILL when the thread that spawned it ends.
     int die_with_parent;
+    /// Non-zero: the child runs as `uid` and `gid` (no supplementary groups, no new privileges
+    /// through set-id files) from before it executes anything.
+    int change_user;
+    uid_t uid;
+    gid_t gid;
+    /// More than zero: the child's RLIMIT_NPROC (the processes its user may have).
+    long max_processes;
+    /// Non-zero: the child's oom_score_adj becomes `oom_score_adj` (a child inherits its
+    /// parent's, and a parent that shields itself from the out-of-memory killer must not shield
+    /// what it starts).
+    int set_oom_score_adj;
+    int oom_score_adj;
 } kiln_spawn_request;
 
 /// Starts a child in its own session. Returns its PID, or -1 with `*error` set to the errno of the

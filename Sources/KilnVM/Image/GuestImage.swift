@@ -79,6 +79,9 @@ public enum GuestLayout {
     public static let modules = "/lib/kiln-modules"
     /// The methods' working directory, wiped by `reset`.
     public static let scratch = "/tmp"
+    /// The guest's cgroup for method programs (memory and process limits); the agent places
+    /// every method in it.
+    public static let methodCgroup = "/sys/fs/cgroup/methods"
     /// The virtio-serial port name the agent listens on.
     public static let agentPortName = "agent"
 }

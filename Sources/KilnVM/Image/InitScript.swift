@@ -11,13 +11,26 @@ enum InitScript {
             mount -t proc -o nosuid,nodev,noexec proc /proc
             mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
             mount -t devtmpfs -o nosuid devtmpfs /dev
-            mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs \(GuestLayout.scratch)
-            mkdir -p /dev/shm && mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /dev/shm
+            # Scratch space is RAM the image has not taken: a third of what is free at boot for
+            # /tmp, a sixteenth for /dev/shm.
+            free_kb=$(awk '/^MemAvailable:/ { print $2 }' /proc/meminfo)
+            mount -t tmpfs -o nosuid,nodev,mode=1777,size=$((free_kb / 3))k tmpfs \(GuestLayout.scratch)
+            mkdir -p /dev/shm && mount -t tmpfs -o nosuid,nodev,mode=1777,size=$((free_kb / 16))k tmpfs /dev/shm
+            # Methods run in a cgroup of their own: half of what is free at boot, and 256
+            # processes. A memory bomb or a fork bomb meets its limit there, fast, and the agent
+            # and the kernel outside it keep the rest.
+            if mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 /sys/fs/cgroup 2>/dev/null; then
+                echo "+memory +pids" >/sys/fs/cgroup/cgroup.subtree_control
+                mkdir -p \(GuestLayout.methodCgroup)
+                echo $((free_kb / 2 * 1024)) >\(GuestLayout.methodCgroup)/memory.max
+                echo 0 >\(GuestLayout.methodCgroup)/memory.swap.max 2>/dev/null
+                echo 256 >\(GuestLayout.methodCgroup)/pids.max
+            fi
             \(inserts)
             hostname kiln-guest
             # Only the scratch folder stays writable for methods.
             mount -o remount,ro / 2>/dev/null
-            exec \(GuestLayout.agent) --port \(GuestLayout.agentPortName) --scratch \(GuestLayout.scratch)
+            exec \(GuestLayout.agent) --port \(GuestLayout.agentPortName) --scratch \(GuestLayout.scratch) --method-cgroup \(GuestLayout.methodCgroup)
 
             """
     }
