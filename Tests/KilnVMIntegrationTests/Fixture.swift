@@ -74,11 +74,14 @@ enum Backend: String, CaseIterable, Sendable, CustomStringConvertible {
 
     var description: String { rawValue }
 
-    /// A fresh VM: restored from the snapshot template (qemu) or a new sandbox (process).
-    func provision(_ profile: VMProfile = .small) async throws -> any MicroVM {
+    /// A fresh VM: restored from the snapshot template (qemu) or a new sandbox (process), or
+    /// for qemu booted with `profile` when one is given (a template holds one memory size).
+    func provision(booting profile: VMProfile? = nil) async throws -> any MicroVM {
         switch self {
-        case .qemu: return try await Fixture.qemu().restore(profile)
-        case .process: return try await Fixture.process().start(profile)
+        case .qemu:
+            if let profile { return try await Fixture.qemu().boot(profile) }
+            return try await Fixture.qemu().restore(.small)
+        case .process: return try await Fixture.process().start(profile ?? .small)
         }
     }
 
@@ -111,8 +114,8 @@ enum Backend: String, CaseIterable, Sendable, CustomStringConvertible {
 }
 
 /// Runs `body` with a fresh VM and destroys it afterwards, whatever happens.
-func withVM<T>(_ backend: Backend, _ body: (any MicroVM) async throws -> T) async throws -> T {
-    let vm = try await backend.provision()
+func withVM<T>(_ backend: Backend, booting profile: VMProfile? = nil, _ body: (any MicroVM) async throws -> T) async throws -> T {
+    let vm = try await backend.provision(booting: profile)
     do {
         let result = try await body(vm)
         await vm.destroy()
