@@ -25,7 +25,7 @@ struct Agent {
         self.runner = MethodRunner(scratch: options.scratch)
         self.runtimes = ServeRuntimes(scratch: options.scratch)
         self.methods = MethodTable.load(path: options.manifest)
-        self.housekeeping = Housekeeping(scratch: options.scratch, ownsMachine: self.port.reconnects)
+        self.housekeeping = Housekeeping(scratch: options.scratch, ownsMachine: self.port.reconnects, methodCgroup: options.methodCgroup)
         // Methods find programs by name in these folders; their working directory is scratch.
         setenv("PATH", "/kiln/bin:/bin:/sbin:/usr/bin:/usr/sbin", 1)
         _ = mkdir(options.scratch, 0o1777)
@@ -97,7 +97,11 @@ struct Agent {
             if let reply, !port.send(reply) { return }
             if resetAfterReply {
                 resetAfterReply = false
-                reset(keepingRuntime: true)
+                if !reset(keepingRuntime: true) {
+                    // Nobody can be told: the next call must not meet what outlived the kill.
+                    AgentLog.write("kiln-agent: the last method's processes outlived the reset; powering off")
+                    housekeeping.powerOff()
+                }
             }
         }
     }
@@ -114,7 +118,9 @@ struct Agent {
         case .ping:
             return .pong(Housekeeping.pong())
         case .reset(let scope):
-            reset(keepingRuntime: scope.keepRuntime)
+            guard reset(keepingRuntime: scope.keepRuntime) else {
+                return .error(.init(message: "reset: processes of the last method still run; this guest must not serve another call"))
+            }
             return .resetOK
         case .shutdown:
             runtimes.killAll()
@@ -126,13 +132,13 @@ struct Agent {
     }
 
     /// Clears what the last method left: scratch only when its serve-mode runtime is kept and
-    /// still running, else everything.
-    private mutating func reset(keepingRuntime: Bool) {
+    /// still running, else everything. False when not everything could be cleared.
+    private mutating func reset(keepingRuntime: Bool) -> Bool {
         if keepingRuntime, let tenant, runtimes.isRunning(tenant) {
             housekeeping.wipeScratch()
-        } else {
-            clearEverything()
+            return true
         }
+        return clearEverything()
     }
 
     /// Runs a builtin, a serve-mode call or an exec-mode program.
@@ -147,16 +153,22 @@ struct Agent {
     /// when another method's code ran since the last clear, everything it left goes too.
     private mutating func admit(_ method: String) {
         runtimes.killAll(except: method)
-        if let tenant, tenant != method { clearEverything() }
+        if let tenant, tenant != method, !clearEverything() {
+            // Another method's processes outlived every kill: this one must not meet them.
+            AgentLog.write("kiln-agent: the last method's processes outlived the clear; powering off")
+            housekeeping.powerOff()
+        }
         tenant = method
     }
 
-    /// Kills every process methods started (runtimes included) and empties scratch.
-    private mutating func clearEverything() {
+    /// Kills every process methods started (runtimes included) and empties scratch; false when
+    /// some process outlived the kill.
+    private mutating func clearEverything() -> Bool {
         runtimes.killAll()
         runner.killSpawnedGroups()
-        housekeeping.killEverything()
+        let cleared = housekeeping.killEverything()
         housekeeping.wipeScratch()
         tenant = nil
+        return cleared
     }
 }

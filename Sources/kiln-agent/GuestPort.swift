@@ -167,3 +167,12 @@ func readSmallFile(_ path: String, limit: Int = 64 * 1024) -> String? {
     }
     return String(decoding: bytes, as: UTF8.self)
 }
+
+/// Writes `text` to a control file (procfs, sysfs, cgroupfs) in one write; false when it cannot.
+func writeSmallFile(_ path: String, _ text: String) -> Bool {
+    let fd = open(path, O_WRONLY | O_CLOEXEC)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    var bytes = Array(text.utf8)
+    return bytes.withUnsafeMutableBytes { write(fd, $0.baseAddress, $0.count) } == bytes.count
+}

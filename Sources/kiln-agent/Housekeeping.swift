@@ -6,6 +6,8 @@ struct Housekeeping {
     let scratch: String
     /// True inside a VM: the agent is the guest's init, and `shutdown` powers the machine off.
     let ownsMachine: Bool
+    /// The cgroup methods run in, when the guest made one.
+    let methodCgroup: String?
 
     /// The greeting: agent version, uptime, CPUs and memory as the guest sees them.
     static func hello(version: String) -> GuestFrame.Hello {
@@ -18,10 +20,7 @@ struct Housekeeping {
 
     /// Tells the kernel's out-of-memory killer never to choose this process.
     static func protectFromOOMKiller() {
-        let fd = open("/proc/self/oom_score_adj", O_WRONLY)
-        guard fd >= 0 else { return }
-        _ = "-1000".withCString { write(fd, $0, 5) }
-        close(fd)
+        _ = writeSmallFile("/proc/self/oom_score_adj", "-1000")
     }
 
     /// The out-of-memory kills since boot (`oom_kill` in /proc/vmstat; 0 where there is none).
@@ -47,23 +46,31 @@ struct Housekeeping {
         )
     }
 
-    /// Kills every other process of this guest (when the agent is its PID 1) and reaps them.
-    func killEverything() {
+    /// Kills every other process of this guest (when the agent is its PID 1) and reaps them;
+    /// false when some still lived after `limitUs` (a fork bomb under a starved vCPU), and the
+    /// guest must not be handed to another call.
+    func killEverything(limitUs: UInt64 = 5_000_000) -> Bool {
         if getpid() == 1 {
-            // As PID 1, kill(-1) reaches every process of the guest (or PID namespace) but this one.
-            kill(-1, SIGKILL)
-            let giveUp = monotonicMicroseconds() + 2_000_000
-            while monotonicMicroseconds() < giveUp {
+            // The methods' cgroup first: cgroup.kill ends all of it at once, forks in flight
+            // included, where kill(-1) races a fork bomb process by process.
+            if let methodCgroup { _ = writeSmallFile(methodCgroup + "/cgroup.kill", "1") }
+            let giveUp = monotonicMicroseconds() + limitUs
+            while true {
+                // Again each round: a child forked while the last round's signals went out.
+                // As PID 1, kill(-1) reaches every process of the guest (or PID namespace) but this one.
+                kill(-1, SIGKILL)
                 var status: Int32 = 0
                 let reaped = waitpid(-1, &status, WNOHANG)
                 if reaped < 0 { break }  // ECHILD: nothing left
                 if reaped == 0 {
+                    if monotonicMicroseconds() >= giveUp { return false }
                     var pause = timespec(tv_sec: 0, tv_nsec: 200_000)
                     nanosleep(&pause, nil)
                 }
             }
         }
         _ = reapOrphans()
+        return true
     }
 
     /// Empties the scratch folder.

@@ -62,8 +62,12 @@ public actor AgentSession {
             let deadline = ContinuousClock.now + timeout
             try await send(.reset(.init(keepRuntime: keepRuntime)), until: deadline, timeout: timeout, step: "reset")
             let frame = try await receive(until: deadline, timeout: timeout, step: "reset")
-            guard case .resetOK = frame else {
-                throw .protocolViolation(vm: vmID, detail: "expected reset-ok, got \(frame.type)")
+            switch frame {
+            case .resetOK: return
+            // The agent could not clear the guest (a process outlived every kill): the VM is of
+            // no further use, and the error that says so ends it.
+            case .error(let error): throw .protocolViolation(vm: vmID, detail: "reset failed: \(error.message)")
+            default: throw .protocolViolation(vm: vmID, detail: "expected reset-ok, got \(frame.type)")
             }
         }
     }

@@ -18,9 +18,12 @@ enum InitScript {
             mkdir -p /dev/shm && mount -t tmpfs -o nosuid,nodev,mode=1777,size=$((free_kb / 16))k tmpfs /dev/shm
             # Methods run in a cgroup of their own: half of what is free at boot, and 256
             # processes. A memory bomb or a fork bomb meets its limit there, fast, and the agent
-            # and the kernel outside it keep the rest.
+            # and the kernel outside it keep the rest. With the cpu controller the cgroup's
+            # processes share one weight, as many as they are: the agent, outside, keeps half of
+            # the vCPU against a fork bomb's hundreds and ends it at its deadline.
             if mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 /sys/fs/cgroup 2>/dev/null; then
                 echo "+memory +pids" >/sys/fs/cgroup/cgroup.subtree_control
+                echo "+cpu" >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null
                 mkdir -p \(GuestLayout.methodCgroup)
                 echo $((free_kb / 2 * 1024)) >\(GuestLayout.methodCgroup)/memory.max
                 echo 0 >\(GuestLayout.methodCgroup)/memory.swap.max 2>/dev/null
