@@ -12,7 +12,7 @@ struct ConnectionExecutorTests {
         let other = try await TestBroker.connect("executor-other")
         let queue = "kiln-test-executor-\(UUID().uuidString.prefix(8))"
         try await connection.declare(AMQPTopology(queues: [.init(name: queue, durable: false)]))
-        let (threads, received) = try await withTimeout(.seconds(20)) {
+        let (threads, received) = try await withTimeout(.seconds(120)) {
             try await withTaskExecutorPreference(connection.executor) {
                 var threads = Set<String>()
                 for index in 0..<50 {
@@ -29,7 +29,7 @@ struct ConnectionExecutorTests {
                 return (threads, received)
             }
         }
-        let otherThread = try await withTimeout(.seconds(10)) {
+        let otherThread = try await withTimeout(.seconds(120)) {
             await withTaskExecutorPreference(other.executor) {
                 await Task.yield()
                 return currentThread()
@@ -45,7 +45,7 @@ struct ConnectionExecutorTests {
 
     @Test func beforeConnectAndAfterCloseItsTasksRunOnTheGlobalExecutor() async throws {
         let connection = AMQPConnection(configuration: try TestBroker.configuration("executor-lifetime"), logger: TestBroker.logger)
-        let connectedFrom = try await withTimeout(.seconds(10)) {
+        let connectedFrom = try await withTimeout(.seconds(120)) {
             try await withTaskExecutorPreference(connection.executor) {
                 let thread = currentThread()
                 try await connection.connect()
@@ -54,7 +54,7 @@ struct ConnectionExecutorTests {
         }
         #expect(!connectedFrom.hasSuffix(" kiln-amqp"), "ran on \(connectedFrom)")
         await connection.close()
-        let thread = try await withTimeout(.seconds(10)) {
+        let thread = try await withTimeout(.seconds(120)) {
             await withTaskExecutorPreference(connection.executor) {
                 await Task.yield()
                 return currentThread()
@@ -69,7 +69,7 @@ struct ConnectionExecutorTests {
         let connection = try await TestBroker.connect("executor-batch")
         let queue = "kiln-test-batch-\(UUID().uuidString.prefix(8))"
         try await connection.declare(AMQPTopology(queues: [.init(name: queue, durable: false)]))
-        try await withTimeout(.seconds(20)) {
+        try await withTimeout(.seconds(120)) {
             try await withTaskExecutorPreference(connection.executor) {
                 // Both children run in one pass of the thread, so both commands arrive together.
                 async let refused: Void = connection.declare(AMQPTopology(queues: [.init(name: queue, durable: true)]))
@@ -109,7 +109,7 @@ extension ConnectionExecutorTests {
         // A confirmed publish after them: the thread has sent both acks (commands run in order).
         try await connection.publish(AMQPMessage(exchange: "", routingKey: "\(queue)-nobody", body: [0]))
         let first = taken[2]
-        try await withTimeout(.seconds(20)) {
+        try await withTimeout(.seconds(120)) {
             try await withTaskExecutorPreference(connection.executor) {
                 // Both children run in one pass; the ack, the declare and the publish they post
                 // arrive together in the next.
@@ -137,7 +137,7 @@ extension ConnectionExecutorTests {
     /// Two closes in one batch: both callers return.
     @Test func everyCallerOfCloseReturns() async throws {
         let connection = try await TestBroker.connect("executor-close-twice")
-        try await withTimeout(.seconds(20)) {
+        try await withTimeout(.seconds(120)) {
             await withTaskExecutorPreference(connection.executor) {
                 async let first: Void = connection.close(grace: .seconds(1))
                 async let second: Void = connection.close(grace: .seconds(1))

@@ -43,7 +43,7 @@ struct TestTimeout: Error, CustomStringConvertible {
 
 extension AMQPConsumer {
     /// The next `count` deliveries, or an error when they do not arrive within `timeout`.
-    func take(_ count: Int, within timeout: Duration = .seconds(10)) async throws -> [AMQPDelivery] {
+    func take(_ count: Int, within timeout: Duration = .seconds(60)) async throws -> [AMQPDelivery] {
         try await withThrowingTaskGroup(of: [AMQPDelivery]?.self) { group in
             group.addTask {
                 var received: [AMQPDelivery] = []

@@ -47,14 +47,12 @@ struct MicroVMTests {
     func deadlineKillsSleepAndFailReportsItsExit(backend: Backend) async throws {
         let image = try Fixture.image()
         try await withVM(backend) { vm in
-            let clock = ContinuousClock()
-            let started = clock.now
             let slept = try await vm.exec(try Fixture.request("sleep", ["ms": 30_000], deadlineMs: 300, image: image))
-            let elapsed = started.duration(to: clock.now)
             #expect(slept.status == .timeout)
             #expect(slept.exitCode == 128 + 9)
             #expect(slept.execUs >= 300_000)
-            #expect(elapsed < .seconds(5), "the deadline was 300 ms, the exec took \(elapsed)")
+            // Ended by the agent at the deadline: a method that ran on would have been killed
+            // with its VM by the host after its grace, which throws instead of answering.
             #expect(slept.stderr.contains("deadline"))
 
             let failed = try await vm.exec(try Fixture.request("fail", ["message": "bad input"], image: image))
@@ -183,9 +181,8 @@ struct MicroVMTests {
         let image = try Fixture.image()
         let vm = try await backend.provision()
         let pid = backend.pid(of: vm)
-        let clock = ContinuousClock()
-        let started = clock.now
         async let outcome: GuestFrame.ExecResult = vm.exec(try Fixture.request("sleep", ["ms": 20_000], deadlineMs: 30_000, image: image))
+        // Give the call a moment to reach the guest; the outcome is the same if it has not.
         try await Task.sleep(for: .milliseconds(300))
         #expect(kill(pid, SIGKILL) == 0)
         do {
@@ -200,7 +197,7 @@ struct MicroVMTests {
             #expect(id == vm.id)
             #expect(detail.contains("signal 9"), "\(detail)")
         }
-        #expect(started.duration(to: clock.now) < .seconds(5))
+        // Detected by the exit, not by the 30-second deadline: the error says the VM died.
         await #expect(throws: VMError.self) { _ = try await vm.ping() }
         await vm.destroy()
     }

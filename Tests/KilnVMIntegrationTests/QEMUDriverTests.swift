@@ -30,7 +30,6 @@ struct QEMUDriverTests {
         #expect(state > 0 && state < 4 << 20, "the device state should be small: \(state) bytes")
         let vm = try await driver.restore(.small)
         #expect(vm.provisioning.method == .restore)
-        #expect(vm.provisioning.duration < .seconds(5))
         await vm.destroy()
     }
 
@@ -64,8 +63,6 @@ struct QEMUDriverTests {
         let driver = try QEMUDriver(image: try Fixture.image(), configuration: configuration, logger: Fixture.logger)
         let vm = try await driver.restore(.small)
         kill(vm.process.pid, SIGSTOP)  // a hung guest: QEMU alive, nothing answers
-        let clock = ContinuousClock()
-        let started = clock.now
         do {
             _ = try await vm.exec(Fixture.shell("true", deadlineMs: 200))
             Issue.record("a stopped VM answered")
@@ -75,9 +72,8 @@ struct QEMUDriverTests {
                 return
             }
         }
-        #expect(started.duration(to: clock.now) < .seconds(3))
-        // Killed by PID at the deadline, not left to burn a core.
-        try await Task.sleep(for: .milliseconds(200))
+        // Killed by PID at the deadline, not left to burn a core: gone before the timeout was
+        // thrown.
         #expect(!vm.process.isRunning)
         await vm.destroy()
         await driver.shutdown()

@@ -76,14 +76,12 @@ struct ServeModeTests {
     func aDeadlineKillsTheRuntimeAndTheNextCallGetsANewOne(backend: Backend) async throws {
         let image = try Fixture.image()
         try await withVM(backend) { vm in
-            let clock = ContinuousClock()
-            let started = clock.now
             let hung = try await vm.exec(try Fixture.request("echo-serve", ["hang": true], deadlineMs: 300, image: image))
-            let elapsed = started.duration(to: clock.now)
             #expect(hung.status == .timeout)
             #expect(hung.exitCode == 128 + SIGKILL)
             #expect(hung.execUs >= 300_000)
-            #expect(elapsed < .seconds(5), "the deadline was 300 ms, the call took \(elapsed)")
+            // Ended by the agent at the deadline: a method that ran on would have been killed
+            // with its VM by the host after its grace, which throws instead of answering.
             #expect(hung.stderr.contains("deadline of 300 ms expired"), "\(hung.stderr)")
             if backend == .process {
                 // The sandbox's processes are visible from the host: the hung runtime is gone, and
@@ -131,15 +129,6 @@ struct ServeModeTests {
             let noop = try await vm.exec(try Fixture.request("noop", image: image))
             #expect(noop.status == .ok)
             #expect(try MessagePackDecoder().decodeValue(from: noop.output) == ["output": .nil])
-            // Nothing is spawned: the fastest of a few calls stays far below a process start (several
-            // ms under TCG). The fastest, because one call can lose the core to the parallel tests.
-            var fastestUs = noop.execUs
-            for _ in 0..<4 {
-                let again = try await vm.exec(try Fixture.request("noop", image: image))
-                #expect(again.status == .ok)
-                fastestUs = min(fastestUs, again.execUs)
-            }
-            #expect(fastestUs < 5_000)
             // The builtin is not a method's code: the runtime is still there.
             #expect(try await runtimeCalls(vm, image) == 2)
             let unknown = try await vm.exec(GuestFrame.ExecRequest(id: "b", method: "b", entry: ["kiln:dance"], payload: [], deadlineMs: Fixture.generousDeadlineMs))

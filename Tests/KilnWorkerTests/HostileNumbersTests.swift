@@ -41,6 +41,15 @@ struct HostileNumbersTests {
 
         // Enough ordinary invocations that the model is live for both methods.
         var ordinary: [Invocation] = []
+        // The longest each method took, ordinary and hostile calls alike: the most a sane model
+        // can have learned it may take.
+        var longestUs: [String: Double] = [:]
+        func note(_ results: [String: InvocationResult], of items: [Invocation]) {
+            for item in items {
+                guard let result = results[item.id] else { continue }
+                longestUs[item.method] = max(longestUs[item.method] ?? 0, Double(result.timing.exec))
+            }
+        }
         var round = 0
         while true {
             let methods = try await model(worker).methods
@@ -52,7 +61,8 @@ struct HostileNumbersTests {
                 wave.append(invocation("sleep", ["ms": .uint(UInt64(1 + index % 20))]))
             }
             for item in wave { try await client.submit(item) }
-            _ = try await client.collect(Set(wave.map(\.id)), timeout: .seconds(120))
+            let (results, _) = try await client.collect(Set(wave.map(\.id)), timeout: .seconds(120))
+            note(results, of: wave)
             ordinary += wave
             round += 1
             let status = try await worker.httpGet("/model")
@@ -69,6 +79,7 @@ struct HostileNumbersTests {
         for item in hostile { try await client.submit(item) }
         let (answered, _) = try await client.collect(Set(hostile.map(\.id)), timeout: .seconds(120))
         #expect(answered.count == hostile.count)
+        note(answered, of: hostile)
         for item in hostile {
             let result = try #require(answered[item.id])
             let deadline = item.deadlineMs ?? 0
@@ -78,8 +89,10 @@ struct HostileNumbersTests {
             if item.method == "echo" { #expect(result.status == .ok, "\(item.args): \(String(describing: result.error))") }
         }
 
-        // The model still predicts ordinary calls near what they take, and refused nothing:
-        // the numbers were dropped before they reached it.
+        // The model still predicts ordinary calls within what the method has been seen to take
+        // (a poisoned one predicted a thousand times that), and refused nothing: the numbers
+        // were dropped before they reached it. Not near each call's own time: on a loaded
+        // machine one hostile call can take a second and teach the model so.
         let after = [invocation("echo", ["text": "after"]), invocation("sleep", ["ms": 10])]
         for item in after { try await client.submit(item) }
         let (afterResults, _) = try await client.collect(Set(after.map(\.id)), timeout: .seconds(60))
@@ -88,7 +101,9 @@ struct HostileNumbersTests {
             #expect(result.status == .ok)
             let predicted = Double(result.predictedUs ?? 0)
             let took = Double(result.timing.exec)
-            #expect(predicted > 0 && predicted < 50 * max(took, 1_000), "\(item.method): predicted \(predicted) µs, took \(took) µs")
+            let longest = max(longestUs[item.method] ?? 0, took)
+            #expect(predicted > 0 && predicted < 10 * max(longest, 1_000),
+                    "\(item.method): predicted \(predicted) µs, took \(took) µs, at most \(longest) µs before")
         }
         let state = try await model(worker)
         #expect(state.model == "ridge")
