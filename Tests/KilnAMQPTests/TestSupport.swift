@@ -92,7 +92,7 @@ struct PrivateBroker {
     func kill9() throws {
         let pid = try pid()
         kill(pid, SIGKILL)
-        let deadline = ContinuousClock.now + .seconds(10)
+        let deadline = ContinuousClock.now + .seconds(60)
         while ContinuousClock.now < deadline {
             guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
                   let state = stat.split(separator: ")").last?.split(separator: " ").first, state != "Z" else { return }

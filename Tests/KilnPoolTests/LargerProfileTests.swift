@@ -57,7 +57,7 @@ struct LargerProfileTests {
     /// Replenishes and waits until the large profile has `count` idle VMs.
     private func replenished(_ pool: VMPool, large count: Int) async throws {
         await pool.replenish()
-        let deadline = ContinuousClock.now + .seconds(20)
+        let deadline = ContinuousClock.now + .seconds(180)
         while await idle(pool, "large") < count, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
         #expect(await idle(pool, "large") == count)
     }
