@@ -27,6 +27,9 @@ mkdir -p "$KILN_INTEROP_OUT"
 make --no-print-directory image
 
 swift build --build-tests
+# Two cores run VMs under TCG: tests beyond a few at once only make each wait out its
+# timeouts. The width is the number of tests Swift Testing runs at the same time.
+export SWT_EXPERIMENTAL_MAXIMUM_PARALLELIZATION_WIDTH=${SWT_EXPERIMENTAL_MAXIMUM_PARALLELIZATION_WIDTH:-4}
 # The adaptive-allocation test times work under a CPU quota: it runs alone, after the rest, since
 # on a 2-core host saturated by parallel VM tests a raised quota buys nothing measurable.
 swift test --skip-build --skip AdaptiveAllocatorTests
