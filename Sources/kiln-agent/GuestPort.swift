@@ -148,13 +148,13 @@ struct GuestPort {
     }
 }
 
-/// Reads a small text file (procfs, sysfs) whole; nil when it cannot be read.
-func readSmallFile(_ path: String, limit: Int = 64 * 1024) -> String? {
+/// Reads a file whole, up to `limit` bytes; nil when it cannot be opened or read.
+func readWholeFile(_ path: String, limit: Int) -> [UInt8]? {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return nil }
     defer { close(fd) }
     var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 4096)
+    var chunk = [UInt8](repeating: 0, count: 16 * 1024)
     while bytes.count < limit {
         let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
         if count > 0 {
@@ -162,10 +162,15 @@ func readSmallFile(_ path: String, limit: Int = 64 * 1024) -> String? {
         } else if count < 0 && errno == EINTR {
             continue
         } else {
-            break
+            return count == 0 ? bytes : nil
         }
     }
-    return String(decoding: bytes, as: UTF8.self)
+    return bytes
+}
+
+/// Reads a small text file (procfs, sysfs) whole; nil when it cannot be read.
+func readSmallFile(_ path: String, limit: Int = 64 * 1024) -> String? {
+    readWholeFile(path, limit: limit).map { String(decoding: $0, as: UTF8.self) }
 }
 
 /// Writes `text` to a control file (procfs, sysfs, cgroupfs) in one write; false when it cannot.

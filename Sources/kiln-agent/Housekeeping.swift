@@ -51,9 +51,11 @@ struct Housekeeping {
     /// guest must not be handed to another call.
     func killEverything(limitUs: UInt64 = 5_000_000) -> Bool {
         if getpid() == 1 {
-            // The methods' cgroup first: cgroup.kill ends all of it at once, forks in flight
+            // Nothing but this process (the common case between calls): nothing to kill.
+            let alone = kill(-1, SIGKILL) != 0 && errno == ESRCH
+            // Else the methods' cgroup: cgroup.kill ends all of it at once, forks in flight
             // included, where kill(-1) races a fork bomb process by process.
-            if let methodCgroup { _ = writeSmallFile(methodCgroup + "/cgroup.kill", "1") }
+            if !alone, let methodCgroup { _ = writeSmallFile(methodCgroup + "/cgroup.kill", "1") }
             let giveUp = monotonicMicroseconds() + limitUs
             while true {
                 // Again each round: a child forked while the last round's signals went out.

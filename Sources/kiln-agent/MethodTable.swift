@@ -19,21 +19,8 @@ struct MethodTable {
     /// Reads the table at `path`; a missing file is an empty table (every method runs in exec
     /// mode), an unreadable one too, with a line on the console.
     static func load(path: String) -> MethodTable {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return MethodTable() }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 16 * 1024)
-        while true {
-            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if count > 0 {
-                bytes.append(contentsOf: chunk[0..<count])
-            } else if count < 0 && errno == EINTR {
-                continue
-            } else {
-                break
-            }
-        }
+        // The image's table: a few KiB for a few hundred methods; 16 MiB is far past any.
+        guard let bytes = readWholeFile(path, limit: 16 << 20) else { return MethodTable() }
         do {
             return try MethodTable(manifest: MessagePackDecoder().decodeValue(from: bytes))
         } catch {
