@@ -14,9 +14,8 @@ public actor ProcessMicroVM: MicroVM {
     public nonisolated let directory: String
 
     private let session: AgentSession
+    private let link: GuestLink
     private let cage: CgroupCage?
-    private let configuration: ProcessSandboxDriver.Configuration
-    private let logger: Logger
     private let onDestroy: @Sendable (String) async -> Void
     private var destroyed = false
 
@@ -28,10 +27,10 @@ public actor ProcessMicroVM: MicroVM {
         self.provisioning = provisioning
         self.process = process
         self.session = session
+        self.link = GuestLink(vmID: id, session: session, process: process, execGrace: configuration.execGrace,
+                              requestTimeout: configuration.request, logger: logger)
         self.cage = cage
         self.directory = directory
-        self.configuration = configuration
-        self.logger = logger
         self.onDestroy = onDestroy
     }
 
@@ -41,41 +40,22 @@ public actor ProcessMicroVM: MicroVM {
 
     public func exec(_ request: GuestFrame.ExecRequest) async throws -> GuestFrame.ExecResult {
         try checkAlive()
-        do {
-            return try await session.exec(request, grace: configuration.execGrace)
-        } catch {
-            await failed(error)
-            throw error
-        }
+        return try await link.exec(request)
     }
 
     public func reset(keepingServeRuntime: Bool) async throws {
         try checkAlive()
-        do {
-            try await session.reset(keepRuntime: keepingServeRuntime, timeout: configuration.request)
-        } catch {
-            await failed(error)
-            throw error
-        }
+        try await link.reset(keepingServeRuntime: keepingServeRuntime)
     }
 
     public func ping() async throws -> GuestFrame.Pong {
         try checkAlive()
-        do {
-            return try await session.ping(timeout: configuration.request)
-        } catch {
-            await failed(error)
-            throw error
-        }
+        return try await link.ping()
     }
 
     public func stats() async throws -> VMStats {
         try checkAlive()
-        guard let memory = ProcessFigures.memory(pid: process.pid) else {
-            throw VMError.vmDied(vm: id, during: "stats", detail: process.exitStatus?.description ?? "no /proc entry")
-        }
-        return VMStats(pid: process.pid, rssKB: memory.rssKB, pssKB: memory.pssKB,
-                       cpuTimeUs: ProcessFigures.cpuTimeUs(pid: process.pid) ?? 0)
+        return try link.stats()
     }
 
     /// Changes the sandbox's cgroup limits, live.
@@ -88,7 +68,7 @@ public actor ProcessMicroVM: MicroVM {
     /// Raw access to the agent, for tests of its error handling.
     public func rawRequest(_ bytes: [UInt8]) async throws -> GuestFrame {
         try checkAlive()
-        return try await session.rawRequest(bytes, timeout: configuration.request)
+        return try await link.rawRequest(bytes)
     }
 
     public func destroy() async {
@@ -104,16 +84,5 @@ public actor ProcessMicroVM: MicroVM {
 
     private func checkAlive() throws(VMError) {
         if destroyed { throw .destroyed(vm: id) }
-    }
-
-    private func failed(_ error: any Error) async {
-        guard let error = error as? VMError else { return }
-        switch error {
-        case .timedOut, .vmDied, .protocolViolation:
-            logger.warning("sandbox failed; killing it", metadata: ["vm": "\(id)", "error": "\(error)"])
-            await process.kill(timeout: .seconds(5))
-        default:
-            break
-        }
     }
 }

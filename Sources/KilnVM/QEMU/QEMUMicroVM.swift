@@ -16,7 +16,7 @@ public actor QEMUMicroVM: MicroVM {
 
     let session: AgentSession
     let monitor: QMPClient
-    private let timeouts: QEMUDriver.Timeouts
+    private let link: GuestLink
     private let logger: Logger
     private let cage: CgroupCage?
     private let onDestroy: @Sendable (String) async -> Void
@@ -33,7 +33,8 @@ public actor QEMUMicroVM: MicroVM {
         self.session = launched.session
         self.monitor = launched.monitor
         self.cage = launched.cage
-        self.timeouts = timeouts
+        self.link = GuestLink(vmID: id, session: launched.session, process: launched.process, execGrace: timeouts.execGrace,
+                              requestTimeout: timeouts.request, logger: logger)
         self.logger = logger
         self.onDestroy = onDestroy
     }
@@ -44,41 +45,22 @@ public actor QEMUMicroVM: MicroVM {
 
     public func exec(_ request: GuestFrame.ExecRequest) async throws -> GuestFrame.ExecResult {
         try checkAlive()
-        do {
-            return try await session.exec(request, grace: timeouts.execGrace)
-        } catch {
-            await failed(error)
-            throw error
-        }
+        return try await link.exec(request)
     }
 
     public func reset(keepingServeRuntime: Bool) async throws {
         try checkAlive()
-        do {
-            try await session.reset(keepRuntime: keepingServeRuntime, timeout: timeouts.request)
-        } catch {
-            await failed(error)
-            throw error
-        }
+        try await link.reset(keepingServeRuntime: keepingServeRuntime)
     }
 
     public func ping() async throws -> GuestFrame.Pong {
         try checkAlive()
-        do {
-            return try await session.ping(timeout: timeouts.request)
-        } catch {
-            await failed(error)
-            throw error
-        }
+        return try await link.ping()
     }
 
     public func stats() async throws -> VMStats {
         try checkAlive()
-        guard let memory = ProcessFigures.memory(pid: process.pid) else {
-            throw VMError.vmDied(vm: id, during: "stats", detail: process.exitStatus?.description ?? "no /proc entry")
-        }
-        return VMStats(pid: process.pid, rssKB: memory.rssKB, pssKB: memory.pssKB,
-                       cpuTimeUs: ProcessFigures.cpuTimeUs(pid: process.pid) ?? 0)
+        return try link.stats()
     }
 
     /// Changes the CPU bandwidth and memory cap of the QEMU process's cgroup. The guest keeps
@@ -99,7 +81,7 @@ public actor QEMUMicroVM: MicroVM {
     /// Raw access to the agent, for tests of its error handling.
     public func rawRequest(_ bytes: [UInt8]) async throws -> GuestFrame {
         try checkAlive()
-        return try await session.rawRequest(bytes, timeout: timeouts.request)
+        return try await link.rawRequest(bytes)
     }
 
     /// True while QEMU runs.
@@ -120,19 +102,6 @@ public actor QEMUMicroVM: MicroVM {
 
     private func checkAlive() throws(VMError) {
         if destroyed { throw .destroyed(vm: id) }
-    }
-
-    /// A VM that timed out or died is of no further use: kill it now, so that it cannot burn a
-    /// core, and leave the removal of its files to `destroy()`.
-    private func failed(_ error: any Error) async {
-        guard let error = error as? VMError else { return }
-        switch error {
-        case .timedOut, .vmDied, .protocolViolation:
-            logger.warning("vm failed; killing it", metadata: ["vm": "\(id)", "error": "\(error)"])
-            await process.kill(timeout: .seconds(5))
-        default:
-            break
-        }
     }
 }
 
