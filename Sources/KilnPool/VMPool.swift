@@ -1,5 +1,6 @@
 import KilnVM
 import Logging
+import ServiceLifecycle
 
 /// One VM profile the pool serves, with its bounds.
 public struct PoolProfile: Sendable, Equatable {
@@ -99,7 +100,7 @@ public struct PoolStatus: Sendable, Codable, Equatable {
 /// them back by the lifecycle policy (reset and reuse, or destroy), keeps each profile's idle
 /// VMs at a target set from demand and host headroom, and reports every decision to its
 /// observer.
-public actor VMPool {
+public actor VMPool: Service {
     private struct Entry {
         let vm: any MicroVM
         let profile: String
@@ -120,13 +121,10 @@ public actor VMPool {
         var provisioning = 0
         var targetIdle: Int
         var lastSizing = "minimum"
-        var waiters: [CheckedContinuation<Void, Never>] = []
         var demand: DemandTracker
         var provisionFailures = 0
         var retryAfter: ContinuousClock.Instant?
 
-        /// More idle VMs than the target and no invocation waiting: a smaller profile may borrow one.
-        var hasSurplus: Bool { idle.count > targetIdle && waiters.isEmpty }
 
         var total: Int { idle.count + busy + resetting + provisioning }
     }
@@ -144,14 +142,23 @@ public actor VMPool {
     private var profiles: [String: ProfileState]
     private var busy: [String: Entry] = [:]
     /// Invocations waiting because the host's CPU is saturated (any profile), first come first.
-    private var saturationWaiters: [CheckedContinuation<Void, Never>] = []
+    private let lines = WaitingLines()
+    /// A background provision ``replenish()`` asked for, to the profile's idle target.
+    private struct ProvisionJob: Sendable {
+        let profile: String
+        let target: Int
+    }
+    /// What ``replenish()`` asks for and ``run()`` provisions.
+    private nonisolated let provisionJobs: AsyncStream<ProvisionJob>
+    private nonisolated let provisionQueue: AsyncStream<ProvisionJob>.Continuation
     private var backgroundProvisions = 0
     private var forecaster: ArrivalForecaster
     /// The methods seen per profile, for the forecast.
     private var methodsByProfile: [String: Set<String>] = [:]
     private var closed = false
 
-    /// Creates a pool; it provisions nothing until ``replenish()`` or the first ``acquire(_:policy:maxWaiting:)``.
+    /// Creates a pool; it provisions nothing until the first ``acquire(_:policy:maxWaiting:)``,
+    /// or until ``replenish()`` asks for VMs while ``run()`` runs.
     /// - Parameters:
     ///   - driver: Makes the VMs.
     ///   - backend: The driver's backend name, as results report it.
@@ -181,9 +188,26 @@ public actor VMPool {
         self.logger = logger
         self.idleTTL = idleTTL
         self.provisionConcurrency = max(1, provisionConcurrency)
+        (provisionJobs, provisionQueue) = AsyncStream.makeStream(of: ProvisionJob.self)
         self.profiles = Dictionary(uniqueKeysWithValues: profiles.map {
             ($0.vm.name, ProfileState(settings: $0, targetIdle: $0.minIdle, demand: DemandTracker(window: demandWindow)))
         })
+    }
+
+    /// Runs the background provisions ``replenish()`` asks for, each a child of this task
+    /// group, until graceful shutdown (or ``shutdown()``); then waits for those under way and
+    /// destroys every VM. The worker runs it first in its `ServiceGroup`, so that it stops last.
+    public func run() async throws {
+        await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { group in
+                for await job in provisionJobs {
+                    group.addTask { await self.provisionInBackground(job.profile, target: job.target) }
+                }
+            }
+        } onGracefulShutdown: { [provisionQueue] in
+            provisionQueue.finish()
+        }
+        await shutdown()
     }
 
     /// The VMs at most, over every profile: the most invocations that can run at once.
@@ -205,12 +229,17 @@ public actor VMPool {
         var waitedBefore = false
         while true {
             guard !closed else { throw PoolError.shutDown }
+            if Task.isCancelled {
+                // A wake meant for this invocation goes to the next in line.
+                if heldBefore || waitedBefore { wakeWaiter(request.profile, idle: true) }
+                throw CancellationError()
+            }
             let sample = host()
             if saturated(sample) {
-                let waiting = profiles[request.profile]!.waiters.count + saturationWaiters.count
+                let waiting = lines.count(.profile(request.profile)) + lines.count(.saturatedHost)
                 guard waiting < maxWaiting else { throw PoolError.saturated(profile: request.profile, waiting: waiting) }
                 // Woken, but a newer arrival took the VM first: back to the head of the line.
-                await withCheckedContinuation { heldBefore ? saturationWaiters.insert($0, at: 0) : saturationWaiters.append($0) }
+                await lines.wait(in: .saturatedHost, atFront: heldBefore)
                 heldBefore = true
                 continue
             }
@@ -230,7 +259,7 @@ public actor VMPool {
                 if canProvision(state, sample) {
                     candidates.append(PlacementCandidate(kind: .provision, profile: state.settings.vm))
                 }
-                waiting = state.waiters.count
+                waiting = lines.count(.profile(request.profile))
                 load = PoolLoad(busy: busy.count, waiting: waiting, idle: state.idle.count, provisioning: state.provisioning)
             }
             if let (chosen, decision) = policy.place(request, among: candidates, load: load, host: sample),
@@ -249,18 +278,17 @@ public actor VMPool {
                 throw PoolError.saturated(profile: request.profile, waiting: waiting)
             }
             // Woken, but the VM went to another: back to the head of the line.
-            await withCheckedContinuation { continuation in
-                if waitedBefore {
-                    profiles[request.profile]!.waiters.insert(continuation, at: 0)
-                } else {
-                    profiles[request.profile]!.waiters.append(continuation)
-                }
-            }
+            await lines.wait(in: .profile(request.profile), atFront: waitedBefore)
             waitedBefore = true
         }
     }
 
     /// Whether the host's CPU is saturated and as many VMs as it should keep busy are working.
+    /// More idle VMs than the target and no invocation waiting: a smaller profile may borrow one.
+    private func hasSurplus(_ state: ProfileState) -> Bool {
+        state.idle.count > state.targetIdle && lines.count(.profile(state.settings.vm.name)) == 0
+    }
+
     private func saturated(_ sample: HostSample) -> Bool {
         guard sample.cpuUtilization >= sizer.limits.saturatedCPU else { return false }
         let working = busy.count + profiles.values.reduce(0) { $0 + $1.resetting }
@@ -273,7 +301,7 @@ public actor VMPool {
     private func largerIdleVMs(than profile: VMProfile) -> [Entry] {
         profiles.values
             .filter { $0.settings.vm.name != profile.name && $0.settings.vm.vcpus >= profile.vcpus && $0.settings.vm.memoryMB >= profile.memoryMB }
-            .filter(\.hasSurplus)
+            .filter(hasSurplus)
             .sorted { ($0.settings.vm.vcpus, $0.settings.vm.memoryMB, $0.settings.vm.name) < ($1.settings.vm.vcpus, $1.settings.vm.memoryMB, $1.settings.vm.name) }
             .flatMap { $0.idle.reversed() }
     }
@@ -417,19 +445,15 @@ public actor VMPool {
     /// nothing waits for `profile`, an invocation of a smaller profile that could borrow it
     /// (see ``largerIdleVMs(than:)``) is woken instead, the closest fit first.
     private func wakeWaiter(_ profile: String, idle: Bool = false) {
-        if !saturationWaiters.isEmpty { saturationWaiters.removeFirst().resume() }
+        lines.resumeFirst(.saturatedHost)
         guard let state = profiles[profile] else { return }
-        if !state.waiters.isEmpty {
-            profiles[profile]!.waiters.removeFirst().resume()
-            return
-        }
-        guard idle, state.hasSurplus else { return }
+        if lines.resumeFirst(.profile(profile)) { return }
+        guard idle, hasSurplus(state) else { return }
         let freed = state.settings.vm
         let smaller = profiles.values
             .filter { $0.settings.vm.name != profile && $0.settings.vm.vcpus <= freed.vcpus && $0.settings.vm.memoryMB <= freed.memoryMB }
             .sorted { ($0.settings.vm.vcpus, $0.settings.vm.memoryMB) > ($1.settings.vm.vcpus, $1.settings.vm.memoryMB) }
-        guard let waiting = smaller.first(where: { !$0.waiters.isEmpty })?.settings.vm.name else { return }
-        profiles[waiting]!.waiters.removeFirst().resume()
+        for candidate in smaller where lines.resumeFirst(.profile(candidate.settings.vm.name)) { return }
     }
 
     private func report(_ profile: String) {
@@ -450,8 +474,7 @@ public actor VMPool {
                 guard state.idle.count + state.provisioning < state.targetIdle, canProvision(state, sample) else { break }
                 profiles[name]!.provisioning += 1
                 backgroundProvisions += 1
-                let target = state.targetIdle
-                Task { await self.provisionInBackground(name, target: target) }
+                provisionQueue.yield(ProvisionJob(profile: name, target: state.targetIdle))
             }
         }
     }
@@ -486,9 +509,7 @@ public actor VMPool {
         let sample = host()
         // The host is no longer saturated: the invocations held for it go ahead.
         if !saturated(sample) {
-            let held = saturationWaiters
-            saturationWaiters.removeAll()
-            for waiter in held { waiter.resume() }
+            lines.resumeAll(.saturatedHost)
         }
         for name in profiles.keys.sorted() {
             let state = profiles[name]!
@@ -541,8 +562,8 @@ public actor VMPool {
             return PoolStatus(
                 profile: name, backend: backend, idle: state.idle.count, busy: state.busy, resetting: state.resetting,
                 provisioning: state.provisioning, targetIdle: state.targetIdle, minIdle: state.settings.minIdle,
-                maxTotal: state.settings.maxTotal, waiting: state.waiters.count,
-                heldForSaturatedHost: saturationWaiters.count, lastSizing: state.lastSizing,
+                maxTotal: state.settings.maxTotal, waiting: lines.count(.profile(state.settings.vm.name)),
+                heldForSaturatedHost: lines.count(.saturatedHost), lastSizing: state.lastSizing,
                 vms: (idle + lent).sorted { $0.id < $1.id })
         }
     }
@@ -551,11 +572,9 @@ public actor VMPool {
     /// back. Call after in-flight invocations have finished, then the driver's `shutdown`.
     public func shutdown() async {
         closed = true
-        for waiter in saturationWaiters { waiter.resume() }
-        saturationWaiters.removeAll()
+        provisionQueue.finish()
+        lines.resumeAll()
         for name in profiles.keys.sorted() {
-            for waiter in profiles[name]!.waiters { waiter.resume() }
-            profiles[name]!.waiters.removeAll()
             let idle = profiles[name]!.idle
             profiles[name]!.idle.removeAll()
             for entry in idle { await destroy(entry, reason: "shutdown") }

@@ -101,7 +101,9 @@ public struct Worker: Sendable {
         let prefetch = configuration.amqp.prefetch > 0
             ? UInt16(configuration.amqp.prefetch) : UInt16(clamping: max(1, await pool.capacity * 2))
 
-        var services: [any Service] = [monitor, PoolMaintainer(pool: pool, interval: .milliseconds(Int64(configuration.pool.sizingIntervalSeconds * 1_000))), telemetry]
+        // The pool first: services stop in reverse order, and it destroys the VMs when the
+        // invocations that use them have finished.
+        var services: [any Service] = [pool, monitor, PoolMaintainer(pool: pool, interval: .milliseconds(Int64(configuration.pool.sizingIntervalSeconds * 1_000))), telemetry]
         if let recorder { services.append(recorder) }
         if let address = HostAndPort(configuration.metrics.listen), !configuration.metrics.listen.isEmpty {
             services.append(StatusServer(
@@ -127,7 +129,7 @@ public struct Worker: Sendable {
     /// invocations; and the recorder that keeps the history growing.
     private func openHistoryAndModel() throws -> (SuitabilityScorer, HistoryRecorder?) {
         let baseline = EWMAPredictor()
-        let predictor: any LatencyPredictor = configuration.predict.model == "ewma"
+        let predictor: any LatencyPredictor = configuration.predict.model == .ewma
             ? baseline : LearnedPredictor(fallback: baseline, onRejection: WorkerMetrics.modelRejectedUpdate)
         let scorer = SuitabilityScorer(predictor: predictor, baseline: baseline)
         guard !configuration.history.path.isEmpty else { return (scorer, nil) }
@@ -158,11 +160,11 @@ public struct Worker: Sendable {
     private func makeDriver(image: GuestImage) async throws -> any MicroVMDriver {
         let qemuInstalled = FileManager.default.isExecutableFile(atPath: "/usr/bin/qemu-system-x86_64")
         switch configuration.vm.backend {
-        case "process":
+        case .process:
             return try ProcessSandboxDriver(image: image, logger: logger)
-        case "qemu":
+        case .qemu:
             return try QEMUDriver(image: image, logger: logger)
-        default:
+        case .auto:
             if qemuInstalled { return try QEMUDriver(image: image, logger: logger) }
             logger.warning("QEMU is not installed: using the process backend, which has no hardware isolation")
             return try ProcessSandboxDriver(image: image, logger: logger)

@@ -23,6 +23,8 @@ struct LargerProfileTests {
                            memoryPressure: 0, networkReceiveBps: 0, networkTransmitBps: 0)
             },
             observer: SaturationGateTests.Silent(), logger: logger)
+        // The pool's service runs the background provisions that replenish asks for.
+        async let running: Void = pool.run()
         try await replenished(pool, large: 1)
 
         // At its target the large profile keeps its VM for its own methods: the small invocation
@@ -48,6 +50,7 @@ struct LargerProfileTests {
         let idleSmall = await idle(pool, "small")
         #expect(idleLarge == 2 && idleSmall == 0, "idle: large \(idleLarge), small \(idleSmall)")
         await pool.shutdown()
+        try await running
     }
 
     private func request(_ id: String, profile: String) -> PlacementRequest {

@@ -47,8 +47,14 @@ struct SaturationGateTests {
 
         let first = try await pool.acquire(request("1"), policy: SaturationGateTests.FirstCandidate(), maxWaiting: 8).lease
         let second = Task { try await pool.acquire(request("2"), policy: SaturationGateTests.FirstCandidate(), maxWaiting: 8).lease }
-        try await Task.sleep(for: .milliseconds(300))
-        #expect(await pool.status().first?.busy == 1, "the second invocation did not wait: the host is saturated and a VM is at work")
+        // The second waits (held for the saturated host), no VM is provisioned for it.
+        let deadline = ContinuousClock.now + .seconds(60)
+        while await pool.status().first?.heldForSaturatedHost != 1, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let held = await pool.status().first
+        #expect(held?.heldForSaturatedHost == 1 && held?.busy == 1 && held?.provisioning == 0,
+                "the second invocation did not wait: the host is saturated and a VM is at work (\(String(describing: held)))")
 
         await pool.release(first, method: "echo", affinityKey: nil, outcome: .completed, lifecycle: LifecyclePolicy())
         let next = try await second.value

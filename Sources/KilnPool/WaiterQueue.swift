@@ -1,0 +1,115 @@
+import Synchronization
+
+/// Invocations waiting for a VM, first come first served: each waits on a continuation under
+/// a ticket of its own, so that one whose task is cancelled can leave the line wherever it is
+/// (the pool resumes it at once, and it finds itself cancelled). A value type the pool's actor
+/// owns; every operation is O(waiters) at worst, and the lines are short (`maxWaiting`).
+struct WaiterQueue {
+    /// A place in the line.
+    typealias Ticket = UInt64
+
+    private var waiting: [(ticket: Ticket, continuation: CheckedContinuation<Void, Never>)] = []
+    private var nextTicket: Ticket = 0
+
+    /// How many wait.
+    var count: Int { waiting.count }
+
+    var isEmpty: Bool { waiting.isEmpty }
+
+    /// A new ticket, before the waiter suspends (so that a cancellation that comes before it is
+    /// in line can still name it).
+    mutating func issueTicket() -> Ticket {
+        nextTicket &+= 1
+        return nextTicket
+    }
+
+    /// Puts a waiter in line: at the back, or at the front for one that was woken but lost the
+    /// VM to a newer arrival.
+    mutating func enqueue(_ ticket: Ticket, _ continuation: CheckedContinuation<Void, Never>, atFront: Bool) {
+        if atFront {
+            waiting.insert((ticket, continuation), at: 0)
+        } else {
+            waiting.append((ticket, continuation))
+        }
+    }
+
+    /// Wakes the first in line; false when nobody waits.
+    @discardableResult
+    mutating func resumeFirst() -> Bool {
+        guard !waiting.isEmpty else { return false }
+        waiting.removeFirst().continuation.resume()
+        return true
+    }
+
+    /// Wakes the waiter holding `ticket`, wherever it is in line; false when it is not in line
+    /// (already woken, or not yet in it).
+    @discardableResult
+    mutating func resume(_ ticket: Ticket) -> Bool {
+        guard let index = waiting.firstIndex(where: { $0.ticket == ticket }) else { return false }
+        waiting.remove(at: index).continuation.resume()
+        return true
+    }
+
+    /// Wakes everyone (at shutdown, or when the host is no longer saturated).
+    mutating func resumeAll() {
+        let woken = waiting
+        waiting.removeAll()
+        for waiter in woken { waiter.continuation.resume() }
+    }
+}
+
+/// The lines invocations wait in — the saturated host's and one per profile — behind a lock,
+/// so that a cancellation handler (which runs synchronously, on whatever thread cancels) can
+/// take its invocation out of line at once, without a hop to the pool's actor.
+final class WaitingLines: Sendable {
+    /// A line.
+    enum Line: Hashable, Sendable {
+        /// Invocations of any profile held while the host's CPU is saturated.
+        case saturatedHost
+        /// Invocations waiting for a VM of the profile of that name.
+        case profile(String)
+    }
+
+    private let lines = Mutex([Line: WaiterQueue]())
+
+    /// How many wait in `line`.
+    func count(_ line: Line) -> Int {
+        lines.withLock { $0[line]?.count ?? 0 }
+    }
+
+    /// Waits in `line` until woken, or until the calling task is cancelled: it then leaves the
+    /// line at once (the caller finds the cancellation when it looks again). At the front for
+    /// one that was woken but lost the VM to a newer arrival.
+    func wait(in line: Line, atFront: Bool) async {
+        let ticket = lines.withLock { $0[line, default: WaiterQueue()].issueTicket() }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                lines.withLock { queues in
+                    queues[line, default: WaiterQueue()].enqueue(ticket, continuation, atFront: atFront)
+                    // Cancelled before it was in line: the handler found nothing to resume.
+                    if Task.isCancelled { queues[line]!.resume(ticket) }
+                }
+            }
+        } onCancel: {
+            _ = lines.withLock { $0[line]?.resume(ticket) }
+        }
+    }
+
+    /// Wakes the first in `line`; false when nobody waits there.
+    @discardableResult
+    func resumeFirst(_ line: Line) -> Bool {
+        lines.withLock { $0[line]?.resumeFirst() ?? false }
+    }
+
+    /// Wakes everyone in every line.
+    func resumeAll() {
+        lines.withLock { queues in
+            for line in Array(queues.keys) { queues[line]!.resumeAll() }
+        }
+    }
+
+    /// Wakes everyone in `line`.
+    func resumeAll(_ line: Line) {
+        lines.withLock { $0[line]?.resumeAll() }
+    }
+}

@@ -1,0 +1,69 @@
+import KilnVM
+import KilnWire
+import Synchronization
+
+/// A `MicroVMDriver` whose VMs are values in memory: the pool's logic driven without any VM
+/// (as NIO tests a handler with `EmbeddedChannel`). It counts what it made and destroyed.
+final class FakeDriver: MicroVMDriver {
+    private let counts = Mutex((made: 0, destroyed: 0))
+
+    var backend: VMBackend { .process }
+
+    /// VMs made, and VMs destroyed, so far.
+    var made: Int { counts.withLock { $0.made } }
+    var destroyed: Int { counts.withLock { $0.destroyed } }
+
+    func provision(_ profile: VMProfile) async throws -> any MicroVM {
+        let number = counts.withLock { counts -> Int in
+            counts.made += 1
+            return counts.made
+        }
+        return FakeVM(id: "fake-\(number)", profile: profile) { self.counts.withLock { $0.destroyed += 1 } }
+    }
+
+    func shutdown() async {}
+}
+
+/// A VM that answers every request at once and does nothing.
+actor FakeVM: MicroVM {
+    nonisolated let id: String
+    nonisolated let backend = VMBackend.process
+    nonisolated let profile: VMProfile
+    nonisolated let provisioning = Provisioning(method: .spawn, duration: .milliseconds(1))
+    private let onDestroy: @Sendable () -> Void
+    private var destroyed = false
+
+    init(id: String, profile: VMProfile, onDestroy: @escaping @Sendable () -> Void) {
+        self.id = id
+        self.profile = profile
+        self.onDestroy = onDestroy
+    }
+
+    var hello: GuestFrame.Hello? {
+        get async { GuestFrame.Hello(agentVersion: "fake", uptimeUs: 0, vcpus: UInt32(profile.vcpus), memoryMB: UInt32(profile.memoryMB)) }
+    }
+
+    func exec(_ request: GuestFrame.ExecRequest) async throws -> GuestFrame.ExecResult {
+        throw VMError.unsupported("a fake VM runs nothing")
+    }
+
+    func reset(keepingServeRuntime: Bool) async throws {
+        if destroyed { throw VMError.destroyed(vm: id) }
+    }
+
+    func ping() async throws -> GuestFrame.Pong {
+        GuestFrame.Pong(uptimeUs: 0, load1: 0, memAvailableKB: 0)
+    }
+
+    func stats() async throws -> VMStats {
+        VMStats(pid: 0, rssKB: 0, pssKB: 0, cpuTimeUs: 0)
+    }
+
+    func resize(_ limits: ResourceLimits) async throws {}
+
+    func destroy() async {
+        guard !destroyed else { return }
+        destroyed = true
+        onDestroy()
+    }
+}

@@ -1,0 +1,120 @@
+import KilnPool
+import KilnVM
+import Logging
+import Testing
+
+/// The pool driven through a fake driver: an invocation that finds no VM waits, one whose task
+/// is cancelled leaves the line at once, a VM that comes free goes to the next in line, shutdown
+/// wakes everyone; the pool's service provisions what replenishing asks for.
+@Suite("Pool through a fake driver")
+struct WaitingTests {
+    let logger = Logger(label: "kiln.test") { _ in SwiftLogNoOpLogHandler() }
+
+    func pool(_ driver: FakeDriver, minIdle: Int = 0, maxTotal: Int = 1) -> VMPool {
+        VMPool(
+            driver: driver, backend: "process", profiles: [PoolProfile(vm: .small, minIdle: minIdle, maxIdle: minIdle, maxTotal: maxTotal)],
+            sizer: PoolSizer(limits: PoolLimits()),
+            host: {
+                HostSample(cpuUtilization: 0.1, cpuCount: 2, memoryTotalMB: 24_000, memoryAvailableMB: 20_000,
+                           memoryPressure: 0, networkReceiveBps: 0, networkTransmitBps: 0)
+            },
+            observer: SaturationGateTests.Silent(), logger: logger)
+    }
+
+    func request(_ id: String) -> PlacementRequest {
+        PlacementRequest(invocationID: id, method: "echo", profile: VMProfile.small.name)
+    }
+
+    func acquire(_ pool: VMPool, _ id: String) async throws -> VMLease {
+        try await pool.acquire(request(id), policy: SaturationGateTests.FirstCandidate(), maxWaiting: 8).lease
+    }
+
+    /// Polls the pool until `condition` holds for the small profile's status.
+    func until(_ pool: VMPool, _ condition: (PoolStatus) -> Bool) async throws -> PoolStatus? {
+        for _ in 0..<10_000 {
+            if let status = await pool.status().first, condition(status) { return status }
+            await Task.yield()
+            try await Task.sleep(for: .milliseconds(1))
+        }
+        return await pool.status().first
+    }
+
+    @Test func aCancelledWaiterLeavesTheLineAndTheNextGetsTheVM() async throws {
+        let driver = FakeDriver()
+        let pool = pool(driver)
+        let first = try await acquire(pool, "1")
+        let cancelled = Task { try await acquire(pool, "2") }
+        let kept = Task { try await acquire(pool, "3") }
+        #expect(try await until(pool) { $0.waiting == 2 }?.waiting == 2)
+
+        cancelled.cancel()
+        await #expect(throws: CancellationError.self) { _ = try await cancelled.value }
+        #expect(try await until(pool) { $0.waiting == 1 }?.waiting == 1, "the cancelled invocation is still in line")
+
+        // The VM that comes free goes to the one still waiting, not to the one that left.
+        await pool.release(first, method: "echo", affinityKey: nil, outcome: .completed, lifecycle: LifecyclePolicy())
+        let next = try await kept.value
+        #expect(next.vm.id == first.vm.id)
+        #expect(driver.made == 1)
+        #expect(await pool.status().first?.waiting == 0)
+        await pool.shutdown()
+    }
+
+    @Test func aWaiterCancelledBeforeItWaitsDoesNotWait() async throws {
+        let driver = FakeDriver()
+        let pool = pool(driver)
+        let first = try await acquire(pool, "1")
+        let started = Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            return try await acquire(pool, "2")
+        }
+        await #expect(throws: CancellationError.self) { _ = try await started.value }
+        #expect(await pool.status().first?.waiting == 0)
+        await pool.release(first, method: "echo", affinityKey: nil, outcome: .completed, lifecycle: LifecyclePolicy())
+        await pool.shutdown()
+    }
+
+    @Test func shutdownWakesEveryWaiterWithAnError() async throws {
+        let driver = FakeDriver()
+        let pool = pool(driver)
+        _ = try await acquire(pool, "1")
+        let waiting = (2...4).map { index in Task { try await acquire(pool, "\(index)") } }
+        #expect(try await until(pool) { $0.waiting == 3 }?.waiting == 3)
+        await pool.shutdown()
+        for waiter in waiting {
+            await #expect(throws: PoolError.shutDown) { _ = try await waiter.value }
+        }
+        #expect(driver.destroyed == driver.made, "made \(driver.made), destroyed \(driver.destroyed)")
+    }
+
+    @Test func aFullLineRefusesAtOnce() async throws {
+        let driver = FakeDriver()
+        let pool = pool(driver)
+        _ = try await acquire(pool, "1")
+        let waiter = Task { try await pool.acquire(request("2"), policy: SaturationGateTests.FirstCandidate(), maxWaiting: 1) }
+        #expect(try await until(pool) { $0.waiting == 1 }?.waiting == 1)
+        await #expect(throws: PoolError.saturated(profile: "small", waiting: 1)) {
+            _ = try await pool.acquire(request("3"), policy: SaturationGateTests.FirstCandidate(), maxWaiting: 1)
+        }
+        waiter.cancel()
+        _ = try? await waiter.value
+        await pool.shutdown()
+    }
+
+    @Test func theServiceProvisionsToTheIdleTargetAndDestroysEverythingAtTheEnd() async throws {
+        let driver = FakeDriver()
+        let pool = pool(driver, minIdle: 2, maxTotal: 3)
+        async let running: Void = pool.run()
+        await pool.replenish()
+        #expect(try await until(pool) { $0.idle == 2 }?.idle == 2)
+        let lease = try await acquire(pool, "1")
+        #expect(!lease.cold, "an idle VM was there")
+        // Lent one of two: replenishing (the maintainer's tick) has the service bring the idle
+        // count back to its target.
+        await pool.replenish()
+        #expect(try await until(pool) { $0.idle == 2 && $0.busy == 1 }?.idle == 2)
+        await pool.shutdown()
+        try await running
+        #expect(driver.made == 3 && driver.destroyed == 3, "made \(driver.made), destroyed \(driver.destroyed)")
+    }
+}
