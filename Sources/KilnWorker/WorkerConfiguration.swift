@@ -35,9 +35,43 @@ public struct WorkerConfiguration: Codable, Sendable, Equatable {
         }
     }
 
+    /// Which backend runs the VMs.
+    public enum Backend: String, Codable, Sendable, CaseIterable {
+        /// QEMU where it is installed, else the process sandbox.
+        case auto
+        /// QEMU micro-VMs.
+        case qemu
+        /// The process sandbox (namespaces and a cgroup, no VM).
+        case process
+
+        public init(from decoder: any Decoder) throws {
+            let text = try decoder.singleValueContainer().decode(String.self)
+            guard let backend = Backend(rawValue: text) else {
+                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "must be auto, qemu or process, not \(text)"))
+            }
+            self = backend
+        }
+    }
+
+    /// Which latency model places invocations.
+    public enum Model: String, Codable, Sendable, CaseIterable {
+        /// The learned model (`LearnedPredictor`); `rls`, its former name, reads as this.
+        case ridge
+        /// Moving averages per method and VM kind.
+        case ewma
+
+        public init(from decoder: any Decoder) throws {
+            let text = try decoder.singleValueContainer().decode(String.self)
+            guard let model = text == "rls" ? .ridge : Model(rawValue: text) else {
+                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "must be ridge or ewma, not \(text)"))
+            }
+            self = model
+        }
+    }
+
     public struct VM: Codable, Sendable, Equatable {
         /// `qemu`, `process`, or `auto` (qemu where it works, else process).
-        public var backend = "auto"
+        public var backend = Backend.auto
         /// The method manifest the image is built from (see schemas/method-manifest.schema.json).
         public var manifest = "examples/methods.json"
         /// Where built guest images and templates are kept.
@@ -159,7 +193,7 @@ public struct WorkerConfiguration: Codable, Sendable, Equatable {
 
     public struct Predict: Codable, Sendable, Equatable {
         /// `ridge` (the learned model; `rls`, its former name, means the same) or `ewma` (moving averages).
-        public var model = "ridge"
+        public var model = Model.ridge
         /// Train the model from the history at start.
         public var trainAtStart = true
 
@@ -258,33 +292,30 @@ extension WorkerConfiguration {
         return try validated(decode(tree))
     }
 
-    /// Sets the field a `KILN_*` variable names. Variables that name no field are ignored:
-    /// the environment also carries settings of other tools (KILN_AMQP_PORT for the local broker).
+    /// Sets the field a `KILN_*` variable names, read as the type of that field's default
+    /// (`KILN_WORKER_NAME=42` is the name "42"). Variables that name no field are ignored: the
+    /// environment also carries settings of other tools (KILN_AMQP_PORT for the local broker).
     private static func applyOverride(name: String, value: String, to tree: inout [String: Any]) throws {
         let words = name.dropFirst("KILN_".count).lowercased().split(separator: "_").map(String.init)
-        guard let section = words.first, sectionKeys[section] != nil, words.count > 1 else { return }
+        guard let section = words.first, words.count > 1,
+              let fields = defaultTree[section] as? [String: Any] else { return }
         let key = words.dropFirst().joined(separator: "_")
-        guard sectionKeys[section]!.contains(key) else { return }
+        guard let field = fields[key], !(field is [String: Any]), !(field is [Any]) else { return }
         var map = tree[section] as? [String: Any] ?? [:]
-        map[key] = scalar(value)
+        map[key] = typed(value, like: field)
         tree[section] = map
     }
 
-    /// The keys of each section that environment variables may set.
-    private static let sectionKeys: [String: Set<String>] = [
-        "worker": ["name", "host"],
-        "amqp": ["url", "prefix", "prefetch", "heartbeat_s", "publish_window", "delivery_limit"],
-        "vm": ["backend", "manifest", "image_cache", "image"],
-        "pool": ["memory_reserve_mb", "cpu_reserve_cores", "sizing_interval_s", "demand_window_s", "provision_concurrency", "saturated_busy_limit"],
-        "lifecycle": ["max_uses", "idle_ttl_s", "destroy_on_error", "destroy_on_crash"],
-        "adaptive": ["enabled", "degradation_ratio", "sustained", "cpu_step", "max_cpus", "relax_after_s"],
-        "history": ["path", "max_records", "max_age_days"],
-        "predict": ["model", "train_at_start"],
-        "metrics": ["listen"],
-        "limits": ["local_queue", "max_body_bytes", "max_depth", "max_deadline_ms"],
-    ]
+    /// The defaults as the decoder sees them: sections, their keys (the coding keys) and values.
+    private static var defaultTree: [String: Any] {
+        (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(WorkerConfiguration()))) as? [String: Any] ?? [:]
+    }
 
-    private static func scalar(_ text: String) -> Any {
+    /// `text` as the type of `example` (a default decoded from JSON): text for a text field
+    /// whatever it looks like, else a number or a truth value where it reads as one; left as
+    /// text otherwise, so that the decoder names the field and the type it expected.
+    private static func typed(_ text: String, like example: Any) -> Any {
+        if example is String { return text }
         if let int = Int(text) { return int }
         if let double = Double(text) { return double }
         if text == "true" || text == "false" { return text == "true" }
@@ -294,7 +325,7 @@ extension WorkerConfiguration {
     /// Decodes `tree` laid over the defaults: a missing field keeps its default, an unknown one
     /// is an error (it is usually a typo).
     private static func decode(_ tree: [String: Any]) throws -> WorkerConfiguration {
-        let defaults = try JSONSerialization.jsonObject(with: JSONEncoder().encode(WorkerConfiguration())) as! [String: Any]
+        let defaults = defaultTree
         let profileDefaults = try JSONSerialization.jsonObject(with: JSONEncoder().encode(Profile())) as! [String: Any]
         // A method's lifecycle starts from the configured `lifecycle` section, not the built-in one.
         var lifecycleDefaults = defaults["lifecycle"] as! [String: Any]
@@ -367,7 +398,6 @@ extension WorkerConfiguration {
         try require((0...65_535).contains(configuration.amqp.prefetch), "amqp.prefetch", "must be 0 (automatic) to 65535")
         try require(configuration.amqp.publishWindow >= 1, "amqp.publish_window", "must be at least 1")
         try require(configuration.amqp.deliveryLimit >= 1, "amqp.delivery_limit", "must be at least 1")
-        try require(["auto", "qemu", "process"].contains(configuration.vm.backend), "vm.backend", "must be auto, qemu or process, not \(configuration.vm.backend)")
         try require(!configuration.profiles.isEmpty, "profiles", "needs at least one profile")
         for (name, profile) in configuration.profiles {
             try require(profile.vcpus >= 1, "profiles.\(name).vcpus", "must be at least 1")
@@ -388,7 +418,6 @@ extension WorkerConfiguration {
         try require(configuration.adaptive.degradationRatio > 1, "adaptive.degradation_ratio", "must be above 1")
         try require(configuration.adaptive.sustained >= 1, "adaptive.sustained", "must be at least 1")
         try require(configuration.adaptive.cpuStep > 0, "adaptive.cpu_step", "must be positive")
-        try require(["ridge", "rls", "ewma"].contains(configuration.predict.model), "predict.model", "must be ridge or ewma, not \(configuration.predict.model)")
         try require(configuration.history.maxRecords >= 100, "history.max_records", "must be at least 100")
         try require(configuration.history.maxAgeDays > 0, "history.max_age_days", "must be positive")
         try require(configuration.limits.localQueue >= 0, "limits.local_queue", "must not be negative")

@@ -81,5 +81,26 @@ struct WorkerConfigurationTests {
         #expect(throws: ConfigurationError(field: "limits.max_depth", problem: "must be 1 to 31")) {
             try WorkerConfiguration.load(file: nil, environment: ["KILN_LIMITS_MAX_DEPTH": "99"])
         }
+        #expect(throws: ConfigurationError(field: "vm.backend", problem: "must be auto, qemu or process, not docker")) {
+            try WorkerConfiguration.load(file: nil, environment: ["KILN_VM_BACKEND": "docker"])
+        }
+        #expect(throws: ConfigurationError(field: "amqp.prefetch", problem: "expected a whole number")) {
+            try WorkerConfiguration.load(file: nil, environment: ["KILN_AMQP_PREFETCH": "lots"])
+        }
+    }
+
+    /// An environment variable's value is read as the field it sets: a name that looks like a
+    /// number is still a name, a number for a fractional field is that number.
+    @Test func environmentValuesTakeTheTypeOfTheirField() throws {
+        let configuration = try WorkerConfiguration.load(file: nil, environment: [
+            "KILN_WORKER_NAME": "42", "KILN_AMQP_PREFIX": "true", "KILN_POOL_CPU_RESERVE_CORES": "2",
+            "KILN_ADAPTIVE_ENABLED": "false", "KILN_PREDICT_MODEL": "rls", "KILN_VM_BACKEND": "process",
+        ])
+        #expect(configuration.worker.name == "42")
+        #expect(configuration.amqp.prefix == "true")
+        #expect(configuration.pool.cpuReserveCores == 2)
+        #expect(configuration.adaptive.enabled == false)
+        #expect(configuration.predict.model == .ridge)
+        #expect(configuration.vm.backend == .process)
     }
 }
