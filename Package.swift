@@ -92,14 +92,29 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
+        // What the commands that make training histories and benchmarks share, kept out of the
+        // worker's libraries: a history generator on real VMs, seeded randomness, host load.
+        .target(
+            name: "KilnTools",
+            dependencies: [
+                "KilnWire",
+                "KilnVM",
+                "KilnPool",
+                "KilnPredict",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "kiln",
             dependencies: [
                 "KilnWire",
                 "KilnAMQP",
                 "KilnVM",
+                "KilnPool",
                 "KilnPredict",
                 "KilnWorker",
+                "KilnTools",
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -133,6 +148,7 @@ let package = Package(
                 "KilnPool",
                 "KilnPredict",
                 "KilnWorker",
+                "KilnTools",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -148,8 +164,12 @@ let package = Package(
             dependencies: ["KilnAMQP", "KilnWire", "CRabbitMQ", "KilnTestSupport", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(
+            name: "KilnDigestTests",
+            dependencies: ["KilnDigest"]
+        ),
+        .testTarget(
             name: "KilnVMTests",
-            dependencies: ["KilnVM", "KilnDigest", "KilnWire", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["KilnVM", "KilnWire", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(
             name: "KilnMethodTests",

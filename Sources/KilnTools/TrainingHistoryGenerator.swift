@@ -129,12 +129,18 @@ public struct TrainingHistoryGenerator: Sendable {
             guard let entry = entries["burn"] else { continue }
             Task {
                 while load.running {
-                    let payload = try MessagePackEncoder().encode(MethodInput(args: ["ms": 200], context: nil))
+                    let payload = try MessagePackEncoder().encode(Self.methodInput(["ms": 200]))
                     _ = try? await vm.exec(.init(id: "background-\(index)", method: "burn", entry: entry, payload: payload, deadlineMs: 5_000))
                 }
             }
         }
         return vms
+    }
+
+    /// What a method program reads on stdin (see the README's exec mode): its arguments, no
+    /// context.
+    private static func methodInput(_ args: MessagePackValue) -> MessagePackValue {
+        ["args": args]
     }
 
     private struct Job {
@@ -158,7 +164,7 @@ public struct TrainingHistoryGenerator: Sendable {
 
     private func run(_ job: Job, on slot: Slot, host: HostSample, concurrency: Int) async throws -> ExecutionRecord? {
         guard let entry = entries[job.method] else { return nil }
-        let payload = try MessagePackEncoder().encode(MethodInput(args: job.args, context: nil))
+        let payload = try MessagePackEncoder().encode(Self.methodInput(job.args))
         let deadlineMs: UInt64 = 10_000
         let invocation = InvocationTraits(
             method: job.method, args: job.args, argsBytes: payload.count, deadlineMs: deadlineMs, dependencies: dependencies[job.method] ?? .none)
@@ -175,7 +181,7 @@ public struct TrainingHistoryGenerator: Sendable {
         slot.loaded.formUnion(invocation.dependencies.names)
         try? await slot.vm.reset()
         let outcome = ExecutionOutcome(features: features, provisionUs: 0, execUs: Double(result.execUs), succeeded: result.status != .timeout)
-        return ExecutionRecord(invocationID: "generated-\(UUID().uuidString.prefix(8))", recordedAtUs: TelemetrySink.nowMicroseconds(), outcome: outcome)
+        return ExecutionRecord(invocationID: "generated-\(UUID().uuidString.prefix(8))", recordedAtUs: UInt64(Date().timeIntervalSince1970 * 1_000_000), outcome: outcome)
     }
 }
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KilnPool
 import KilnPredict
+import KilnTools
 import KilnWorker
 
 /// `kiln-bench placement`: what placing one invocation costs the worker — scoring every

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KilnPool
+import KilnTools
 import KilnWorker
 
 /// `kiln-bench pool-sizing`: a bursty synthetic trace replayed against three ways of keeping VMs

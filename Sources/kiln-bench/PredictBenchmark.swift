@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KilnAMQP
 import KilnPredict
+import KilnTools
 import KilnWire
 import KilnWorker
 import Logging

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KilnPredict
+import KilnTools
 import KilnVM
 import KilnWire
 import KilnWorker
