@@ -1,5 +1,6 @@
 import Foundation
 import KilnAMQP
+import KilnTestSupport
 import KilnWire
 import Synchronization
 import Testing
@@ -183,12 +184,13 @@ struct ClientTests {
         var iterator = consumer.makeAsyncIterator()
         var held: [AMQPDelivery] = []
         for _ in 0..<3 { held.append(try #require(try await iterator.next())) }
-        // A fourth must not arrive while three are unsettled.
-        let extra = Task { try await iterator.next() }
-        try await Task.sleep(for: .milliseconds(500))
         #expect(held.map(\.body) == [[0], [1], [2]])
+        // The broker holds back the other seven while three are unsettled (without the limit it
+        // sends all ten at once), once its statistics have caught up with the three.
+        let counts = try await BrokerAdmin.queueCounts(names.invocationsQueue) { $0.ready + $0.unacknowledged == 10 && $0.unacknowledged >= 3 }
+        #expect(counts?.unacknowledged == 3 && counts?.ready == 7, "\(String(describing: counts))")
         try held[0].ack()
-        let fourth = try #require(try await extra.value)
+        let fourth = try #require(try await iterator.next())
         #expect(fourth.body == [3])
         try await connection.deleteQueue(names.invocationsQueue)
         try await connection.deleteQueue(names.deadQueue)
@@ -251,9 +253,10 @@ struct ClientTests {
             await connection.close(grace: grace)
             closed.withLock { $0 = true }
         }
-        // The consumer is cancelled at once, but the three in flight may still be settled: close
-        // has had time to end and has not.
-        try await Task.sleep(for: .milliseconds(300))
+        // The consumer is cancelled at once (the broker shows it gone), but the three in flight
+        // may still be settled: close is waiting for them.
+        let cancelled = try await BrokerAdmin.queueCounts(names.invocationsQueue) { $0.consumers == 0 }
+        #expect(cancelled?.consumers == 0, "\(String(describing: cancelled))")
         #expect(!closed.withLock { $0 }, "close ended with three deliveries unsettled")
         for delivery in deliveries { try delivery.ack() }
         await closing.value

@@ -73,14 +73,50 @@ struct PrivateBroker {
     let port: Int
     let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
+    /// A broker on ports free now: AMQP on `port`, the management UI on `port + 10000` and
+    /// Erlang distribution on `port + 20000` (as `rabbitmq.sh` lays them out), so AMQP's port
+    /// is drawn below 45536 rather than left to the kernel.
+    init() {
+        var generator = SystemRandomNumberGenerator()
+        var candidate = 20_000
+        for _ in 0..<200 {
+            candidate = Int.random(in: 15_000..<30_000, using: &generator)
+            if [candidate, candidate + 10_000, candidate + 20_000].allSatisfy(Self.isFree) { break }
+        }
+        port = candidate
+    }
+
+    /// True when nothing listens on 127.0.0.1:`port` (a bind to it succeeds).
+    static func isFree(_ port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+    }
+
     var url: String { "amqp://guest:guest@127.0.0.1:\(port)/%2f" }
+
+    /// The broker's state folder (its Mnesia, logs and pid file).
+    var state: URL { root.appendingPathComponent(".local/rabbitmq-test-\(port)") }
+
+    /// Stops the broker and removes its state.
+    func stopAndRemove() {
+        try? run("stop")
+        try? FileManager.default.removeItem(at: state)
+    }
 
     /// Runs the script with this broker's port, node and state, and waits for it.
     func run(_ action: String) throws {
         let environment = [
             "KILN_AMQP_PORT=\(port)",
             "KILN_RABBITMQ_NODENAME=kiln-test-\(port)@localhost",
-            "KILN_RABBITMQ_STATE=\(root.appendingPathComponent(".local/rabbitmq-test-\(port)").path)",
+            "KILN_RABBITMQ_STATE=\(state.path)",
         ]
         let (status, output) = try runToCompletion("/usr/bin/env", environment + [root.appendingPathComponent("deploy/local/rabbitmq.sh").path, action])
         guard status == 0 else {

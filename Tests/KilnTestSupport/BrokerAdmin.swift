@@ -68,6 +68,43 @@ public enum BrokerAdmin {
         return output
     }
 
+    /// What the broker counts for a queue (its statistics lag its state by a moment: poll).
+    public struct QueueCounts: Sendable, Equatable, CustomStringConvertible {
+        /// Messages waiting for a consumer.
+        public var ready: Int
+        /// Messages delivered and not yet settled.
+        public var unacknowledged: Int
+        /// Consumers subscribed.
+        public var consumers: Int
+
+        public var description: String { "ready \(ready), unacknowledged \(unacknowledged), consumers \(consumers)" }
+    }
+
+    /// The broker's counts for `queue`; nil when it has no such queue.
+    public static func queueCounts(_ queue: String, vhost: String = "/") throws -> QueueCounts? {
+        let output = try ctl(["list_queues", "-p", vhost, "--no-table-headers", "--quiet", "name", "messages_ready", "messages_unacknowledged", "consumers"])
+        for line in output.split(separator: "\n") {
+            let fields = line.split(whereSeparator: { $0 == "\t" || $0 == " " })
+            guard fields.count == 4, fields[0] == queue, let ready = Int(fields[1]), let unacked = Int(fields[2]),
+                  let consumers = Int(fields[3]) else { continue }
+            return QueueCounts(ready: ready, unacknowledged: unacked, consumers: consumers)
+        }
+        return nil
+    }
+
+    /// Asks for `queue`'s counts until `condition` holds for them or `timeout` passes; returns
+    /// the last counts seen.
+    public static func queueCounts(_ queue: String, vhost: String = "/", timeout: Duration = .seconds(60),
+                                   until condition: (QueueCounts) -> Bool) async throws -> QueueCounts? {
+        let deadline = ContinuousClock.now + timeout
+        var counts = try queueCounts(queue, vhost: vhost)
+        while counts.map(condition) != true, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+            counts = try queueCounts(queue, vhost: vhost)
+        }
+        return counts
+    }
+
     /// A new virtual host, and a user in it for each of `users` with the shipped permissions and
     /// a fresh random password; returns the passwords by user. Guest may use the host too.
     public static func makeVirtualHost(_ vhost: String, users: [(name: String, permissionsOf: String)]) throws -> [String: String] {

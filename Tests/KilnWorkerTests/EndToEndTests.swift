@@ -36,7 +36,7 @@ struct EndToEndTests {
         await observer.cancelConsumer()  // so that the broker does not hand it straight back
         try givenBack.reject(requeue: true)
 
-        let worker = try WorkerProcess(names: names, statusPort: 9481)
+        let worker = try WorkerProcess(names: names)
         try await worker.waitUntilReady()
 
         let echo = invocation("echo", ["text": "hi", "n": 3, "raw": .binary([1, 2])])
@@ -136,7 +136,7 @@ struct EndToEndTests {
     func aBurstOf500GivesEveryResultOnceAndThePoolRefills() async throws {
         let names = names()
         let client = try await TestClient(names: names)
-        let worker = try WorkerProcess(names: names, statusPort: 9482)
+        let worker = try WorkerProcess(names: names)
         try await worker.waitUntilReady()
 
         let burst = (0..<500).map { invocation("echo", ["i": .uint(UInt64($0))]) }
@@ -168,7 +168,7 @@ struct EndToEndTests {
     func replyToGetsTheResultWithTheCorrelationID() async throws {
         let names = names()
         let client = try await TestClient(names: names)
-        let worker = try WorkerProcess(names: names, statusPort: 9483)
+        let worker = try WorkerProcess(names: names)
         try await worker.waitUntilReady()
 
         let replyQueue = "\(names.prefix).replies"
@@ -194,7 +194,7 @@ struct EndToEndTests {
     func aRestartedWorkerFinishesWhatADrainedOneLeft() async throws {
         let names = names()
         let client = try await TestClient(names: names)
-        let first = try WorkerProcess(names: names, statusPort: 9484)
+        let first = try WorkerProcess(names: names)
         try await first.waitUntilReady()
 
         let burst = (0..<150).map { invocation("sleep", ["ms": .uint(UInt64(20 + $0 % 3))]) }
@@ -203,7 +203,7 @@ struct EndToEndTests {
         _ = try? await client.collect(Set(burst.prefix(10).map(\.id)), timeout: .seconds(60))
         #expect(first.stop() == 0, "the draining worker did not exit cleanly: \(first.tail())")
 
-        let second = try WorkerProcess(names: names, statusPort: 9485)
+        let second = try WorkerProcess(names: names)
         try await second.waitUntilReady()
         let (results, _) = try await client.collect(Set(burst.map(\.id)), timeout: .seconds(180))
         #expect(results.count == burst.count)

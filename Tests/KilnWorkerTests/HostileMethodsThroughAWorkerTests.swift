@@ -11,7 +11,7 @@ struct HostileMethodsThroughAWorkerTests {
     func hostileMethodsGetTheirResultsAndTheWorkerServesOn() async throws {
         let names = KilnNames(prefix: "hostile-m-\(UUID().uuidString.prefix(6).lowercased())")
         let client = try await TestClient(names: names)
-        let worker = try WorkerProcess(names: names, statusPort: 9494)
+        let worker = try WorkerProcess(names: names)
         try await worker.waitUntilReady()
         func invocation(_ method: String) -> Invocation {
             Invocation(id: "\(method)-\(UUID().uuidString.prefix(6))", method: method)

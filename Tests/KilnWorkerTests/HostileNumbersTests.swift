@@ -36,7 +36,7 @@ struct HostileNumbersTests {
     func nonFiniteAndAbsurdArgumentsNeitherCrashNorPoisonTheModel() async throws {
         let names = KilnNames(prefix: "hostile-\(UUID().uuidString.prefix(6).lowercased())")
         let client = try await TestClient(names: names)
-        let worker = try WorkerProcess(names: names, statusPort: 9486, environment: ["KILN_VM_BACKEND": "process"])
+        let worker = try WorkerProcess(names: names, environment: ["KILN_VM_BACKEND": "process"])
         try await worker.waitUntilReady()
 
         // Enough ordinary invocations that the model is live for both methods.
@@ -113,7 +113,7 @@ struct HostileNumbersTests {
 
         // A new worker on the same history replays all of it and serves every method.
         let next = try WorkerProcess(
-            names: names, statusPort: 9487, environment: ["KILN_HISTORY_PATH": worker.historyPath, "KILN_VM_BACKEND": "process"])
+            names: names, environment: ["KILN_HISTORY_PATH": worker.historyPath, "KILN_VM_BACKEND": "process"])
         try await next.waitUntilReady()
         let replayed = try await model(next)
         #expect(replayed.methods["echo"]?.live == true && replayed.methods["sleep"]?.live == true)

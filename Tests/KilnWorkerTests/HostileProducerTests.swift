@@ -42,7 +42,7 @@ struct HostileProducerTests {
     func fieldsOutOfRangeAreRefusedWithTheReasonAndTheWorkerServesOn() async throws {
         let names = names()
         let client = try await TestClient(names: names)
-        let worker = try WorkerProcess(names: names, statusPort: 9488, environment: ["KILN_VM_BACKEND": "process"])
+        let worker = try WorkerProcess(names: names, environment: ["KILN_VM_BACKEND": "process"])
         try await worker.waitUntilReady()
 
         // Results: each deadline that cannot be honoured is rejected, not run.
@@ -125,7 +125,7 @@ struct HostileProducerTests {
     func bodiesAtAndPastTheLimitsAndWhatIsNotUTF8() async throws {
         let names = names()
         let client = try await TestClient(names: names)
-        let worker = try WorkerProcess(names: names, statusPort: 9490, environment: [
+        let worker = try WorkerProcess(names: names, environment: [
             "KILN_VM_BACKEND": "process", "KILN_LIMITS_MAX_BODY_BYTES": "65536", "KILN_LIMITS_MAX_DEPTH": "24",
         ])
         try await worker.waitUntilReady()
@@ -184,7 +184,7 @@ struct HostileProducerTests {
     func tenThousandUnknownMethodsLeaveMetricsAndMemoryBounded() async throws {
         let names = names()
         let client = try await TestClient(names: names)
-        let worker = try WorkerProcess(names: names, statusPort: 9489, environment: ["KILN_VM_BACKEND": "process"])
+        let worker = try WorkerProcess(names: names, environment: ["KILN_VM_BACKEND": "process"])
         try await worker.waitUntilReady()
         // A first batch, so that what the worker allocates once (buffers, the first series) is
         // in the starting figure.
@@ -226,7 +226,7 @@ struct HostileProducerTests {
     func aFloodWaitsInTheQueueNotInTheWorker() async throws {
         let names = names()
         let client = try await TestClient(names: names)
-        let worker = try WorkerProcess(names: names, statusPort: 9491, environment: ["KILN_VM_BACKEND": "process"])
+        let worker = try WorkerProcess(names: names, environment: ["KILN_VM_BACKEND": "process"])
         try await worker.waitUntilReady()
         let warmup = (0..<200).map { Invocation(id: "warm-\($0)", method: "noop") }
         for item in warmup { try await client.submit(item) }

@@ -26,7 +26,7 @@ struct SecureBrokerTests {
         let plain = try AMQPConfiguration(url: WorkerProcess.brokerURL)
 
         let names = KilnNames(prefix: "kiln")
-        let worker = try WorkerProcess(names: names, statusPort: 9492, environment: [
+        let worker = try WorkerProcess(names: names, environment: [
             "KILN_VM_BACKEND": "process",
             "KILN_AMQP_URL": "amqps://\(workerUser):\(secret)@localhost:\(tls.port)/\(vhost)?cacertfile=\(certificates)/ca.pem",
         ])

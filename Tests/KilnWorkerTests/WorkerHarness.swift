@@ -14,7 +14,9 @@ final class WorkerProcess: @unchecked Sendable {
     static var brokerURL: String { ProcessInfo.processInfo.environment["KILN_AMQP_URL"] ?? "amqp://guest:guest@127.0.0.1:5672/%2f" }
 
     let names: KilnNames
-    let statusPort: Int
+    /// The port the worker's status server bound (it is given port 0); known once
+    /// ``waitUntilReady(timeout:)`` returned.
+    private(set) var statusPort = 0
     let log: String
     /// The worker's execution history: a file of its own in a temporary folder, never the
     /// `.local/history.sqlite` a developer's worker or `make demo` reads (unless the test gives
@@ -36,10 +38,10 @@ final class WorkerProcess: @unchecked Sendable {
         return folder.appendingPathComponent("history.sqlite").path
     }
 
-    /// Starts a worker with `environment` on top of the test defaults.
-    init(names: KilnNames, statusPort: Int, environment: [String: String] = [:]) throws {
+    /// Starts a worker with `environment` on top of the test defaults; its status server on a
+    /// port the kernel picks.
+    init(names: KilnNames, environment: [String: String] = [:]) throws {
         self.names = names
-        self.statusPort = statusPort
         historyPath = try environment["KILN_HISTORY_PATH"] ?? Self.temporaryHistory()
         let logs = Self.root.appendingPathComponent(".local/test-logs")
         try FileManager.default.createDirectory(at: logs, withIntermediateDirectories: true)
@@ -47,7 +49,7 @@ final class WorkerProcess: @unchecked Sendable {
         var variables = ProcessInfo.processInfo.environment
         variables["KILN_AMQP_URL"] = Self.brokerURL
         variables["KILN_AMQP_PREFIX"] = names.prefix
-        variables["KILN_METRICS_LISTEN"] = "127.0.0.1:\(statusPort)"
+        variables["KILN_METRICS_LISTEN"] = "127.0.0.1:0"
         variables["KILN_VM_IMAGE_CACHE"] = Self.root.appendingPathComponent(".local/images").path
         variables["KILN_POOL_SIZING_INTERVAL_S"] = "1"
         variables["KILN_LOG_LEVEL"] = "info"
@@ -75,7 +77,8 @@ final class WorkerProcess: @unchecked Sendable {
         self.pid = pid
     }
 
-    /// Waits until the worker's status server says it is healthy.
+    /// Waits until the worker's status server says it is healthy (its port read from the line
+    /// the worker logs when it listens).
     func waitUntilReady(timeout: Duration = .seconds(90)) async throws {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
@@ -83,7 +86,8 @@ final class WorkerProcess: @unchecked Sendable {
             if waitpid(pid, &status, WNOHANG) == pid {
                 throw HarnessError("the worker exited (status \(status)) before it was ready: \(tail())")
             }
-            if let health = try? await httpGet("/healthz"), health.contains("\"ok\"") { return }
+            if statusPort == 0, let port = Self.listeningPort(in: logText) { statusPort = port }
+            if statusPort != 0, let health = try? await httpGet("/healthz"), health.contains("\"ok\"") { return }
             try await Task.sleep(for: .milliseconds(200))
         }
         throw HarnessError("the worker was not ready within \(timeout): \(tail())")
@@ -106,6 +110,13 @@ final class WorkerProcess: @unchecked Sendable {
         }
         pid = 0
         return status
+    }
+
+    /// The port in the worker's "status server listening on [IPv4]127.0.0.1/127.0.0.1:PORT".
+    static func listeningPort(in log: String) -> Int? {
+        guard let line = log.split(separator: "\n").first(where: { $0.contains("status server listening on") }),
+              let colon = line.lastIndex(of: ":") else { return nil }
+        return Int(line[line.index(after: colon)...].prefix { $0.isNumber })
     }
 
     /// A GET on the worker's status server.
