@@ -1,3 +1,6 @@
+// Over 400 lines: the connection thread's loop, confirms, returns and reconnect are in one
+// place until they become a pure state machine (frames, confirms, timer ticks and commands in;
+// actions out) with the thread doing only rabbitmq-c I/O.
 import CRabbitMQ
 import Foundation
 import Logging

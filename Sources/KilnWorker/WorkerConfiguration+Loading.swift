@@ -1,0 +1,185 @@
+import Foundation
+import Yams
+
+extension WorkerConfiguration {
+    /// Loads `file` (YAML; `nil` for defaults only), applies `KILN_*` variables from
+    /// `environment`, and validates the result.
+    public static func load(file: String?, environment: [String: String]) throws -> WorkerConfiguration {
+        var tree: [String: Any] = [:]
+        if let file {
+            let text: String
+            do {
+                text = try String(contentsOfFile: file, encoding: .utf8)
+            } catch {
+                throw ConfigurationError(field: "(file)", problem: "cannot read \(file): \(error.localizedDescription)")
+            }
+            do {
+                guard let loaded = try Yams.load(yaml: text) else { return try validated(decode([:])) }
+                guard let map = loaded as? [String: Any] else {
+                    throw ConfigurationError(field: "(file)", problem: "\(file) is not a YAML mapping")
+                }
+                tree = map
+            } catch let error as ConfigurationError {
+                throw error
+            } catch {
+                throw ConfigurationError(field: "(file)", problem: "\(file) is not valid YAML: \(error)")
+            }
+        }
+        for (name, value) in environment where name.hasPrefix("KILN_") {
+            try applyOverride(name: name, value: value, to: &tree)
+        }
+        return try validated(decode(tree))
+    }
+
+    /// Sets the field a `KILN_*` variable names, read as the type of that field's default
+    /// (`KILN_WORKER_NAME=42` is the name "42"). Variables that name no field are ignored: the
+    /// environment also carries settings of other tools (KILN_AMQP_PORT for the local broker).
+    private static func applyOverride(name: String, value: String, to tree: inout [String: Any]) throws {
+        let words = name.dropFirst("KILN_".count).lowercased().split(separator: "_").map(String.init)
+        guard let section = words.first, words.count > 1,
+              let fields = defaultTree[section] as? [String: Any] else { return }
+        let key = words.dropFirst().joined(separator: "_")
+        guard let field = fields[key], !(field is [String: Any]), !(field is [Any]) else { return }
+        var map = tree[section] as? [String: Any] ?? [:]
+        map[key] = typed(value, like: field)
+        tree[section] = map
+    }
+
+    /// The defaults as the decoder sees them: sections, their keys (the coding keys) and values.
+    private static var defaultTree: [String: Any] {
+        (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(WorkerConfiguration()))) as? [String: Any] ?? [:]
+    }
+
+    /// `text` as the type of `example` (a default decoded from JSON): text for a text field
+    /// whatever it looks like, else a number or a truth value where it reads as one; left as
+    /// text otherwise, so that the decoder names the field and the type it expected.
+    private static func typed(_ text: String, like example: Any) -> Any {
+        if example is String { return text }
+        if let int = Int(text) { return int }
+        if let double = Double(text) { return double }
+        if text == "true" || text == "false" { return text == "true" }
+        return text
+    }
+
+    /// Decodes `tree` laid over the defaults: a missing field keeps its default, an unknown one
+    /// is an error (it is usually a typo).
+    private static func decode(_ tree: [String: Any]) throws -> WorkerConfiguration {
+        let defaults = defaultTree
+        let profileDefaults = try JSONSerialization.jsonObject(with: JSONEncoder().encode(Profile())) as! [String: Any]
+        // A method's lifecycle starts from the configured `lifecycle` section, not the built-in one.
+        var lifecycleDefaults = defaults["lifecycle"] as! [String: Any]
+        if let configured = tree["lifecycle"] {
+            lifecycleDefaults = try overlay(configured, on: lifecycleDefaults, path: "lifecycle")
+        }
+        var merged = defaults
+        for (key, value) in tree {
+            guard let base = defaults[key] else {
+                throw ConfigurationError(field: key, problem: "is not a configuration section")
+            }
+            switch key {
+            case "profiles", "method_lifecycles":
+                guard let entries = value as? [String: Any] else {
+                    throw ConfigurationError(field: key, problem: "expected a mapping of names to settings")
+                }
+                let entryDefaults = key == "profiles" ? profileDefaults : lifecycleDefaults
+                var overlaid: [String: Any] = [:]
+                for (name, entry) in entries {
+                    overlaid[name] = try overlay(entry, on: entryDefaults, path: "\(key).\(name)")
+                }
+                merged[key] = overlaid
+            default:
+                merged[key] = base is [String: Any] ? try overlay(value, on: base as! [String: Any], path: key) : value
+            }
+        }
+        let data = try JSONSerialization.data(withJSONObject: merged)
+        do {
+            return try JSONDecoder().decode(WorkerConfiguration.self, from: data)
+        } catch let DecodingError.typeMismatch(type, context) {
+            throw ConfigurationError(field: context.codingPath.map(\.stringValue).joined(separator: "."), problem: "expected \(readable(type))")
+        } catch let DecodingError.valueNotFound(type, context) {
+            throw ConfigurationError(field: context.codingPath.map(\.stringValue).joined(separator: "."), problem: "expected \(readable(type))")
+        } catch let DecodingError.dataCorrupted(context) {
+            throw ConfigurationError(field: context.codingPath.map(\.stringValue).joined(separator: "."), problem: context.debugDescription)
+        }
+    }
+
+    private static func overlay(_ value: Any, on defaults: [String: Any], path: String) throws -> [String: Any] {
+        guard let map = value as? [String: Any] else {
+            throw ConfigurationError(field: path, problem: "expected a mapping")
+        }
+        var merged = defaults
+        for (key, field) in map {
+            guard defaults.keys.contains(key) else {
+                throw ConfigurationError(field: "\(path).\(key)", problem: "is not a known setting")
+            }
+            merged[key] = field
+        }
+        return merged
+    }
+
+    private static func readable(_ type: Any.Type) -> String {
+        switch type {
+        case is Int.Type: return "a whole number"
+        case is Double.Type: return "a number"
+        case is String.Type: return "text"
+        case is Bool.Type: return "true or false"
+        default: return "a \(type)"
+        }
+    }
+
+    private static func validated(_ configuration: WorkerConfiguration) throws -> WorkerConfiguration {
+        func require(_ condition: Bool, _ field: String, _ problem: String) throws {
+            if !condition { throw ConfigurationError(field: field, problem: problem) }
+        }
+        try require(configuration.amqp.url.hasPrefix("amqp://") || configuration.amqp.url.hasPrefix("amqps://"),
+                    "amqp.url", "must start with amqp:// or amqps://")
+        try require(!configuration.amqp.prefix.isEmpty, "amqp.prefix", "must not be empty")
+        try require((0...65_535).contains(configuration.amqp.prefetch), "amqp.prefetch", "must be 0 (automatic) to 65535")
+        try require(configuration.amqp.publishWindow >= 1, "amqp.publish_window", "must be at least 1")
+        try require(configuration.amqp.deliveryLimit >= 1, "amqp.delivery_limit", "must be at least 1")
+        try require(!configuration.profiles.isEmpty, "profiles", "needs at least one profile")
+        for (name, profile) in configuration.profiles {
+            try require(profile.vcpus >= 1, "profiles.\(name).vcpus", "must be at least 1")
+            try require(profile.memoryMB >= 64, "profiles.\(name).memory_mb", "must be at least 64")
+            try require(profile.minIdle >= 0, "profiles.\(name).min_idle", "must not be negative")
+            try require(profile.maxIdle >= profile.minIdle, "profiles.\(name).max_idle", "must be at least min_idle")
+            try require(profile.maxTotal >= max(1, profile.minIdle), "profiles.\(name).max_total", "must be at least 1 and at least min_idle")
+            try require(profile.cpuShare >= 0, "profiles.\(name).cpu_share", "must not be negative")
+        }
+        try require(configuration.pool.memoryReserveMB >= 0, "pool.memory_reserve_mb", "must not be negative")
+        try require(configuration.pool.sizingIntervalSeconds > 0, "pool.sizing_interval_s", "must be positive")
+        try require(configuration.pool.provisionConcurrency >= 1, "pool.provision_concurrency", "must be at least 1")
+        try require(configuration.pool.saturatedBusyLimit >= 0, "pool.saturated_busy_limit", "must not be negative (0: one per host core)")
+        for (name, lifecycle) in [("lifecycle", configuration.lifecycle)] + configuration.methodLifecycles.map({ ("method_lifecycles.\($0.key)", $0.value) }) {
+            try require(lifecycle.maxUses >= 1, "\(name).max_uses", "must be at least 1")
+            try require(lifecycle.idleTTLSeconds >= 0, "\(name).idle_ttl_s", "must not be negative")
+        }
+        try require(configuration.adaptive.degradationRatio > 1, "adaptive.degradation_ratio", "must be above 1")
+        try require(configuration.adaptive.sustained >= 1, "adaptive.sustained", "must be at least 1")
+        try require(configuration.adaptive.cpuStep > 0, "adaptive.cpu_step", "must be positive")
+        try require(configuration.history.maxRecords >= 100, "history.max_records", "must be at least 100")
+        try require(configuration.history.maxAgeDays > 0, "history.max_age_days", "must be positive")
+        try require(configuration.limits.localQueue >= 0, "limits.local_queue", "must not be negative")
+        try require(configuration.limits.maxBodyBytes >= 1_024, "limits.max_body_bytes", "must be at least 1024")
+        try require((1...31).contains(configuration.limits.maxDepth), "limits.max_depth", "must be 1 to 31")
+        try require((1...86_400_000).contains(configuration.limits.maxDeadlineMs), "limits.max_deadline_ms", "must be 1 to 86400000 (a day)")
+        if !configuration.metrics.listen.isEmpty {
+            try require(HostAndPort(configuration.metrics.listen) != nil, "metrics.listen", "must be host:port, not \(configuration.metrics.listen)")
+        }
+        return configuration
+    }
+}
+
+/// `host:port`.
+public struct HostAndPort: Sendable, Equatable {
+    public var host: String
+    public var port: Int
+
+    public init?(_ text: String) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+              (0...65_535).contains(port) else { return nil }
+        host = String(text[..<colon])
+        self.port = port
+        if host.isEmpty { host = "0.0.0.0" }
+    }
+}
