@@ -133,7 +133,8 @@ public actor VMPool: Service {
     }
 
     private let driver: any MicroVMDriver
-    private let backend: String
+    /// The driver's backend: its name goes into results, telemetry and status.
+    private let backend: VMBackend
     private let sizer: PoolSizer
     private let host: @Sendable () -> HostSample
     private let observer: any PoolObserver
@@ -164,7 +165,7 @@ public actor VMPool: Service {
     /// or until ``replenish()`` asks for VMs while ``run()`` runs.
     /// - Parameters:
     ///   - driver: Makes the VMs.
-    ///   - backend: The driver's backend name, as results report it.
+    ///   - backend: The driver's backend.
     ///   - profiles: The profiles served.
     ///   - sizer: Sets idle targets from demand and headroom.
     ///   - demandWindow: The window demand is measured over.
@@ -176,7 +177,7 @@ public actor VMPool: Service {
     ///   - observer: Hears every decision.
     ///   - logger: For failures.
     public init(
-        driver: any MicroVMDriver, backend: String, profiles: [PoolProfile], sizer: PoolSizer, demandWindow: Duration = .seconds(30),
+        driver: any MicroVMDriver, backend: VMBackend, profiles: [PoolProfile], sizer: PoolSizer, demandWindow: Duration = .seconds(30),
         idleTTL: Duration = .seconds(10), provisionConcurrency: Int = 2, forecaster: ArrivalForecaster = ArrivalForecaster(),
         allocator: AdaptiveAllocator? = nil, host: @escaping @Sendable () -> HostSample, observer: any PoolObserver,
         logger: Logger
@@ -356,18 +357,19 @@ public actor VMPool: Service {
     /// Hands a new VM to the allocator with its profile's base allocation.
     private func track(_ vm: any MicroVM, profile: String) async {
         guard let allocator, let settings = profiles[profile]?.settings else { return }
-        let overhead = backend == "qemu" ? QEMUDriver.qemuOverheadMB : 0
+        let isQEMU = if case .qemu = backend { true } else { false }
+        let overhead = isQEMU ? QEMUDriver.qemuOverheadMB : 0
         let driverDefault = ResourceLimits(cpus: Double(settings.vm.vcpus), memoryMB: settings.vm.memoryMB + overhead)
         var base = driverDefault
         if let share = settings.cpuShare { base.cpus = share }
-        await allocator.register(vm, base: base, driverDefault: driverDefault, memoryAdjustable: backend == "process")
+        await allocator.register(vm, base: base, driverDefault: driverDefault, memoryAdjustable: backend == .process)
     }
 
     private func provisioned(_ vm: any MicroVM, profile: VMProfile, reason: String) {
         profiles[profile.name]!.provisionFailures = 0
         profiles[profile.name]!.retryAfter = nil
         observer.vmCreated(CreatedVM(
-            id: vm.id, backend: backend, profile: profile, provisioning: vm.provisioning, reason: reason, host: host(),
+            id: vm.id, backend: backend.name, profile: profile, provisioning: vm.provisioning, reason: reason, host: host(),
             concurrentProvisions: profiles[profile.name]!.provisioning + 1))
     }
 
@@ -436,7 +438,7 @@ public actor VMPool: Service {
         await allocator?.forget(entry.vm.id)
         await entry.vm.destroy()
         observer.vmDestroyed(
-            id: entry.vm.id, backend: backend, profile: entry.profile, reason: reason, lifetime: .now - entry.createdAt,
+            id: entry.vm.id, backend: backend.name, profile: entry.profile, reason: reason, lifetime: .now - entry.createdAt,
             uses: entry.uses, took: .now - started)
         // A VM fewer may let a waiting invocation provision one.
         wakeWaiter(entry.profile)
@@ -563,7 +565,7 @@ public actor VMPool: Service {
                 PoolStatus.VM(id: $0.vm.id, state: "busy", uses: $0.uses, lastMethod: $0.lastMethod, ageSeconds: (now - $0.createdAt).inSeconds)
             }
             return PoolStatus(
-                profile: name, backend: backend, idle: state.idle.count, busy: state.busy, resetting: state.resetting,
+                profile: name, backend: backend.name, idle: state.idle.count, busy: state.busy, resetting: state.resetting,
                 provisioning: state.provisioning, targetIdle: state.targetIdle, minIdle: state.settings.minIdle,
                 maxTotal: state.settings.maxTotal, waiting: lines.count(.profile(state.settings.vm.name)),
                 heldForSaturatedHost: lines.count(.saturatedHost), lastSizing: state.lastSizing,

@@ -65,7 +65,7 @@ public struct Worker: Sendable {
             relaxAfter: .milliseconds(Int64(adaptive.relaxAfterSeconds * 1_000))), observer: metrics, logger: logger) : nil
         let hostSamples = HostSampleBox()
         let pool = VMPool(
-            driver: driver, backend: backend.name, profiles: profiles,
+            driver: driver, backend: backend, profiles: profiles,
             sizer: PoolSizer(limits: PoolLimits(
                 memoryReserveMB: configuration.pool.memoryReserveMB, cpuReserveCores: configuration.pool.cpuReserveCores,
                 memoryPerVMMB: (profiles.map(\.vm.memoryMB).max() ?? 128) + (backend.name == "qemu" ? 64 : 0),

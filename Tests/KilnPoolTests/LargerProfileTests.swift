@@ -15,7 +15,7 @@ struct LargerProfileTests {
     func aSmallInvocationBorrowsALargeVMTheLargeProfileCanSpare() async throws {
         let driver = try ProcessSandboxDriver(image: try GuestImage.current(repositoryRoot: SaturationGateTests.root), logger: logger)
         let pool = VMPool(
-            driver: driver, backend: "process",
+            driver: driver, backend: .process,
             profiles: [PoolProfile(vm: .small, minIdle: 0, maxIdle: 0, maxTotal: 2), PoolProfile(vm: large, minIdle: 1, maxIdle: 1, maxTotal: 2)],
             sizer: PoolSizer(limits: PoolLimits()),
             host: {

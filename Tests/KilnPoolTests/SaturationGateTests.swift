@@ -37,7 +37,7 @@ struct SaturationGateTests {
         let driver = try ProcessSandboxDriver(image: try GuestImage.current(repositoryRoot: Self.root), logger: logger)
         let cpu = Mutex(1.0)
         let pool = VMPool(
-            driver: driver, backend: "process", profiles: [PoolProfile(vm: .small, minIdle: 0, maxIdle: 0, maxTotal: 2)],
+            driver: driver, backend: .process, profiles: [PoolProfile(vm: .small, minIdle: 0, maxIdle: 0, maxTotal: 2)],
             sizer: PoolSizer(limits: PoolLimits(saturatedBusyLimit: 1)),
             host: {
                 HostSample(cpuUtilization: cpu.withLock { $0 }, cpuCount: 2, memoryTotalMB: 24_000, memoryAvailableMB: 20_000,

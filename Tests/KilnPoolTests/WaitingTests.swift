@@ -12,7 +12,7 @@ struct WaitingTests {
 
     func pool(_ driver: FakeDriver, minIdle: Int = 0, maxTotal: Int = 1) -> VMPool {
         VMPool(
-            driver: driver, backend: "process", profiles: [PoolProfile(vm: .small, minIdle: minIdle, maxIdle: minIdle, maxTotal: maxTotal)],
+            driver: driver, backend: .process, profiles: [PoolProfile(vm: .small, minIdle: minIdle, maxIdle: minIdle, maxTotal: maxTotal)],
             sizer: PoolSizer(limits: PoolLimits()),
             host: {
                 HostSample(cpuUtilization: 0.1, cpuCount: 2, memoryTotalMB: 24_000, memoryAvailableMB: 20_000,
