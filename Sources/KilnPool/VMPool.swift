@@ -508,8 +508,8 @@ public actor VMPool: Service {
     }
 
     /// Sets each profile's idle target from recent demand and host headroom (reporting every
-    /// change), destroys VMs idle past their TTL above the target, and replenishes.
-    public func resize() async {
+    /// change), destroys VMs idle past their TTL at `now` above the target, and replenishes.
+    public func resize(now: ContinuousClock.Instant = .now) async {
         guard !closed else { return }
         let sample = host()
         // The host is no longer saturated: the invocations held for it go ahead.
@@ -529,8 +529,7 @@ public actor VMPool: Service {
                 profiles[name]!.targetIdle = decision.targetIdle
                 observer.poolResized(profile: name, from: state.targetIdle, to: decision.targetIdle, reason: decision.reason)
             }
-            // Shrink slowly: only VMs idle past their TTL, and never below the target.
-            let now = ContinuousClock.now
+            // Shrink slowly: only VMs idle past their TTL (by `now`), and never below the target.
             while profiles[name]!.idle.count > profiles[name]!.targetIdle,
                   let oldest = profiles[name]!.idle.indices.min(by: { profiles[name]!.idle[$0].idleSince < profiles[name]!.idle[$1].idleSince }),
                   now - profiles[name]!.idle[oldest].idleSince > idleTTL {

@@ -117,4 +117,37 @@ struct WaitingTests {
         try await running
         #expect(driver.made == 3 && driver.destroyed == 3, "made \(driver.made), destroyed \(driver.destroyed)")
     }
+
+    @Test func aCrashedVMIsDestroyedAndTheNextInvocationGetsAFreshOne() async throws {
+        let driver = FakeDriver()
+        let pool = pool(driver, maxTotal: 2)
+        let crashed = try await acquire(pool, "1")
+        await pool.release(crashed, method: "echo", affinityKey: nil, outcome: .crashed, lifecycle: LifecyclePolicy(destroyOnCrash: true))
+        #expect(driver.destroyed == 1, "the tainted VM is destroyed, not reset")
+        let next = try await acquire(pool, "2")
+        #expect(next.vm.id != crashed.vm.id && next.cold)
+        await pool.shutdown()
+    }
+
+    @Test func anIdleVMAboveTheTargetGoesOnlyAfterItsTTL() async throws {
+        let driver = FakeDriver()
+        let pool = VMPool(
+            driver: driver, backend: .process, profiles: [PoolProfile(vm: .small, minIdle: 0, maxIdle: 0, maxTotal: 2)],
+            sizer: PoolSizer(limits: PoolLimits()), idleTTL: .seconds(10),
+            host: {
+                HostSample(cpuUtilization: 0.1, cpuCount: 2, memoryTotalMB: 24_000, memoryAvailableMB: 20_000,
+                           memoryPressure: 0, networkReceiveBps: 0, networkTransmitBps: 0)
+            },
+            observer: SaturationGateTests.Silent(), logger: logger)
+        let lease = try await acquire(pool, "1")
+        await pool.release(lease, method: "echo", affinityKey: nil, outcome: .completed, lifecycle: LifecyclePolicy())
+        #expect(try await until(pool) { $0.idle == 1 }?.idle == 1)
+        // The sizing loop's clock, injected: within the TTL the VM stays, past it it goes.
+        await pool.resize(now: .now + .seconds(5))
+        #expect(await pool.status().first?.idle == 1)
+        await pool.resize(now: .now + .seconds(11))
+        #expect(await pool.status().first?.idle == 0)
+        #expect(driver.destroyed == 1)
+        await pool.shutdown()
+    }
 }
