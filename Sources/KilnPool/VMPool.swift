@@ -125,8 +125,7 @@ public actor VMPool: Service {
         var targetIdle: Int
         var lastSizing = "minimum"
         var demand: DemandTracker
-        var provisionFailures = 0
-        var retryAfter: ContinuousClock.Instant?
+        var backoff = ProvisionBackoff()
 
 
         var total: Int { idle.count + busy + resetting + provisioning }
@@ -320,7 +319,7 @@ public actor VMPool: Service {
     /// Whether one more VM of the profile fits: under its maximum and above the memory reserve.
     private func canProvision(_ state: ProfileState, _ sample: HostSample) -> Bool {
         guard state.total < state.settings.maxTotal else { return false }
-        if let retryAfter = state.retryAfter, ContinuousClock.now < retryAfter { return false }
+        guard state.backoff.allows(at: .now) else { return false }
         return sample.memoryAvailableMB - sizer.limits.memoryReserveMB >= sizer.limits.memoryPerVMMB
     }
 
@@ -366,8 +365,7 @@ public actor VMPool: Service {
     }
 
     private func provisioned(_ vm: any MicroVM, profile: VMProfile, reason: String) {
-        profiles[profile.name]!.provisionFailures = 0
-        profiles[profile.name]!.retryAfter = nil
+        profiles[profile.name]!.backoff.succeeded()
         observer.vmCreated(CreatedVM(
             id: vm.id, backend: backend.name, profile: profile, provisioning: vm.provisioning, reason: reason, host: host(),
             concurrentProvisions: profiles[profile.name]!.provisioning + 1))
@@ -376,10 +374,8 @@ public actor VMPool: Service {
     /// After a failed provision, the profile gets no new VMs for a while (doubling, up to 30 s)
     /// instead of retrying in a hot loop.
     private func provisioningFailed(_ profile: String, _ error: any Error) {
-        profiles[profile]!.provisionFailures += 1
-        let failures = profiles[profile]!.provisionFailures
-        let delay = Duration.milliseconds(min(30_000, 250 << min(failures, 7)))
-        profiles[profile]!.retryAfter = .now + delay
+        let delay = profiles[profile]!.backoff.failed(at: .now)
+        let failures = profiles[profile]!.backoff.failures
         logger.error("provisioning a \(profile) VM failed (\(failures) in a row); retrying in \(delay): \(error)")
     }
 
