@@ -1,6 +1,6 @@
 // Over 400 lines: lending, provisioning, release and sizing of one actor's state. The waiting
-// lines are apart (WaiterQueue.swift); provisioning with its backoff, borrowing and the sizing
-// loop are next to come out into parts of their own.
+// lines (WaiterQueue.swift) and the provisioning backoff (ProvisionBackoff.swift) are apart;
+// borrowing, the saturation gate and the sizing loop are next to come out into parts of their own.
 import KilnVM
 import Logging
 import ServiceLifecycle
