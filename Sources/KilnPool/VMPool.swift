@@ -199,7 +199,8 @@ public actor VMPool: Service {
 
     /// Runs the background provisions ``replenish()`` asks for, each a child of this task
     /// group, until graceful shutdown (or ``shutdown()``); then waits for those under way and
-    /// destroys every VM. The worker runs it first in its `ServiceGroup`, so that it stops last.
+    /// destroys every VM. The worker runs it first in its `ServiceGroup`, so that it stops last,
+    /// and calls ``shutdown()`` after the group too (a second call finds nothing left).
     public func run() async throws {
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
@@ -210,7 +211,9 @@ public actor VMPool: Service {
         } onGracefulShutdown: { [provisionQueue] in
             provisionQueue.finish()
         }
-        await shutdown()
+        // Cancelled (another service failed), the VMs are left to the owner's `shutdown()`,
+        // which then runs where waits for QEMU to exit are not cut short.
+        if !Task.isCancelled { await shutdown() }
     }
 
     /// The VMs at most, over every profile: the most invocations that can run at once.
