@@ -2,8 +2,8 @@ import Synchronization
 
 /// Invocations waiting for a VM, first come first served: each waits on a continuation under
 /// a ticket of its own, so that one whose task is cancelled can leave the line wherever it is
-/// (the pool resumes it at once, and it finds itself cancelled). A value type the pool's actor
-/// owns; every operation is O(waiters) at worst, and the lines are short (`maxWaiting`).
+/// (it is resumed at once, and finds itself cancelled). A value ``WaitingLines`` keeps behind
+/// its lock; every operation is O(waiters) at worst, and the lines are short (`maxWaiting`).
 struct WaiterQueue {
     /// A place in the line.
     typealias Ticket = UInt64
@@ -13,8 +13,6 @@ struct WaiterQueue {
 
     /// How many wait.
     var count: Int { waiting.count }
-
-    var isEmpty: Bool { waiting.isEmpty }
 
     /// A new ticket, before the waiter suspends (so that a cancellation that comes before it is
     /// in line can still name it).
