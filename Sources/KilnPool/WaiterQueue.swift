@@ -77,20 +77,22 @@ final class WaitingLines: Sendable {
 
     /// Waits in `line` until woken, or until the calling task is cancelled: it then leaves the
     /// line at once (the caller finds the cancellation when it looks again). At the front for
-    /// one that was woken but lost the VM to a newer arrival.
-    func wait(in line: Line, atFront: Bool) async {
+    /// one that was woken but lost the VM to a newer arrival. It joins the line on the caller's
+    /// actor (`isolation`), before that actor runs anything else: a wake or a shutdown between
+    /// the decision to wait and the joining would be lost.
+    func wait(in line: Line, atFront: Bool, isolation: isolated (any Actor)? = #isolation) async {
         let ticket = lines.withLock { $0[line, default: WaiterQueue()].issueTicket() }
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { continuation in
+        await withTaskCancellationHandler(operation: {
+            await withCheckedContinuation(isolation: isolation) { continuation in
                 lines.withLock { queues in
                     queues[line, default: WaiterQueue()].enqueue(ticket, continuation, atFront: atFront)
                     // Cancelled before it was in line: the handler found nothing to resume.
                     if Task.isCancelled { queues[line]!.resume(ticket) }
                 }
             }
-        } onCancel: {
+        }, onCancel: {
             _ = lines.withLock { $0[line]?.resume(ticket) }
-        }
+        }, isolation: isolation)
     }
 
     /// Wakes the first in `line`; false when nobody waits there.

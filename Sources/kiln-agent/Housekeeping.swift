@@ -64,8 +64,8 @@ struct Housekeeping {
                 var status: Int32 = 0
                 let reaped = waitpid(-1, &status, WNOHANG)
                 if reaped < 0 { break }  // ECHILD: nothing left
+                if monotonicMicroseconds() >= giveUp { return false }
                 if reaped == 0 {
-                    if monotonicMicroseconds() >= giveUp { return false }
                     var pause = timespec(tv_sec: 0, tv_nsec: 200_000)
                     nanosleep(&pause, nil)
                 }
