@@ -1,102 +1,11 @@
-// Over 400 lines: lending, provisioning, release and sizing of one actor's state. The waiting
-// lines (WaiterQueue.swift) and the provisioning backoff (ProvisionBackoff.swift) are apart;
-// borrowing, the saturation gate and the sizing loop are next to come out into parts of their own.
+// The pool's actor: its state, lending, provisioning for an invocation, taking back and shutdown.
+// Its parts: the public values (PoolTypes.swift), each profile's VMs and counts
+// (PoolInventory.swift), the waiting lines (WaiterQueue.swift), lending between profiles
+// (Borrowing.swift), the saturation gate (SaturationGate.swift), the provisioning backoff
+// (ProvisionBackoff.swift), and the sizing loop with background provisioning (VMPool+Sizing.swift).
 import KilnVM
 import Logging
 import ServiceLifecycle
-
-/// One VM profile the pool serves, with its bounds.
-public struct PoolProfile: Sendable, Equatable {
-    public var vm: VMProfile
-    /// Idle VMs kept even without demand.
-    public var minIdle: Int
-    /// The idle target's ceiling, whatever demand and the forecast ask for; 0 turns
-    /// pre-warming off (VMs back from a run still wait out their idle TTL).
-    public var maxIdle: Int
-    /// VMs of this profile at most: idle, busy, resetting and being provisioned.
-    public var maxTotal: Int
-    /// The CPU quota a VM starts with, in cores; `nil` leaves the driver's (one core per vCPU).
-    /// Lower values pack more VMs on a host; the adaptive allocator raises a VM whose methods
-    /// run slower than predicted.
-    public var cpuShare: Double?
-
-    public init(vm: VMProfile, minIdle: Int = 1, maxIdle: Int = 8, maxTotal: Int = 8, cpuShare: Double? = nil) {
-        self.vm = vm
-        self.minIdle = minIdle
-        self.maxIdle = maxIdle
-        self.maxTotal = maxTotal
-        self.cpuShare = cpuShare
-    }
-}
-
-/// A VM lent to one invocation. Give it back with ``VMPool/release(_:method:affinityKey:outcome:lifecycle:resetInGuest:)``.
-public struct VMLease: Sendable {
-    public let vm: any MicroVM
-    public let profile: VMProfile
-    /// Whether the VM was provisioned for this invocation (a cold start).
-    public let cold: Bool
-    /// Invocations the VM ran before this one.
-    public let reuseCount: Int
-    /// Time spent provisioning for this invocation; zero when warm.
-    public let provisionDuration: Duration
-    let leasedAt: ContinuousClock.Instant
-    /// The profile the invocation asked for, whose demand its hold time counts in (a VM
-    /// borrowed from a larger profile is not that profile's).
-    let demandProfile: String
-    /// What the invocation's method needs beyond its code: the VM has it loaded afterwards.
-    let dependencies: Set<String>
-}
-
-/// A VM lent by ``VMPool/acquire(_:policy:maxWaiting:)``, with the placement policy's decision.
-public struct Placed<Decision: Sendable>: Sendable {
-    public let lease: VMLease
-    public let decision: Decision
-}
-
-/// Why the pool could not lend a VM.
-public enum PoolError: Error, Sendable, Equatable, CustomStringConvertible {
-    /// No profile of that name.
-    case unknownProfile(String)
-    /// Every VM is busy, none can be added, and the local queue is full.
-    case saturated(profile: String, waiting: Int)
-    /// The pool is shutting down.
-    case shutDown
-
-    public var description: String {
-        switch self {
-        case .unknownProfile(let name): return "no VM profile named '\(name)'"
-        case .saturated(let profile, let waiting): return "pool '\(profile)' is saturated with \(waiting) invocations waiting"
-        case .shutDown: return "the VM pool is shutting down"
-        }
-    }
-}
-
-/// What `kiln pool status` shows for one profile.
-public struct PoolStatus: Sendable, Codable, Equatable {
-    public struct VM: Sendable, Codable, Equatable {
-        public var id: String
-        public var state: String
-        public var uses: Int
-        public var lastMethod: String?
-        public var ageSeconds: Double
-    }
-
-    public var profile: String
-    public var backend: String
-    public var idle: Int
-    public var busy: Int
-    public var resetting: Int
-    public var provisioning: Int
-    public var targetIdle: Int
-    public var minIdle: Int
-    public var maxTotal: Int
-    public var waiting: Int
-    /// Invocations of any profile held because the host's CPU is saturated (the same figure in
-    /// every profile's status).
-    public var heldForSaturatedHost: Int
-    public var lastSizing: String
-    public var vms: [VM]
-}
 
 /// Pools of pre-provisioned VMs, one per profile: it lends VMs to invocations by the placement
 /// policy's choice, provisions one for an invocation when that is better than waiting, takes
@@ -104,61 +13,35 @@ public struct PoolStatus: Sendable, Codable, Equatable {
 /// VMs at a target set from demand and host headroom, and reports every decision to its
 /// observer.
 public actor VMPool: Service {
-    private struct Entry {
-        let vm: any MicroVM
-        let profile: String
-        let createdAt: ContinuousClock.Instant
-        var uses = 0
-        var lastMethod: String?
-        var lastAffinity: String?
-        /// The dependency names of the methods it ran (see ``PlacementRequest/dependencies``).
-        var loadedDependencies: Set<String> = []
-        var idleSince: ContinuousClock.Instant
-    }
-
-    private struct ProfileState {
-        var settings: PoolProfile
-        var idle: [Entry] = []
-        var busy = 0
-        var resetting = 0
-        var provisioning = 0
-        var targetIdle: Int
-        var lastSizing = "minimum"
-        var demand: DemandTracker
-        var backoff = ProvisionBackoff()
-
-
-        var total: Int { idle.count + busy + resetting + provisioning }
-    }
-
-    private let driver: any MicroVMDriver
+    let driver: any MicroVMDriver
     /// The driver's backend: its name goes into results, telemetry and status.
-    private let backend: VMBackend
-    private let sizer: PoolSizer
-    private let host: @Sendable () -> HostSample
-    private let observer: any PoolObserver
-    private let logger: Logger
+    let backend: VMBackend
+    let sizer: PoolSizer
+    private let gate: SaturationGate
+    let host: @Sendable () -> HostSample
+    let observer: any PoolObserver
+    let logger: Logger
     /// Raises and lowers VMs' resources as their methods run; `nil` keeps them fixed.
     public nonisolated let allocator: AdaptiveAllocator?
-    private let idleTTL: Duration
-    private let provisionConcurrency: Int
-    private var profiles: [String: ProfileState]
-    private var busy: [String: Entry] = [:]
+    let idleTTL: Duration
+    let provisionConcurrency: Int
+    var profiles: [String: ProfileState]
+    var busy: [String: PoolEntry] = [:]
     /// Invocations waiting because the host's CPU is saturated (any profile), first come first.
-    private let lines = WaitingLines()
+    let lines = WaitingLines()
     /// A background provision ``replenish()`` asked for, to the profile's idle target.
-    private struct ProvisionJob: Sendable {
+    struct ProvisionJob: Sendable {
         let profile: String
         let target: Int
     }
     /// What ``replenish()`` asks for and ``run()`` provisions.
     private nonisolated let provisionJobs: AsyncStream<ProvisionJob>
-    private nonisolated let provisionQueue: AsyncStream<ProvisionJob>.Continuation
-    private var backgroundProvisions = 0
-    private var forecaster: ArrivalForecaster
+    nonisolated let provisionQueue: AsyncStream<ProvisionJob>.Continuation
+    var backgroundProvisions = 0
+    var forecaster: ArrivalForecaster
     /// The methods seen per profile, for the forecast.
-    private var methodsByProfile: [String: Set<String>] = [:]
-    private var closed = false
+    var methodsByProfile: [String: Set<String>] = [:]
+    var closed = false
 
     /// Creates a pool; it provisions nothing until the first ``acquire(_:policy:maxWaiting:)``,
     /// or until ``replenish()`` asks for VMs while ``run()`` runs.
@@ -186,6 +69,7 @@ public actor VMPool: Service {
         self.driver = driver
         self.backend = backend
         self.sizer = sizer
+        self.gate = SaturationGate(limits: sizer.limits)
         self.host = host
         self.observer = observer
         self.logger = logger
@@ -193,7 +77,7 @@ public actor VMPool: Service {
         self.provisionConcurrency = max(1, provisionConcurrency)
         (provisionJobs, provisionQueue) = AsyncStream.makeStream(of: ProvisionJob.self)
         self.profiles = Dictionary(uniqueKeysWithValues: profiles.map {
-            ($0.vm.name, ProfileState(settings: $0, targetIdle: $0.minIdle, demand: DemandTracker(window: demandWindow)))
+            ($0.vm.name, ProfileState(settings: $0, demandWindow: demandWindow))
         })
     }
 
@@ -260,7 +144,7 @@ public actor VMPool: Service {
                 candidates = state.idle.reversed().map { candidate(for: $0, request) }
                 if candidates.isEmpty {
                     // None of its own: an idle VM of a larger profile fits too, rather than a new one.
-                    candidates = largerIdleVMs(than: state.settings.vm).map { candidate(for: $0, request) }
+                    candidates = borrowing.lendableVMs(for: state.settings.vm).map { candidate(for: $0, request) }
                 }
                 if canProvision(state, sample) {
                     candidates.append(PlacementCandidate(kind: .provision, profile: state.settings.vm))
@@ -289,30 +173,17 @@ public actor VMPool: Service {
         }
     }
 
-    /// Whether the host's CPU is saturated and as many VMs as it should keep busy are working.
-    /// More idle VMs than the target and no invocation waiting: a smaller profile may borrow one.
-    private func hasSurplus(_ state: ProfileState) -> Bool {
-        state.idle.count > state.targetIdle && lines.count(.profile(state.settings.vm.name)) == 0
+    /// Lending between profiles, over the profiles as they are now.
+    private var borrowing: Borrowing {
+        Borrowing(profiles: profiles) { [lines] in lines.count(.profile($0)) }
     }
 
-    private func saturated(_ sample: HostSample) -> Bool {
-        guard sample.cpuUtilization >= sizer.limits.saturatedCPU else { return false }
-        let working = busy.count + profiles.values.reduce(0) { $0 + $1.resetting }
-        return working >= sizer.limits.saturatedBusyLimit
+    /// Whether the saturation gate holds invocations, with the host at `sample`.
+    func saturated(_ sample: HostSample) -> Bool {
+        gate.holds(sample, working: busy.count + profiles.values.reduce(0) { $0 + $1.resetting })
     }
 
-    /// Idle VMs that profiles with at least `profile`'s vCPUs and memory can spare: those with
-    /// more idle VMs than their target and nothing waiting (a profile's own methods keep its
-    /// warm VMs and their runtimes). Smallest profile first, most recently used first within one.
-    private func largerIdleVMs(than profile: VMProfile) -> [Entry] {
-        profiles.values
-            .filter { $0.settings.vm.name != profile.name && $0.settings.vm.vcpus >= profile.vcpus && $0.settings.vm.memoryMB >= profile.memoryMB }
-            .filter(hasSurplus)
-            .sorted { ($0.settings.vm.vcpus, $0.settings.vm.memoryMB, $0.settings.vm.name) < ($1.settings.vm.vcpus, $1.settings.vm.memoryMB, $1.settings.vm.name) }
-            .flatMap { $0.idle.reversed() }
-    }
-
-    private func candidate(for entry: Entry, _ request: PlacementRequest) -> PlacementCandidate {
+    private func candidate(for entry: PoolEntry, _ request: PlacementRequest) -> PlacementCandidate {
         PlacementCandidate(
             kind: .idle(vm: entry.vm.id), profile: profiles[entry.profile]!.settings.vm, lastMethod: entry.lastMethod,
             uses: entry.uses, loadedDependencies: entry.loadedDependencies,
@@ -320,13 +191,13 @@ public actor VMPool: Service {
     }
 
     /// Whether one more VM of the profile fits: under its maximum and above the memory reserve.
-    private func canProvision(_ state: ProfileState, _ sample: HostSample) -> Bool {
+    func canProvision(_ state: ProfileState, _ sample: HostSample) -> Bool {
         guard state.total < state.settings.maxTotal else { return false }
         guard state.backoff.allows(at: .now) else { return false }
         return sample.memoryAvailableMB - sizer.limits.memoryReserveMB >= sizer.limits.memoryPerVMMB
     }
 
-    private func lend(_ entry: Entry, for request: PlacementRequest, cold: Bool, provisioned: Duration) -> VMLease {
+    private func lend(_ entry: PoolEntry, for request: PlacementRequest, cold: Bool, provisioned: Duration) -> VMLease {
         busy[entry.vm.id] = entry
         profiles[entry.profile]!.busy += 1
         report(entry.profile)
@@ -346,7 +217,7 @@ public actor VMPool: Service {
             profiles[request.profile]!.provisioning -= 1
             provisioned(vm, profile: profile, reason: "cold start for \(request.method) (\(request.invocationID))")
             await track(vm, profile: request.profile)
-            let entry = Entry(vm: vm, profile: request.profile, createdAt: .now, idleSince: .now)
+            let entry = PoolEntry(vm: vm, profile: request.profile, createdAt: .now, idleSince: .now)
             return lend(entry, for: request, cold: true, provisioned: took)
         } catch {
             profiles[request.profile]!.provisioning -= 1
@@ -357,7 +228,7 @@ public actor VMPool: Service {
     }
 
     /// Hands a new VM to the allocator with its profile's base allocation.
-    private func track(_ vm: any MicroVM, profile: String) async {
+    func track(_ vm: any MicroVM, profile: String) async {
         guard let allocator, let settings = profiles[profile]?.settings else { return }
         let isQEMU = if case .qemu = backend { true } else { false }
         let overhead = isQEMU ? QEMUDriver.qemuOverheadMB : 0
@@ -367,7 +238,7 @@ public actor VMPool: Service {
         await allocator.register(vm, base: base, driverDefault: driverDefault, memoryAdjustable: backend == .process)
     }
 
-    private func provisioned(_ vm: any MicroVM, profile: VMProfile, reason: String) {
+    func provisioned(_ vm: any MicroVM, profile: VMProfile, reason: String) {
         profiles[profile.name]!.backoff.succeeded()
         observer.vmCreated(CreatedVM(
             id: vm.id, backend: backend.name, profile: profile, provisioning: vm.provisioning, reason: reason, host: host(),
@@ -376,7 +247,7 @@ public actor VMPool: Service {
 
     /// After a failed provision, the profile gets no new VMs for a while (doubling, up to 30 s)
     /// instead of retrying in a hot loop.
-    private func provisioningFailed(_ profile: String, _ error: any Error) {
+    func provisioningFailed(_ profile: String, _ error: any Error) {
         let delay = profiles[profile]!.backoff.failed(at: .now)
         let failures = profiles[profile]!.backoff.failures
         logger.error("provisioning a \(profile) VM failed (\(failures) in a row); retrying in \(delay): \(error)")
@@ -432,7 +303,7 @@ public actor VMPool: Service {
         replenish()
     }
 
-    private func destroy(_ entry: Entry, reason: String) async {
+    func destroy(_ entry: PoolEntry, reason: String) async {
         let started = ContinuousClock.now
         await allocator?.forget(entry.vm.id)
         await entry.vm.destroy()
@@ -446,107 +317,19 @@ public actor VMPool: Service {
 
     /// Wakes the first invocation waiting for a VM of `profile`, and the first waiting for the
     /// saturated host: a VM of `profile` has come free or gone. When it came free (`idle`) and
-    /// nothing waits for `profile`, an invocation of a smaller profile that could borrow it
-    /// (see ``largerIdleVMs(than:)``) is woken instead, the closest fit first.
-    private func wakeWaiter(_ profile: String, idle: Bool = false) {
+    /// nothing waits for `profile`, an invocation of a smaller profile that could borrow it is
+    /// woken instead (see ``Borrowing/borrowers(of:)``).
+    func wakeWaiter(_ profile: String, idle: Bool = false) {
         lines.resumeFirst(.saturatedHost)
-        guard let state = profiles[profile] else { return }
+        guard profiles[profile] != nil else { return }
         if lines.resumeFirst(.profile(profile)) { return }
-        guard idle, hasSurplus(state) else { return }
-        let freed = state.settings.vm
-        let smaller = profiles.values
-            .filter { $0.settings.vm.name != profile && $0.settings.vm.vcpus <= freed.vcpus && $0.settings.vm.memoryMB <= freed.memoryMB }
-            .sorted { ($0.settings.vm.vcpus, $0.settings.vm.memoryMB) > ($1.settings.vm.vcpus, $1.settings.vm.memoryMB) }
-        for candidate in smaller where lines.resumeFirst(.profile(candidate.settings.vm.name)) { return }
+        guard idle else { return }
+        for borrower in borrowing.borrowers(of: profile) where lines.resumeFirst(.profile(borrower)) { return }
     }
 
-    private func report(_ profile: String) {
+    func report(_ profile: String) {
         guard let state = profiles[profile] else { return }
         observer.poolCounts(profile: profile, idle: state.idle.count, busy: state.busy + state.resetting, target: state.targetIdle)
-    }
-
-    // MARK: Keeping the pools at target
-
-    /// Starts background provisions until each profile's idle VMs (counting those on their way)
-    /// reach its target, within the provisioning concurrency and the host's headroom.
-    public func replenish() {
-        guard !closed else { return }
-        let sample = host()
-        for name in profiles.keys.sorted() {
-            while backgroundProvisions < provisionConcurrency {
-                let state = profiles[name]!
-                guard state.idle.count + state.provisioning < state.targetIdle, canProvision(state, sample) else { break }
-                profiles[name]!.provisioning += 1
-                backgroundProvisions += 1
-                provisionQueue.yield(ProvisionJob(profile: name, target: state.targetIdle))
-            }
-        }
-    }
-
-    private func provisionInBackground(_ name: String, target: Int) async {
-        let profile = profiles[name]!.settings.vm
-        do {
-            let vm = try await driver.provision(profile)
-            profiles[name]!.provisioning -= 1
-            backgroundProvisions -= 1
-            provisioned(vm, profile: profile, reason: "replenish to idle target \(target)")
-            await track(vm, profile: name)
-            if closed {
-                await vm.destroy()
-                return
-            }
-            profiles[name]!.idle.append(Entry(vm: vm, profile: name, createdAt: .now, idleSince: .now))
-            wakeWaiter(name, idle: true)
-            report(name)
-        } catch {
-            profiles[name]!.provisioning -= 1
-            backgroundProvisions -= 1
-            provisioningFailed(name, error)
-        }
-        replenish()
-    }
-
-    /// Sets each profile's idle target from recent demand and host headroom (reporting every
-    /// change), destroys VMs idle past their TTL at `now` above the target, and replenishes.
-    public func resize(now: ContinuousClock.Instant = .now) async {
-        guard !closed else { return }
-        let sample = host()
-        // The host is no longer saturated: the invocations held for it go ahead.
-        if !saturated(sample) {
-            lines.resumeAll(.saturatedHost)
-        }
-        for name in profiles.keys.sorted() {
-            let state = profiles[name]!
-            var demand = profiles[name]!.demand.snapshot()
-            let forecast = forecaster.forecast(methods: methodsByProfile[name] ?? [], at: .now)
-            demand.forecastWarm = forecast.warmVMs
-            demand.forecastReason = forecast.reason
-            let decision = PoolSizer(limits: limits(for: state.settings)).decide(
-                demand: demand, busy: state.busy + state.resetting, idle: state.idle.count, host: sample)
-            profiles[name]!.lastSizing = decision.reason
-            if decision.targetIdle != state.targetIdle {
-                profiles[name]!.targetIdle = decision.targetIdle
-                observer.poolResized(profile: name, from: state.targetIdle, to: decision.targetIdle, reason: decision.reason)
-            }
-            // Shrink slowly: only VMs idle past their TTL (by `now`), and never below the target.
-            while profiles[name]!.idle.count > profiles[name]!.targetIdle,
-                  let oldest = profiles[name]!.idle.indices.min(by: { profiles[name]!.idle[$0].idleSince < profiles[name]!.idle[$1].idleSince }),
-                  now - profiles[name]!.idle[oldest].idleSince > idleTTL {
-                let entry = profiles[name]!.idle.remove(at: oldest)
-                await destroy(entry, reason: "idle_ttl")
-            }
-            report(name)
-        }
-        await allocator?.relax()
-        replenish()
-    }
-
-    private func limits(for profile: PoolProfile) -> PoolLimits {
-        var limits = sizer.limits
-        limits.minIdle = profile.minIdle
-        limits.maxIdle = profile.maxIdle
-        limits.maxTotal = profile.maxTotal
-        return limits
     }
 
     // MARK: Status and shutdown

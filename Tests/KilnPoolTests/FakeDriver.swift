@@ -6,6 +6,12 @@ import Synchronization
 /// (as NIO tests a handler with `EmbeddedChannel`). It counts what it made and destroyed.
 final class FakeDriver: MicroVMDriver {
     private let counts = Mutex((made: 0, destroyed: 0))
+    /// Whether its VMs' resets fail, as a guest that cannot clear what a method left does.
+    let failingResets: Bool
+
+    init(failingResets: Bool = false) {
+        self.failingResets = failingResets
+    }
 
     var backend: VMBackend { .process }
 
@@ -18,7 +24,9 @@ final class FakeDriver: MicroVMDriver {
             counts.made += 1
             return counts.made
         }
-        return FakeVM(id: "fake-\(number)", profile: profile) { self.counts.withLock { $0.destroyed += 1 } }
+        return FakeVM(id: "fake-\(number)", profile: profile, failingResets: failingResets) {
+            self.counts.withLock { $0.destroyed += 1 }
+        }
     }
 
     func shutdown() async {}
@@ -27,14 +35,16 @@ final class FakeDriver: MicroVMDriver {
 /// A VM that answers every request at once and does nothing.
 actor FakeVM: MicroVM {
     nonisolated let id: String
+    private let failingResets: Bool
     nonisolated let backend = VMBackend.process
     nonisolated let profile: VMProfile
     nonisolated let provisioning = Provisioning(method: .spawn, duration: .milliseconds(1))
     private let onDestroy: @Sendable () -> Void
     private var destroyed = false
 
-    init(id: String, profile: VMProfile, onDestroy: @escaping @Sendable () -> Void) {
+    init(id: String, profile: VMProfile, failingResets: Bool = false, onDestroy: @escaping @Sendable () -> Void) {
         self.id = id
+        self.failingResets = failingResets
         self.profile = profile
         self.onDestroy = onDestroy
     }
@@ -49,6 +59,7 @@ actor FakeVM: MicroVM {
 
     func reset(keepingServeRuntime: Bool) async throws {
         if destroyed { throw VMError.destroyed(vm: id) }
+        if failingResets { throw VMError.protocolViolation(vm: id, detail: "reset failed: processes left") }
     }
 
     func ping() async throws -> GuestFrame.Pong {

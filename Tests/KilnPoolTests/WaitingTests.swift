@@ -31,12 +31,13 @@ struct WaitingTests {
 
     /// Polls the pool until `condition` holds for the small profile's status.
     func until(_ pool: VMPool, _ condition: (PoolStatus) -> Bool) async throws -> PoolStatus? {
+        func small() async -> PoolStatus? { await pool.status().first { $0.profile == VMProfile.small.name } }
         for _ in 0..<10_000 {
-            if let status = await pool.status().first, condition(status) { return status }
+            if let status = await small(), condition(status) { return status }
             await Task.yield()
             try await Task.sleep(for: .milliseconds(1))
         }
-        return await pool.status().first
+        return await small()
     }
 
     @Test func aCancelledWaiterLeavesTheLineAndTheNextGetsTheVM() async throws {
@@ -148,6 +149,50 @@ struct WaitingTests {
         await pool.resize(now: .now + .seconds(11))
         #expect(await pool.status().first?.idle == 0)
         #expect(driver.destroyed == 1)
+        await pool.shutdown()
+    }
+
+    @Test func aVMWhoseResetFailsIsDestroyedNotReturned() async throws {
+        let driver = FakeDriver(failingResets: true)
+        let pool = pool(driver, maxTotal: 2)
+        let lease = try await acquire(pool, "1")
+        await pool.release(lease, method: "echo", affinityKey: nil, outcome: .completed, lifecycle: LifecyclePolicy())
+        #expect(driver.destroyed == 1, "a VM that could not be reset went back to the pool")
+        #expect(await pool.status().first?.idle == 0)
+        await pool.shutdown()
+    }
+
+    @Test func aSmallInvocationWaitingBorrowsALargeVMThatComesFreeOverItsTarget() async throws {
+        let large = VMProfile(name: "large", vcpus: 2, memoryMB: 256)
+        let driver = FakeDriver()
+        let pool = VMPool(
+            driver: driver, backend: .process,
+            profiles: [PoolProfile(vm: .small, minIdle: 0, maxIdle: 0, maxTotal: 1), PoolProfile(vm: large, minIdle: 0, maxIdle: 0, maxTotal: 2)],
+            sizer: PoolSizer(limits: PoolLimits()),
+            host: {
+                HostSample(cpuUtilization: 0.1, cpuCount: 2, memoryTotalMB: 24_000, memoryAvailableMB: 20_000,
+                           memoryPressure: 0, networkReceiveBps: 0, networkTransmitBps: 0)
+            },
+            observer: SaturationGateTests.Silent(), logger: logger)
+        let policy = SaturationGateTests.FirstCandidate()
+        let big = try await pool.acquire(PlacementRequest(invocationID: "1", method: "big", profile: "large"), policy: policy, maxWaiting: 8).lease
+        let small = try await acquire(pool, "2")
+        #expect(small.profile.name == "small" && small.cold, "no large VM was idle to borrow")
+        // The small profile is full: the next small invocation waits.
+        let waiter = Task { try await acquire(pool, "3") }
+        #expect(try await until(pool) { $0.waiting == 1 }?.waiting == 1)
+
+        // The large VM comes back above its target of 0: the small invocation is woken and borrows it.
+        await pool.release(big, method: "big", affinityKey: nil, outcome: .completed, lifecycle: LifecyclePolicy())
+        let borrowed = try await waiter.value
+        #expect(borrowed.vm.id == big.vm.id && borrowed.profile.name == "large" && !borrowed.cold)
+        #expect(driver.made == 2, "a VM was provisioned rather than borrowed")
+
+        // It goes back to its own profile.
+        await pool.release(borrowed, method: "echo", affinityKey: nil, outcome: .completed, lifecycle: LifecyclePolicy())
+        let idle = await pool.status().map { "\($0.profile)=\($0.idle)" }
+        #expect(idle == ["large=1", "small=0"], "idle: \(idle)")
+        await pool.release(small, method: "echo", affinityKey: nil, outcome: .completed, lifecycle: LifecyclePolicy())
         await pool.shutdown()
     }
 }
