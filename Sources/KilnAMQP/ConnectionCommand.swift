@@ -1,0 +1,37 @@
+/// What tasks ask of a connection's thread.
+enum ConnectionCommand: Sendable {
+    case publish(PendingPublish)
+    case settle(tag: UInt64, epoch: Int, Settlement)
+    case declare(AMQPTopology, CheckedContinuation<Void, any Error>)
+    case consume(ConsumerRequest)
+    case maintenance(Maintenance, CheckedContinuation<Void, any Error>)
+    case cancelConsumer(CheckedContinuation<Void, Never>)
+    case close(grace: Duration, CheckedContinuation<Void, Never>)
+    /// A task's job, for ``AMQPConnectionExecutor``.
+    case run(UnownedJob)
+}
+
+/// One-off broker calls that are not part of the topology.
+enum Maintenance: Sendable {
+    case deleteQueue(String)
+    case deleteExchange(String)
+}
+
+/// A message waiting to be sent or confirmed, and the task waiting for its confirm.
+struct PendingPublish: Sendable {
+    let message: AMQPMessage
+    let continuation: CheckedContinuation<Void, any Error>
+}
+
+/// A consumer to start: the queue, its prefetch, and where its deliveries go.
+struct ConsumerRequest: Sendable {
+    let queue: String
+    let prefetch: UInt16
+    let deliveries: AsyncThrowingStream<AMQPDelivery, any Error>.Continuation
+    let started: CheckedContinuation<Void, any Error>
+}
+
+extension PendingPublish: RoutedPublish {
+    var exchange: String { message.exchange }
+    var routingKey: String { message.routingKey }
+}
