@@ -70,7 +70,6 @@ let package = Package(
             name: "KilnPool",
             dependencies: [
                 "KilnVM",
-                "KilnWire",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]

@@ -213,6 +213,9 @@ public struct InvocationPipeline: Sendable {
             run.execUs = (ContinuousClock.now - started).inMicroseconds
             run.outcome = .vmFailed("\(error)")
             if case VMError.timedOut = error {
+                // The host's own deadline ended the call (the agent did not answer in time, as on
+                // a loaded host): a timeout, whichever side saw it first.
+                run.outcome = .timedOut
                 return run.failure(.timeout, kind: "deadline", message: "VM did not answer within the deadline of \(deadline) ms; it was destroyed")
             }
             return run.failure(.error, kind: "vm_failed", message: "\(error)")
@@ -346,71 +349,5 @@ public struct InvocationPipeline: Sendable {
             logger.error("could not dead-letter (\(error)); rejecting to the queue's dead-letter exchange")
             try? delivery.reject(requeue: false)
         }
-    }
-}
-
-/// One invocation in flight: what is known so far.
-struct Run {
-    let invocation: Invocation
-    let delivery: AMQPDelivery
-    let received: ContinuousClock.Instant
-    let receivedAtUs: UInt64
-    var scheduleUs: UInt64 = 0
-    var execUs: UInt64 = 0
-    var peakMemoryKB: UInt64 = 0
-    /// The agent confirmed it resets the guest after this call (`reset_pending`).
-    var resetPending = false
-    var outcome = ExecOutcome.completed
-    var result: InvocationResult?
-
-    /// Redeliveries carry the broker's count: quorum queues set `x-delivery-count`.
-    var attempt: UInt32 {
-        if let count = delivery.properties.headers["x-delivery-count"]?.intValue { return UInt32(max(0, count)) + 1 }
-        return delivery.redelivered ? 2 : 1
-    }
-
-    func result(_ status: InvocationResult.Status) -> InvocationResult {
-        InvocationResult(
-            id: invocation.id, method: invocation.method, status: status, attempt: attempt,
-            timing: .init(schedule: 0, provision: 0, exec: 0, total: 0), worker: "", finishedAtUs: 0)
-    }
-
-    func failure(
-        _ status: InvocationResult.Status, kind: String, message: String, exitCode: Int32? = nil, stderr: String? = nil
-    ) -> InvocationResult {
-        var result = result(status)
-        result.error = .init(kind: kind, message: message, exitCode: exitCode, stderr: stderr)
-        return result
-    }
-}
-
-extension Error {
-    /// A short name for the error's kind, for metrics labels.
-    var caseName: String {
-        guard let wire = self as? WireError else { return "other" }
-        switch wire {
-        case .truncated: return "truncated"
-        case .invalidByte: return "invalid_byte"
-        case .trailingBytes: return "trailing_bytes"
-        case .limitExceeded: return "limit_exceeded"
-        case .invalidUTF8: return "invalid_utf8"
-        case .typeMismatch: return "type_mismatch"
-        case .missingKey: return "missing_key"
-        case .invalidValue: return "invalid_value"
-        case .unsupportedVersion: return "unsupported_version"
-        case .unpackerFailed, .packerFailed: return "codec"
-        }
-    }
-}
-
-extension String {
-    /// The text for a log line: at most 300 characters, control characters escaped. What a
-    /// producer sends (a routing key, a key in an error's path) reaches logs only this way.
-    var loggable: String {
-        var text = ""
-        for scalar in unicodeScalars.prefix(300) {
-            text += scalar.properties.generalCategory == .control ? scalar.escaped(asASCII: true) : String(scalar)
-        }
-        return unicodeScalars.count > 300 ? text + "…" : text
     }
 }
