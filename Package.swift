@@ -186,6 +186,10 @@ let package = Package(
             dependencies: ["KilnPredict", "KilnWire"]
         ),
         .testTarget(
+            name: "KilnToolsTests",
+            dependencies: ["KilnTools", "KilnPredict"]
+        ),
+        .testTarget(
             name: "KilnPoolTests",
             dependencies: ["KilnPool", "KilnVM", "KilnWire", .product(name: "Logging", package: "swift-log")]
         ),
