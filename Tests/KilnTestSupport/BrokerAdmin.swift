@@ -35,7 +35,9 @@ public func runToCompletion(_ executable: String, _ arguments: [String], environ
     }
     var status: Int32 = 0
     while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-    return (status, (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "")
+    // The exit status, or 128 + the signal that ended it, as a shell reports them.
+    let exit = status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    return (exit, (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "")
 }
 
 /// The permissions `deploy/rabbitmq/definitions.json` gives a user: what a test grants the

@@ -7,17 +7,23 @@
 #   deploy/local/rabbitmq.sh start|stop|status|url|tls-url
 #   deploy/local/rabbitmq.sh ctl ARGS...     rabbitmqctl on this broker (add_user, set_permissions, …)
 #
-# Environment: KILN_AMQP_PORT (5672), KILN_RABBITMQ_NODENAME (kiln@localhost),
-# KILN_RABBITMQ_STATE (.local/rabbitmq), KILN_RABBITMQ_MANAGEMENT=1 to enable the management
+# Environment: KILN_AMQP_PORT (5672), KILN_RABBITMQ_NODENAME (kiln@localhost on port 5672,
+# kiln-PORT@localhost on any other, so that brokers on different ports never share a node name),
+# KILN_RABBITMQ_STATE (.local/rabbitmq, or .local/rabbitmq-PORT on a port other than 5672), KILN_RABBITMQ_MANAGEMENT=1 to enable the management
 # UI on 127.0.0.1:$((KILN_AMQP_PORT + 10000)); KILN_RABBITMQ_TLS_DIR=DIR adds a TLS listener on
 # 127.0.0.1:KILN_AMQPS_PORT (KILN_AMQP_PORT - 1) with the certificates deploy/local/tls-certs.sh
 # writes in DIR (the broker verifies the certificates clients present, and needs none).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-state=${KILN_RABBITMQ_STATE:-$root/.local/rabbitmq}
 port=${KILN_AMQP_PORT:-5672}
-node=${KILN_RABBITMQ_NODENAME:-kiln@localhost}
+if [[ ! $port =~ ^[0-9]+$ ]] || (( port < 1025 || port > 45535 )); then
+    echo "rabbitmq: KILN_AMQP_PORT must be a port from 1025 to 45535 (the distribution port is 20000 above it), not '$port'" >&2
+    exit 2
+fi
+if [[ $port == 5672 ]]; then suffix=""; else suffix="-$port"; fi
+state=${KILN_RABBITMQ_STATE:-$root/.local/rabbitmq$suffix}
+node=${KILN_RABBITMQ_NODENAME:-kiln$suffix@localhost}
 management=${KILN_RABBITMQ_MANAGEMENT:-0}
 tls_dir=${KILN_RABBITMQ_TLS_DIR:-}
 tls_port=${KILN_AMQPS_PORT:-$((port - 1))}
@@ -38,6 +44,8 @@ export RABBITMQ_ENABLED_PLUGINS_FILE=$state/enabled_plugins
 export RABBITMQ_CONFIG_FILE=$state/rabbitmq.conf
 export RABBITMQ_PID_FILE=$pidfile
 export ERL_EPMD_ADDRESS=127.0.0.1
+# A node that fails writes its crash dump with its state, never into the folder it was started from.
+export ERL_CRASH_DUMP=$state/erl_crash.dump
 export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
 export RABBITMQ_CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
 
@@ -68,7 +76,7 @@ start() {
         say "already running (pid $pid) on amqp://127.0.0.1:$port"
         return 0
     fi
-    rm -f "$pidfile"
+    rm -f "$pidfile" "$ERL_CRASH_DUMP"
     ports=("$port" "$((port + 20000))")
     [[ -n $tls_dir ]] && ports+=("$tls_port")
     for p in "${ports[@]}"; do
@@ -78,6 +86,12 @@ start() {
         fi
     done
     [[ -x $bin/rabbitmq-server ]] || { say "rabbitmq-server is not installed (deploy/local/install-deps.sh)"; return 1; }
+    # Another node of the same name on this host (another checkout's broker on the same port
+    # number, or one with KILN_RABBITMQ_NODENAME set alike) makes the new one fail at boot.
+    if epmd -names 2>/dev/null | grep -qx "name ${node%@*} at port [0-9]*"; then
+        say "a node named ${node%@*} is already running on this host (not this checkout's: its state is elsewhere); set KILN_RABBITMQ_NODENAME to another name, or KILN_AMQP_PORT to another port (which names the node)"
+        return 1
+    fi
     if [[ -n $tls_dir && ! -s $tls_dir/server.pem ]]; then
         say "no certificates in $tls_dir: run deploy/local/tls-certs.sh $tls_dir"
         return 1
@@ -106,9 +120,13 @@ start() {
     pgrep -x epmd >/dev/null || echo started >"$state/epmd.ours"
 
     say "starting $node on amqp://127.0.0.1:$port${tls_dir:+ and amqps://127.0.0.1:$tls_port} (state in $state)"
-    "$bin/rabbitmq-server" -detached
+    (cd "$state" && "$bin/rabbitmq-server" -detached)
     if ! "$bin/rabbitmqctl" -n "$node" wait --timeout 90 "$pidfile" >/dev/null 2>&1; then
         say "did not come up within 90 s; see $state/log"
+        if [[ -s $ERL_CRASH_DUMP ]]; then
+            say "it crashed: $(grep -m1 '^Slogan:' "$ERL_CRASH_DUMP" | cut -c1-300) (dump: $ERL_CRASH_DUMP)"
+        fi
+        tail -n 5 "$state/log"/*.log 2>/dev/null | sed 's/^/rabbitmq:   /' >&2 || true
         stop || true
         return 1
     fi
