@@ -250,7 +250,7 @@ public actor VMPool: Service {
     func provisioningFailed(_ profile: String, _ error: any Error) {
         let delay = profiles[profile]!.backoff.failed(at: .now)
         let failures = profiles[profile]!.backoff.failures
-        logger.error("provisioning a \(profile) VM failed (\(failures) in a row); retrying in \(delay): \(error)")
+        logger.error("provisioning a \(profile) VM failed (\(failures) in a row); retrying in \(delay.text): \(error)")
     }
 
     // MARK: Taking back

@@ -43,7 +43,7 @@ extension VMError: CustomStringConvertible {
         case .spawnFailed(let reason):
             return reason
         case .timedOut(let vm, let step, let after, let detail):
-            return "VM \(vm): \(step) did not finish within \(after); the VM was killed\(detail.isEmpty ? "" : " (\(detail))")"
+            return "VM \(vm): \(step) did not finish within \(after.text); the VM was killed\(detail.isEmpty ? "" : " (\(detail))")"
         case .vmDied(let vm, let during, let detail):
             return "VM \(vm) died during \(during)\(detail.isEmpty ? "" : ": \(detail)")"
         case .protocolViolation(let vm, let detail):

@@ -139,7 +139,7 @@ public struct Worker: Sendable {
             let started = ContinuousClock.now
             let replay = try HistoryReplay.replay(history, into: predictor)
             if replay.replayed + replay.otherSchema + replay.notFinite > 0 {
-                logger.info("trained the \(predictor.name) model from \(configuration.history.path) in \(ContinuousClock.now - started): \(replay.description)")
+                logger.info("trained the \(predictor.name) model from \(configuration.history.path) in \((ContinuousClock.now - started).text): \(replay.description)")
             }
         }
         return (scorer, HistoryRecorder(history: history, logger: logger))

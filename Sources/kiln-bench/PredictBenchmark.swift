@@ -3,6 +3,7 @@ import Foundation
 import KilnAMQP
 import KilnPredict
 import KilnTools
+import KilnVM
 import KilnWire
 import KilnWorker
 import Logging
@@ -334,6 +335,6 @@ private actor ResultMailbox {
     }
 
     private func expire(_ id: String, after timeout: Duration) {
-        waiting.removeValue(forKey: id)?.resume(throwing: BenchmarkError("no result for \(id) within \(timeout)"))
+        waiting.removeValue(forKey: id)?.resume(throwing: BenchmarkError("no result for \(id) within \(timeout.text)"))
     }
 }

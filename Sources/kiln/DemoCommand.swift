@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KilnAMQP
 import KilnPool
+import KilnVM
 import KilnWire
 import Logging
 #if canImport(FoundationNetworking)
@@ -204,7 +205,7 @@ final class Collector: @unchecked Sendable {
         let deadline = ContinuousClock.now + timeout
         while results.count < count {
             guard ContinuousClock.now < deadline else {
-                throw ValidationError("only \(results.count) of \(count) results arrived within \(timeout)")
+                throw ValidationError("only \(results.count) of \(count) results arrived within \(timeout.text)")
             }
             try await Task.sleep(for: .milliseconds(50))
         }

@@ -46,7 +46,7 @@ struct ImageCommand: AsyncParsableCommand {
             print("  kernel     \(image.metadata.kernelPackage) \(image.metadata.kernelVersion)")
             print("  initramfs  \(image.metadata.initrd), \(image.metadata.initrdBytes / 1024) KiB")
             print("  methods    \(image.manifest.methods.keys.sorted().joined(separator: ", "))")
-            print("  took       \(started.duration(to: clock.now))")
+            print("  took       \(started.duration(to: clock.now).text)")
         }
     }
 

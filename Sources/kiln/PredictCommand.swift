@@ -48,7 +48,7 @@ struct PredictCommand: AsyncParsableCommand {
             let records = try await generator.generate { print("==> \($0)") }
             await driver.shutdown()
             try Data(try MessagePackEncoder().encode(records)).write(to: URL(fileURLWithPath: output))
-            print("wrote \(records.count) records to \(output) in \(ContinuousClock.now - started)")
+            print("wrote \(records.count) records to \(output) in \((ContinuousClock.now - started).text)")
         }
     }
 

@@ -73,7 +73,7 @@ public struct HostCommand: Sendable {
             status = try await child.waitForExit(until: .now + timeout)
         } catch {
             await child.kill()
-            throw .hostFailure("\(executable) \(arguments.joined(separator: " ")) did not finish within \(timeout); killed")
+            throw .hostFailure("\(executable) \(arguments.joined(separator: " ")) did not finish within \(timeout.text); killed")
         }
         let output = Output(status: status, stdout: stdoutPath == nil ? readFile(outPath) ?? [] : [],
                             stderr: String(decoding: readFile(errPath) ?? [], as: UTF8.self))
