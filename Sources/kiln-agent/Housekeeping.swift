@@ -47,28 +47,33 @@ struct Housekeeping {
     }
 
     /// Kills every other process of this guest (when the agent is its PID 1) and reaps them;
-    /// false when some still lived after `limitUs` (a fork bomb under a starved vCPU), and the
-    /// guest must not be handed to another call.
-    func killEverything(limitUs: UInt64 = 5_000_000) -> Bool {
+    /// false when reaping stalled for `stallLimitUs` (a fork bomb under a starved vCPU), and the
+    /// guest must not be handed to another call. A long reap that keeps making progress (hundreds
+    /// of processes dying on a vCPU the host hardly schedules) is waited out: the host's request
+    /// timeout bounds it.
+    func killEverything(stallLimitUs: UInt64 = 3_000_000) -> Bool {
         if getpid() == 1 {
             // Nothing but this process (the common case between calls): nothing to kill.
             let alone = kill(-1, SIGKILL) != 0 && errno == ESRCH
             // Else the methods' cgroup: cgroup.kill ends all of it at once, forks in flight
             // included, where kill(-1) races a fork bomb process by process.
             if !alone, let methodCgroup { _ = writeSmallFile(methodCgroup + "/cgroup.kill", "1") }
-            let giveUp = monotonicMicroseconds() + limitUs
+            var giveUp = monotonicMicroseconds() + stallLimitUs
             while true {
-                // Again each round: a child forked while the last round's signals went out.
-                // As PID 1, kill(-1) reaches every process of the guest (or PID namespace) but this one.
-                kill(-1, SIGKILL)
                 var status: Int32 = 0
                 let reaped = waitpid(-1, &status, WNOHANG)
                 if reaped < 0 { break }  // ECHILD: nothing left
-                if monotonicMicroseconds() >= giveUp { return false }
-                if reaped == 0 {
-                    var pause = timespec(tv_sec: 0, tv_nsec: 200_000)
-                    nanosleep(&pause, nil)
+                let now = monotonicMicroseconds()
+                if reaped > 0 {
+                    giveUp = now + stallLimitUs
+                    continue
                 }
+                if now >= giveUp { return false }
+                // Nothing ready: signal again (a child forked while the last signals went out;
+                // as PID 1, kill(-1) reaches every process of the guest but this one), then wait.
+                kill(-1, SIGKILL)
+                var pause = timespec(tv_sec: 0, tv_nsec: 200_000)
+                nanosleep(&pause, nil)
             }
         }
         _ = reapOrphans()

@@ -45,6 +45,10 @@ enum Fixture {
     /// An exec request for an example method (entry from the image's manifest).
     /// A deadline no loaded host misses: tests about deadlines give their own, short ones.
     static let generousDeadlineMs: UInt64 = 60_000
+    /// The hang guard of a test whose method does hundreds of forks or megabytes of copying: in
+    /// an emulated guest sharing two loaded cores with three other tests' VMs that took CI over
+    /// a minute, where it takes seconds alone.
+    static let heavyWorkDeadlineMs: UInt64 = 300_000
 
     static func request(_ method: String, _ args: MessagePackValue = .map([]), deadlineMs: UInt64 = generousDeadlineMs,
                         image: GuestImage) throws -> GuestFrame.ExecRequest {

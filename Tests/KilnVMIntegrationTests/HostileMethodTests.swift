@@ -59,7 +59,7 @@ struct HostileMethodTests {
             let result = try await vm.exec(Fixture.shell("""
                 (i=0; while [ $i -lt \(asked) ]; do sleep 600 & i=$((i + 1)); done) 2>/dev/null
                 n=0; for d in /proc/[0-9]*; do c=; read -r c <$d/comm 2>/dev/null; case "$c" in sleep|sh) n=$((n + 1));; esac; done; echo $((n - 1))
-                """))
+                """, deadlineMs: Fixture.heavyWorkDeadlineMs))
             #expect(!result.outOfMemory, "the VM's memory, not its process limit, ended the bomb: \(result.stderr.suffix(200))")
             let running = Int(String(decoding: result.output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
             let limit = backend == .qemu ? 256 : 1_024

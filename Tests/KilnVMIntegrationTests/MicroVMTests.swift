@@ -81,12 +81,12 @@ struct MicroVMTests {
             // 1 MiB: a 128 MiB guest leaves methods ~30 MiB (its kernel and its 21 MiB root file
             // system in RAM take the rest), and echo holds a few copies of its input.
             let blob = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 9) }
-            let echo = try await vm.exec(try Fixture.request("echo", ["blob": .binary(blob)], deadlineMs: 20_000, image: image))
+            let echo = try await vm.exec(try Fixture.request("echo", ["blob": .binary(blob)], image: image))
             #expect(echo.status == .ok, "exit \(echo.exitCode), stderr: \(echo.stderr), maxrss \(echo.maxrssKB) KiB")
             #expect(try Fixture.output(of: echo)?["blob"] == .binary(blob))
 
             // More stdout than the agent keeps: the program is stopped and the exec is an error.
-            let flood = try await vm.exec(Fixture.shell("head -c 9000000 /dev/zero", deadlineMs: 20_000))
+            let flood = try await vm.exec(Fixture.shell("head -c 9000000 /dev/zero", deadlineMs: Fixture.heavyWorkDeadlineMs))
             #expect(flood.status == .error)
             #expect(flood.stderr.contains("exceeded"), "\(flood.stderr)")
             _ = try await vm.ping()
