@@ -54,6 +54,19 @@ struct MethodManifestTests {
         (#"{"version":1,"programs":{},"methods":{"a":{"entry":["kiln:dance"]}}}"#, "kiln:noop"),
         (#"{"version":1,"methods":{"a":{"entry":["/x"]}}}"#, "programs"),
         (#"{"version":1,"programs":{},"methods":{"a":{}}}"#, "entry"),
+        // Unknown keys: a typo is an error naming the key it most likely meant.
+        (#"{"version":1,"programs":{},"methods":{"a":{"entry":["/x"],"deadine_ms":100}}}"#,
+         "methods.a.deadine_ms is not a manifest key (did you mean deadline_ms?)"),
+        (#"{"version":1,"programs":{},"methods":{"a":{"entry":["/x"],"resources":{"vcpu":2}}}}"#,
+         "methods.a.resources.vcpu is not a manifest key (did you mean vcpus?)"),
+        (#"{"version":1,"programs":{},"methods":{"a":{"entry":["/x"],"dependencies":{"size":2}}}}"#,
+         "methods.a.dependencies.size is not a manifest key (did you mean size_mb?); methods.a.dependencies takes runtime, files, size_mb"),
+        (#"{"version":1,"program":{},"methods":{"a":{"entry":["/x"]}}}"#, "program is not a manifest key (did you mean programs?)"),
+        (#"{"version":1,"programs":{},"methods":{"a":{"entry":["/x"],"colour":"blue"}}}"#, "colour is not a manifest key; methods.a takes entry,"),
+        (#"[1, 2]"#, "must be a JSON object"),
+        // Syntax errors say where.
+        ("{\n  \"version\": 1,\n  \"programs\" {}\n}", "not valid JSON at line 3, column 14"),
+        ("{\"version\": 1,\n\"methods\": {\"ä\": [1 2]}}", "not valid JSON at line 2, column 21"),
     ])
     func rejectsWithAReason(json: String, reason: String) throws {
         do {
@@ -67,5 +80,13 @@ struct MethodManifestTests {
             #expect(path == "test.json")
             #expect(message.contains(reason), "\(message)")
         }
+    }
+
+    @Test(arguments: [
+        ("deadine_ms", "deadline_ms"), ("vpcus", "vcpus"), ("memory", "memory_mb"), ("MEMORY_MB", "memory_mb"),
+        ("size", "size_mb"), ("xyz", nil), ("colour", nil), ("", nil), ("me", nil),
+    ] as [(String, String?)])
+    func suggestsTheNearestKnownName(typed: String, meant: String?) {
+        #expect(ClosestName.to(typed, among: ["deadline_ms", "vcpus", "memory_mb", "size_mb", "entry", "mode"]) == meant)
     }
 }

@@ -42,6 +42,10 @@ public struct MethodManifest: Codable, Sendable, Equatable {
         self.methods = methods
     }
 
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case version, programs, methods
+    }
+
     /// One method.
     public struct Method: Codable, Sendable, Equatable {
         /// argv: a program name from `programs` (or an absolute guest path) and its arguments.
@@ -74,7 +78,7 @@ public struct MethodManifest: Codable, Sendable, Equatable {
             self.dependencies = dependencies
         }
 
-        enum CodingKeys: String, CodingKey {
+        enum CodingKeys: String, CodingKey, CaseIterable {
             case entry
             case deadlineMs = "deadline_ms"
             case mode, warm, lifecycle, resources, dependencies
@@ -118,7 +122,7 @@ public struct MethodManifest: Codable, Sendable, Equatable {
         /// Whether the method declares none.
         public var isEmpty: Bool { runtime == nil && files.isEmpty && sizeMB == 0 }
 
-        enum CodingKeys: String, CodingKey {
+        enum CodingKeys: String, CodingKey, CaseIterable {
             case runtime, files
             case sizeMB = "size_mb"
         }
@@ -193,7 +197,7 @@ public struct MethodManifest: Codable, Sendable, Equatable {
             VMProfile(name: "\(vcpus)c\(memoryMB)m", vcpus: vcpus, memoryMB: memoryMB)
         }
 
-        enum CodingKeys: String, CodingKey {
+        enum CodingKeys: String, CodingKey, CaseIterable {
             case vcpus
             case memoryMB = "memory_mb"
         }
@@ -205,8 +209,17 @@ public struct MethodManifest: Codable, Sendable, Equatable {
         }
     }
 
-    /// Parses and checks a manifest; `path` names it in errors.
+    /// Parses and checks a manifest; `path` names it in errors. A syntax error says its line and
+    /// column; a key the manifest does not know is an error (a typo such as `deadine_ms` would
+    /// otherwise fall back to a default unseen), with the key it most likely meant.
     public static func parse(_ data: Data, path: String = "manifest") throws(VMError) -> MethodManifest {
+        let object: Any
+        do {
+            object = try JSONSerialization.jsonObject(with: data)
+        } catch {
+            throw .manifestInvalid(path: path, reason: "not valid JSON" + (JSONSyntaxError.location(of: error, in: data).map { " at \($0)" } ?? ""))
+        }
+        try rejectUnknownKeys(in: object, path: path)
         let manifest: MethodManifest
         do {
             manifest = try JSONDecoder().decode(MethodManifest.self, from: data)
@@ -222,6 +235,36 @@ public struct MethodManifest: Codable, Sendable, Equatable {
         }
         try manifest.validate(path: path)
         return manifest
+    }
+
+    /// Throws for the first key, in the manifest or in a method, that no field of ours decodes.
+    private static func rejectUnknownKeys(in object: Any, path: String) throws(VMError) {
+        guard let manifest = object as? [String: Any] else {
+            throw .manifestInvalid(path: path, reason: "the manifest must be a JSON object")
+        }
+        try requireKnownKeys(manifest, CodingKeys.self, at: "", path: path)
+        // Values of the wrong type are left to the decoder, which names the type it expected.
+        for (name, method) in (manifest["methods"] as? [String: Any] ?? [:]).sorted(by: { $0.key < $1.key }) {
+            guard let method = method as? [String: Any] else { continue }
+            let at = "methods.\(name.prefix(80))."
+            try requireKnownKeys(method, Method.CodingKeys.self, at: at, path: path)
+            if let resources = method["resources"] as? [String: Any] {
+                try requireKnownKeys(resources, Resources.CodingKeys.self, at: at + "resources.", path: path)
+            }
+            if let dependencies = method["dependencies"] as? [String: Any] {
+                try requireKnownKeys(dependencies, Dependencies.CodingKeys.self, at: at + "dependencies.", path: path)
+            }
+        }
+    }
+
+    private static func requireKnownKeys<Keys: CodingKey & CaseIterable>(
+        _ map: [String: Any], _: Keys.Type, at prefix: String, path: String
+    ) throws(VMError) {
+        let known = Keys.allCases.map(\.stringValue)
+        for key in map.keys.sorted() where !known.contains(key) {
+            throw .manifestInvalid(path: path, reason: "\(prefix)\(key.prefix(80)) is not a manifest key\(ClosestName.hint(for: key, among: known)); "
+                + "\(prefix.isEmpty ? "a manifest" : String(prefix.dropLast())) takes \(known.joined(separator: ", "))")
+        }
     }
 
     /// Reads and checks the manifest at `path`.
