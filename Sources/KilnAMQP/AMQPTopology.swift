@@ -11,16 +11,25 @@ public struct AMQPTopology: Sendable, Equatable {
         public var durable: Bool
         public var autoDelete: Bool
         public var arguments: [String: AMQPFieldValue]
+        /// Only check that the exchange exists (a 404 `channelClosed` when it does not), creating
+        /// nothing: what a producer does, which must not invent a topology of its own.
+        public var passive: Bool
 
         public init(
             name: String, type: ExchangeType, durable: Bool = true, autoDelete: Bool = false,
-            arguments: [String: AMQPFieldValue] = [:]
+            arguments: [String: AMQPFieldValue] = [:], passive: Bool = false
         ) {
             self.name = name
             self.type = type
             self.durable = durable
             self.autoDelete = autoDelete
             self.arguments = arguments
+            self.passive = passive
+        }
+
+        /// A check that `name` exists.
+        public static func existing(_ name: String) -> Exchange {
+            Exchange(name: name, type: .topic, passive: true)
         }
     }
 

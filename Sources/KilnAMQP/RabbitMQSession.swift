@@ -185,7 +185,7 @@ final class RabbitMQSession {
     func declare(_ exchange: AMQPTopology.Exchange) throws(AMQPError) {
         let arena = CArena()
         amqp_exchange_declare(
-            state, channel, arena.bytes(exchange.name), arena.bytes(exchange.type.rawValue), 0,
+            state, channel, arena.bytes(exchange.name), arena.bytes(exchange.type.rawValue), exchange.passive ? 1 : 0,
             exchange.durable ? 1 : 0, exchange.autoDelete ? 1 : 0, 0, arena.table(exchange.arguments))
         try check("exchange.declare \(exchange.name)")
     }

@@ -36,6 +36,7 @@ extension GuestFrame {
             if result.resetPending { add("reset_pending", .bool(true)) }
             if result.crashed { add("crashed", .bool(true)) }
             if result.outOfMemory { add("oom", .bool(true)) }
+            if let methodError = result.methodError { add("method_error", .string(methodError)) }
         case .pong(let pong):
             add("uptime_us", .uint(pong.uptimeUs))
             add("load1", .double(pong.load1))
@@ -76,7 +77,7 @@ extension GuestFrame {
                 exitCode: try fields.integer("exit_code", Int32.self), stderr: try fields.string("stderr"),
                 execUs: try fields.integer("exec_us", UInt64.self), maxrssKB: try fields.integer("maxrss_kb", UInt64.self),
                 resetPending: try fields.optionalBool("reset_pending") ?? false, crashed: try fields.optionalBool("crashed") ?? false,
-                outOfMemory: try fields.optionalBool("oom") ?? false))
+                outOfMemory: try fields.optionalBool("oom") ?? false, methodError: try fields.optionalString("method_error")))
         case "ping": self = .ping
         case "pong":
             self = .pong(Pong(
@@ -169,6 +170,15 @@ private struct FrameFields {
         case .nil: return nil
         case .bool(let flag): return flag
         default: throw .typeMismatch(expected: "bool", found: found.typeName, path: key)
+        }
+    }
+
+    func optionalString(_ key: String) throws(WireError) -> String? {
+        guard let found = try? value(key) else { return nil }
+        switch found {
+        case .nil: return nil
+        case .string(let text): return text
+        default: throw .typeMismatch(expected: "str", found: found.typeName, path: key)
         }
     }
 

@@ -150,10 +150,15 @@ extension GuestFrame {
         /// The guest's out-of-memory killer ended the method: it needs more memory than its VM
         /// has. Optional on the wire (`oom`), written only when true.
         public var outOfMemory: Bool
+        /// The error a serve-mode runtime answered the call with: the method ran, reported a
+        /// failure, and its runtime keeps serving (no process exited). Optional on the wire
+        /// (`method_error`), written only when there is one.
+        public var methodError: String?
 
         public init(
             id: String, status: ExecStatus, output: [UInt8], exitCode: Int32, stderr: String,
-            execUs: UInt64, maxrssKB: UInt64, resetPending: Bool = false, crashed: Bool = false, outOfMemory: Bool = false
+            execUs: UInt64, maxrssKB: UInt64, resetPending: Bool = false, crashed: Bool = false, outOfMemory: Bool = false,
+            methodError: String? = nil
         ) {
             self.id = id
             self.status = status
@@ -165,6 +170,7 @@ extension GuestFrame {
             self.resetPending = resetPending
             self.crashed = crashed
             self.outOfMemory = outOfMemory
+            self.methodError = methodError
         }
 
         enum CodingKeys: String, CodingKey {
@@ -176,6 +182,7 @@ extension GuestFrame {
             case resetPending = "reset_pending"
             case crashed
             case outOfMemory = "oom"
+            case methodError = "method_error"
         }
 
         public init(from decoder: any Decoder) throws {
@@ -190,6 +197,7 @@ extension GuestFrame {
             resetPending = try container.decodeIfPresent(Bool.self, forKey: .resetPending) ?? false
             crashed = try container.decodeIfPresent(Bool.self, forKey: .crashed) ?? false
             outOfMemory = try container.decodeIfPresent(Bool.self, forKey: .outOfMemory) ?? false
+            methodError = try container.decodeIfPresent(String.self, forKey: .methodError)
         }
 
         public func encode(to encoder: any Encoder) throws {
@@ -204,6 +212,7 @@ extension GuestFrame {
             if resetPending { try container.encode(true, forKey: .resetPending) }
             if crashed { try container.encode(true, forKey: .crashed) }
             if outOfMemory { try container.encode(true, forKey: .outOfMemory) }
+            if let methodError { try container.encode(methodError, forKey: .methodError) }
         }
     }
 

@@ -56,6 +56,14 @@ public struct MethodCatalog: Sendable {
     public subscript(method: String) -> Method? { methods[method] }
 
     public var names: [String] { methods.keys.sorted() }
+
+    /// Why `method` cannot run here: the methods this worker has (the first 30), and the one
+    /// the caller most likely meant.
+    public func unknownMethodReason(_ method: String) -> String {
+        let known = names
+        let listed = known.prefix(30).joined(separator: ", ") + (known.count > 30 ? " and \(known.count - 30) more" : "")
+        return "method '\(method)' is not in this worker's image\(ClosestName.hint(for: method, among: known)); it has \(listed)"
+    }
 }
 
 /// The path of one invocation: decode, look up, place, execute, publish the result, acknowledge,
@@ -124,7 +132,7 @@ public struct InvocationPipeline: Sendable {
         var run = Run(invocation: invocation, delivery: delivery, received: received, receivedAtUs: receivedAtUs)
 
         guard let method = catalog[invocation.method] else {
-            let reason = catalog.unplaceable[invocation.method] ?? "method '\(invocation.method)' is not in the manifest"
+            let reason = catalog.unplaceable[invocation.method] ?? catalog.unknownMethodReason(invocation.method)
             run.result = run.failure(.rejected, kind: catalog.unplaceable[invocation.method] == nil ? "unknown_method" : "no_profile", message: reason)
             await finish(&run, lease: nil)
             return
@@ -240,6 +248,11 @@ public struct InvocationPipeline: Sendable {
                                exitCode: answer.exitCode, stderr: answer.stderr)
         case .error:
             run.outcome = .failed
+            if let reported = answer.methodError {
+                // A serve-mode runtime answered with an error: nothing exited, it serves on.
+                return run.failure(.error, kind: "method_error", message: "the method reported an error: \(reported.prefix(2_000))",
+                                   stderr: answer.stderr)
+            }
             return run.failure(.error, kind: "exit", message: "method exited with code \(answer.exitCode)",
                                exitCode: answer.exitCode, stderr: answer.stderr)
         case .ok:

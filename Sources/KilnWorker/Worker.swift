@@ -37,7 +37,7 @@ public struct Worker: Sendable {
     public func run() async throws {
         let (hostName, workerName) = identity
         let names = KilnNames(prefix: configuration.amqp.prefix)
-        let image = try GuestImage.open(directory: imageDirectory)
+        let image = try GuestImage.open(directory: configuration.vm.imagePath)
         let driver = try await makeDriver(image: image)
         let backend = await driver.backend
         logger.info("worker \(workerName) on \(hostName): backend \(backend), isolation: \(backend.isolation), image \(image.id.prefix(12))")
@@ -143,10 +143,6 @@ public struct Worker: Sendable {
             }
         }
         return (scorer, HistoryRecorder(history: history, logger: logger))
-    }
-
-    private var imageDirectory: String {
-        configuration.vm.image.isEmpty ? configuration.vm.imageCache + "/current" : configuration.vm.image
     }
 
     private func amqpConfiguration(_ name: String) throws -> AMQPConfiguration {

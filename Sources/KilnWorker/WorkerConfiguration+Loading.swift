@@ -1,4 +1,5 @@
 import Foundation
+import KilnVM
 import Yams
 
 extension WorkerConfiguration {
@@ -32,17 +33,59 @@ extension WorkerConfiguration {
     }
 
     /// Sets the field a `KILN_*` variable names, read as the type of that field's default
-    /// (`KILN_WORKER_NAME=42` is the name "42"). Variables that name no field are ignored: the
-    /// environment also carries settings of other tools (KILN_AMQP_PORT for the local broker).
+    /// (`KILN_WORKER_NAME=42` is the name "42"). Variables that name no field are left alone
+    /// here; ``environmentWarnings(_:)`` reports them.
     private static func applyOverride(name: String, value: String, to tree: inout [String: Any]) throws {
-        let words = name.dropFirst("KILN_".count).lowercased().split(separator: "_").map(String.init)
-        guard let section = words.first, words.count > 1,
-              let fields = defaultTree[section] as? [String: Any] else { return }
-        let key = words.dropFirst().joined(separator: "_")
-        guard let field = fields[key], !(field is [String: Any]), !(field is [Any]) else { return }
+        guard let (section, key, field) = settableField(named: name) else { return }
         var map = tree[section] as? [String: Any] ?? [:]
         map[key] = typed(value, like: field)
         tree[section] = map
+    }
+
+    /// The section, key and default of the field a `KILN_SECTION_KEY` variable sets, if any.
+    private static func settableField(named variable: String) -> (section: String, key: String, default: Any)? {
+        let words = variable.dropFirst("KILN_".count).lowercased().split(separator: "_").map(String.init)
+        guard let section = words.first, words.count > 1,
+              let fields = defaultTree[section] as? [String: Any] else { return nil }
+        let key = words.dropFirst().joined(separator: "_")
+        guard let field = fields[key], !(field is [String: Any]), !(field is [Any]) else { return nil }
+        return (section, key, field)
+    }
+
+    /// Every variable that sets a field: `KILN_AMQP_URL`, `KILN_POOL_MEMORY_RESERVE_MB`, …
+    public static var settableVariables: [String] {
+        defaultTree.flatMap { section, fields -> [String] in
+            guard let fields = fields as? [String: Any] else { return [] }
+            return fields.compactMap { key, value in
+                value is [String: Any] || value is [Any] ? nil : "KILN_\(section)_\(key)".uppercased()
+            }
+        }.sorted()
+    }
+
+    /// `KILN_*` variables Kiln reads that set no configuration field: the configuration file, the
+    /// log level, the local broker's script, the test image and run folder.
+    static let otherVariables: Set<String> = ["KILN_CONFIG", "KILN_LOG_LEVEL", "KILN_AMQP_PORT", "KILN_AMQPS_PORT",
+                                              "KILN_AMQP_TLS_URL", "KILN_IMAGE", "KILN_RUN_DIR", "KILN_BINARY"]
+    /// Prefixes of variables for the local broker, the tests and the benchmarks.
+    static let otherVariablePrefixes = ["KILN_RABBITMQ_", "KILN_TEST_", "KILN_INTEROP_", "KILN_BENCH_"]
+
+    /// One line for each `KILN_*` variable in `environment` that Kiln does not read, with the
+    /// variable it most likely meant (`KILN_AMQP_URLL`: did you mean KILN_AMQP_URL?), and for
+    /// each that names a field the environment cannot set (a profile's fields). Commands print
+    /// these as warnings: a typo would otherwise leave a default in place unseen.
+    public static func environmentWarnings(_ environment: [String: String]) -> [String] {
+        let known = settableVariables
+        return environment.keys.filter { $0.hasPrefix("KILN_") }.sorted().compactMap { name in
+            if settableField(named: name) != nil || otherVariables.contains(name)
+                || otherVariablePrefixes.contains(where: name.hasPrefix) {
+                return nil
+            }
+            // Profiles and per-method lifecycles are mappings of names: only the file holds them.
+            if let section = ["profiles", "method_lifecycles"].first(where: { name.lowercased().hasPrefix("kiln_\($0)_") }) {
+                return "\(name.prefix(80)) cannot be set from the environment: set \(section) in the configuration file"
+            }
+            return "\(name.prefix(80)) is not a Kiln variable\(ClosestName.hint(for: name, among: known + otherVariables)); it is ignored"
+        }
     }
 
     /// The defaults as the decoder sees them: sections, their keys (the coding keys) and values.
@@ -74,7 +117,7 @@ extension WorkerConfiguration {
         var merged = defaults
         for (key, value) in tree {
             guard let base = defaults[key] else {
-                throw ConfigurationError(field: key, problem: "is not a configuration section")
+                throw ConfigurationError(field: key, problem: "is not a configuration section" + ClosestName.hint(for: key, among: defaults.keys))
             }
             switch key {
             case "profiles", "method_lifecycles":
@@ -109,13 +152,21 @@ extension WorkerConfiguration {
         }
         var merged = defaults
         for (key, field) in map {
+            if let retired = retiredSettings["\(path).\(key)"] {
+                throw ConfigurationError(field: "\(path).\(key)", problem: retired)
+            }
             guard defaults.keys.contains(key) else {
-                throw ConfigurationError(field: "\(path).\(key)", problem: "is not a known setting")
+                throw ConfigurationError(field: "\(path).\(key)", problem: "is not a known setting" + ClosestName.hint(for: key, among: defaults.keys))
             }
             merged[key] = field
         }
         return merged
     }
+
+    /// Settings earlier versions read, and what to do instead.
+    private static let retiredSettings = [
+        "vm.manifest": "is no longer read: a worker runs the methods of its image (vm.image), which `kiln image build --manifest` builds from the manifest; remove the line",
+    ]
 
     private static func readable(_ type: Any.Type) -> String {
         switch type {

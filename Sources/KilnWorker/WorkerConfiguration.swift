@@ -71,15 +71,16 @@ public struct WorkerConfiguration: Codable, Sendable, Equatable {
     public struct VM: Codable, Sendable, Equatable {
         /// `qemu`, `process`, or `auto` (qemu where it works, else process).
         public var backend = Backend.auto
-        /// The method manifest the image is built from (see schemas/method-manifest.schema.json).
-        public var manifest = "examples/methods.json"
         /// Where built guest images and templates are kept.
         public var imageCache = ".local/images"
         /// The guest image to run; empty for `<image_cache>/current`, which `kiln image build` links.
         public var image = ""
 
+        /// The image the worker runs: `image`, else `<image_cache>/current`.
+        public var imagePath: String { image.isEmpty ? imageCache + "/current" : image }
+
         enum CodingKeys: String, CodingKey {
-            case backend, manifest, image
+            case backend, image
             case imageCache = "image_cache"
         }
     }

@@ -55,10 +55,11 @@ struct ServeRuntimes {
         let runtime = running[request.method]!
         switch runtime.call(request, deadlineUs: started + request.deadlineMs * 1000) {
         case .answered(let answer):
-            var tail = runtime.takeStderrTail()
+            let tail = runtime.takeStderrTail()
             if let error = answer.error {
-                tail = "error: \(error)" + (tail.isEmpty ? "" : "\n" + tail)
-                return result(request, started: started, status: .error, exitCode: 1, stderr: tail, reportRSS: true)
+                var failed = result(request, started: started, status: .error, exitCode: 1, stderr: tail, reportRSS: true)
+                failed.methodError = error
+                return failed
             }
             return result(request, started: started, status: .ok, output: answer.methodOutput, exitCode: 0, stderr: tail, reportRSS: true)
         case .refused(let reason):

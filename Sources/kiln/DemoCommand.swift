@@ -30,8 +30,9 @@ struct Demo: AsyncParsableCommand {
     func run() async throws {
         Kiln.bootstrapLogging()
         let logger = Logger(label: "kiln.demo")
-        let names = KilnNames(prefix: broker.prefix)
-        var amqp = try AMQPConfiguration(url: broker.resolvedURL)
+        let (url, prefix) = try broker.endpoint()
+        let names = KilnNames(prefix: prefix)
+        var amqp = try AMQPConfiguration(url: url)
         amqp.connectionName = "kiln demo"
         let connection = AMQPConnection(configuration: amqp, logger: logger)
         step("connecting to \(amqp.redactedURL)")
@@ -43,7 +44,7 @@ struct Demo: AsyncParsableCommand {
         let reading = Task { try await collector.read(results: results, telemetry: telemetry) }
 
         step("starting a worker (log: \(workerLog))")
-        let worker = try startWorker()
+        let worker = try startWorker(url: url, prefix: prefix)
         defer { if worker.isRunning { kill(worker.processIdentifier, SIGKILL) } }
         let status = "http://127.0.0.1:\(statusPort)"
         try await waitUntilHealthy(status, worker: worker)
@@ -100,13 +101,14 @@ struct Demo: AsyncParsableCommand {
         return (connection, try await connection.consume(queue: queue, prefetch: 500))
     }
 
-    private func startWorker() throws -> Process {
+    private func startWorker(url: String, prefix: String) throws -> Process {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL
         process.arguments = ["worker"]
         var environment = ProcessInfo.processInfo.environment
-        environment["KILN_AMQP_URL"] = broker.resolvedURL
-        environment["KILN_AMQP_PREFIX"] = broker.prefix
+        if let file = broker.settings.file { environment["KILN_CONFIG"] = file }
+        environment["KILN_AMQP_URL"] = url
+        environment["KILN_AMQP_PREFIX"] = prefix
         environment["KILN_METRICS_LISTEN"] = "127.0.0.1:\(statusPort)"
         environment["KILN_POOL_SIZING_INTERVAL_S"] = "1"
         // The demo's own history: a worker run by hand (or a test) never mixes its executions in.
@@ -125,7 +127,7 @@ struct Demo: AsyncParsableCommand {
         let deadline = ContinuousClock.now + .seconds(120)
         while ContinuousClock.now < deadline {
             guard worker.isRunning else {
-                throw ValidationError("the worker exited with status \(worker.terminationStatus); see \(workerLog)")
+                throw CommandFailure("the worker exited with status \(worker.terminationStatus); see \(workerLog)")
             }
             if let (_, response) = try? await URLSession.shared.data(from: URL(string: status + "/healthz")!),
                (response as? HTTPURLResponse)?.statusCode == 200 {
@@ -133,7 +135,7 @@ struct Demo: AsyncParsableCommand {
             }
             try await Task.sleep(for: .milliseconds(250))
         }
-        throw ValidationError("the worker did not become healthy within 120 s; see \(workerLog)")
+        throw CommandFailure("the worker did not become healthy within 120 s; see \(workerLog)")
     }
 }
 
@@ -205,7 +207,7 @@ final class Collector: @unchecked Sendable {
         let deadline = ContinuousClock.now + timeout
         while results.count < count {
             guard ContinuousClock.now < deadline else {
-                throw ValidationError("only \(results.count) of \(count) results arrived within \(timeout.text)")
+                throw CommandFailure("only \(results.count) of \(count) results arrived within \(timeout.text)")
             }
             try await Task.sleep(for: .milliseconds(50))
         }

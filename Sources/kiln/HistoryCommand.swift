@@ -16,8 +16,10 @@ struct HistoryCommand: ParsableCommand {
     struct Export: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Write the history as CSV or MessagePack.")
 
-        @Option(help: "The history database (history.path of the worker's configuration).")
-        var database = ".local/history.sqlite"
+        @OptionGroup var settings: ConfigurationOptions
+
+        @Option(help: "The history database; history.path of the configuration by default.")
+        var database: String?
 
         @Option(help: "csv or msgpack.")
         var format = Format.msgpack
@@ -26,7 +28,7 @@ struct HistoryCommand: ParsableCommand {
         var output = "-"
 
         func run() throws {
-            let records = try ExecutionHistory(path: database).all()
+            let records = try ExecutionHistory(path: try settings.historyPath(database, mustExist: true)).all()
             let data: Data
             switch format {
             case .csv:
@@ -49,13 +51,16 @@ struct HistoryCommand: ParsableCommand {
         @Argument(help: "A file written by `kiln history export --format msgpack` (or `kiln predict generate`).")
         var file: String
 
-        @Option(help: "The history database to add to.")
-        var database = ".local/history.sqlite"
+        @OptionGroup var settings: ConfigurationOptions
+
+        @Option(help: "The history database to add to; history.path of the configuration by default.")
+        var database: String?
 
         func run() throws {
             let records = try HistoryCommand.load(file)
-            try ExecutionHistory(path: database).append(records)
-            print("imported \(records.count) records into \(database)")
+            let path = try settings.historyPath(database, mustExist: false)
+            try ExecutionHistory(path: path).append(records)
+            print("imported \(records.count) records into \(path)")
         }
     }
 
@@ -75,12 +80,15 @@ struct Explain: ParsableCommand {
     @Argument(help: "The invocation id.")
     var id: String
 
-    @Option(help: "The history database.")
-    var database = ".local/history.sqlite"
+    @OptionGroup var settings: ConfigurationOptions
+
+    @Option(help: "The history database; history.path of the configuration by default.")
+    var database: String?
 
     func run() throws {
-        let records = try ExecutionHistory(path: database).records(invocationID: id)
-        guard !records.isEmpty else { throw ValidationError("no invocation \(id) in \(database)") }
+        let path = try settings.historyPath(database, mustExist: true)
+        let records = try ExecutionHistory(path: path).records(invocationID: id)
+        guard !records.isEmpty else { throw CommandFailure("no invocation \(id.prefix(255)) in \(path)") }
         for record in records {
             print("invocation \(record.invocationID): \(record.method) on \(record.backend)/\(record.profile), \(record.warmth) VM used \(record.reuseCount) times")
             print(String(format: "  host: cpu %.0f%%, memory pressure %.2f, %d executing, %d queued", record.hostCPU * 100, record.memoryPressure,

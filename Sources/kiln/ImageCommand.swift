@@ -20,8 +20,10 @@ struct ImageCommand: AsyncParsableCommand {
         @Option(help: "The method manifest (JSON).")
         var manifest = "examples/methods.json"
 
-        @Option(help: "The image cache folder.")
-        var cache = ".local/images"
+        @OptionGroup var settings: ConfigurationOptions
+
+        @Option(help: "The image cache folder; vm.image_cache of the configuration by default.")
+        var cache: String?
 
         @Option(help: "A concrete kernel package; default: what linux-image-amd64 depends on.")
         var kernelPackage: String?
@@ -35,7 +37,7 @@ struct ImageCommand: AsyncParsableCommand {
         func run() async throws {
             Kiln.bootstrapLogging(defaultLevel: .info)
             let logger = Logger(label: "kiln.image")
-            let builder = GuestImageBuilder(cache: cache, logger: logger)
+            let builder = GuestImageBuilder(cache: try cache ?? settings.load().vm.imageCache, logger: logger)
             let clock = ContinuousClock()
             let started = clock.now
             let image = try await builder.build(.init(agent: agent, manifestPath: manifest,
@@ -54,14 +56,16 @@ struct ImageCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Remove images and snapshot templates other than the kept ones (skipping any in use).")
 
-        @Option(help: "The image cache folder.")
-        var cache = ".local/images"
+        @OptionGroup var settings: ConfigurationOptions
+
+        @Option(help: "The image cache folder; vm.image_cache of the configuration by default.")
+        var cache: String?
 
         @Option(help: "Images to keep: ids or links in the cache.")
         var keep: [String] = ["current"]
 
         func run() throws {
-            let removed = ImageCachePruner(cache: cache).prune(keep: keep)
+            let removed = ImageCachePruner(cache: try cache ?? settings.load().vm.imageCache).prune(keep: keep)
             for path in removed { print("removed \(path)") }
             print("\(removed.count) removed")
         }
@@ -70,11 +74,13 @@ struct ImageCommand: AsyncParsableCommand {
     struct Show: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Describe a built image.")
 
-        @Argument(help: "The image folder, e.g. .local/images/current.")
-        var directory = ".local/images/current"
+        @OptionGroup var settings: ConfigurationOptions
+
+        @Argument(help: "The image folder; the worker's image (vm.image, else <vm.image_cache>/current) by default.")
+        var directory: String?
 
         func run() throws {
-            let image = try GuestImage.open(directory: directory)
+            let image = try GuestImage.open(directory: try directory ?? settings.load().vm.imagePath)
             print("image \(image.id)")
             print("  kernel     \(image.metadata.kernelPackage) \(image.metadata.kernelVersion)")
             print("  initramfs  \(image.metadata.initrd), \(image.metadata.initrdBytes / 1024) KiB")

@@ -1,5 +1,7 @@
 import ArgumentParser
+@preconcurrency import Glibc
 import Foundation
+import KilnWorker
 import Logging
 
 /// `kiln`: run the worker, submit invocations, follow results, manage pools and images.
@@ -11,6 +13,27 @@ struct Kiln: AsyncParsableCommand {
         subcommands: [WorkerCommand.self, Submit.self, Results.self, PoolCommand.self, ImageCommand.self, HistoryCommand.self, Explain.self, PredictCommand.self, Demo.self]
     )
 
+    /// Parses the command line and runs the command, after a warning for each `KILN_*` variable
+    /// that sets nothing (a typo would otherwise leave a default in place unseen). Standard output
+    /// is written a line at a time, also into a file or a pipe: `kiln results --follow > file`
+    /// ended by a signal keeps every line it printed.
+    static func main() async {
+        setvbuf(stdout, nil, _IOLBF, 0)
+        for warning in WorkerConfiguration.environmentWarnings(ProcessInfo.processInfo.environment) {
+            FileHandle.standardError.write(Data("kiln: warning: \(warning)\n".utf8))
+        }
+        do {
+            var command = try parseAsRoot()
+            if var command = command as? AsyncParsableCommand {
+                try await command.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
+
     /// Sends logs to stderr at KILN_LOG_LEVEL (`warning` unless a command asks for more).
     static func bootstrapLogging(defaultLevel: Logger.Level = .warning) {
         let level = ProcessInfo.processInfo.environment["KILN_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? defaultLevel
@@ -19,18 +42,5 @@ struct Kiln: AsyncParsableCommand {
             handler.logLevel = level
             return handler
         }
-    }
-}
-
-/// Options every command that talks to the broker shares.
-struct BrokerOptions: ParsableArguments {
-    @Option(name: .customLong("amqp-url"), help: "The broker; KILN_AMQP_URL by default.")
-    var url: String?
-
-    @Option(help: "The topology's name prefix.")
-    var prefix = "kiln"
-
-    var resolvedURL: String {
-        url ?? ProcessInfo.processInfo.environment["KILN_AMQP_URL"] ?? "amqp://guest:guest@127.0.0.1:5672/%2f"
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KilnPool
+import KilnWorker
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -13,14 +14,20 @@ struct PoolCommand: AsyncParsableCommand {
     struct Status: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Show each pool: idle, busy, target and its VMs.")
 
-        @Option(help: "The worker's status server (metrics.listen).")
-        var worker = "http://127.0.0.1:9464"
+        @OptionGroup var settings: ConfigurationOptions
+
+        @Option(help: "The worker's status server, as host:port or a URL; metrics.listen of the configuration by default.")
+        var worker: String?
 
         @Flag(help: "Print the worker's JSON as it is.")
         var json = false
 
+        func validate() throws {
+            if let worker { _ = try PoolCommand.statusURL(worker) }
+        }
+
         func run() async throws {
-            let pools = try await PoolCommand.fetch(worker)
+            let pools = try await PoolCommand.fetch(try PoolCommand.statusURL(worker ?? settings.load().metrics.listen))
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -31,14 +38,28 @@ struct PoolCommand: AsyncParsableCommand {
         }
     }
 
+    /// The base URL of a status server given as the configuration writes it (`host:port`, a
+    /// host of `0.0.0.0` or none meaning this host) or as a URL.
+    static func statusURL(_ address: String) throws -> String {
+        if address.hasPrefix("http://") || address.hasPrefix("https://") {
+            return String(address.reversed().drop(while: { $0 == "/" }).reversed())
+        }
+        if address.isEmpty { throw CommandFailure("the worker's status server is off (metrics.listen is empty): give --worker host:port") }
+        guard let listen = HostAndPort(address) else {
+            throw ValidationError("--worker must be host:port or an http:// URL, not \(address.prefix(80))")
+        }
+        let host = ["0.0.0.0", "::", "[::]"].contains(listen.host) ? "127.0.0.1" : listen.host
+        return "http://\(host):\(listen.port)"
+    }
+
     /// The pools of the worker at `base`.
     static func fetch(_ base: String) async throws -> [PoolStatus] {
-        guard let url = URL(string: base + "/pool") else { throw ValidationError("not a URL: \(base)") }
+        guard let url = URL(string: base + "/pool") else { throw ValidationError("not a URL: \(base.prefix(80))") }
         let data: Data
         do {
             (data, _) = try await URLSession.shared.data(from: url)
         } catch {
-            throw ValidationError("no worker answers at \(base): \(error.localizedDescription)")
+            throw CommandFailure("no worker answers at \(base): \(error.localizedDescription)")
         }
         return try JSONDecoder().decode([PoolStatus].self, from: data)
     }

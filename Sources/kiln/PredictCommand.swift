@@ -70,7 +70,7 @@ struct PredictCommand: AsyncParsableCommand {
             let loaded = try HistoryCommand.load(history)
             let (records, skipped) = HistoryReplay.usable(loaded)
             if skipped.otherSchema + skipped.notFinite > 0 { print("of \(loaded.count) records: \(skipped.description)") }
-            guard records.count >= 20 else { throw ValidationError("\(records.count) usable records are too few to evaluate") }
+            guard records.count >= 20 else { throw CommandFailure("\(records.count) usable records are too few to evaluate") }
             let evaluation = PredictionEvaluation(trainingShare: split)
             let learned = evaluation.run(records) { LearnedPredictor() }
             let baseline = evaluation.run(records) { EWMAPredictor() }

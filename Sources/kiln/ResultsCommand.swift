@@ -26,18 +26,22 @@ struct Results: AsyncParsableCommand {
     @Flag(help: "Print each result as one JSON line.")
     var json = false
 
-    func run() async throws {
-        Kiln.bootstrapLogging()
+    func validate() throws {
         if let status, InvocationResult.Status(rawValue: status) == nil {
             throw ValidationError("--status must be ok, error, timeout or rejected")
         }
-        let names = KilnNames(prefix: broker.prefix)
-        var configuration = try AMQPConfiguration(url: broker.resolvedURL)
+    }
+
+    func run() async throws {
+        Kiln.bootstrapLogging()
+        let (url, prefix) = try broker.endpoint()
+        let names = KilnNames(prefix: prefix)
+        var configuration = try AMQPConfiguration(url: url)
         configuration.connectionName = "kiln results"
         let connection = AMQPConnection(configuration: configuration, logger: Logger(label: "kiln.results"))
         try await connection.connect()
-        try await connection.declare(.kiln(names))
-        let queue = "kiln.results-tap.\(UUID().uuidString.prefix(8).lowercased())"
+        try await TopologyCheck.requireExchange(names.resultsExchange, on: connection, broker: configuration.redactedURL, prefix: prefix)
+        let queue = "\(prefix).results-tap.\(UUID().uuidString.prefix(8).lowercased())"
         // A method name may itself hold dots: `#` matches them, the status is the last word.
         let key = "\(method ?? "#").\(status ?? "*")"
         try await connection.declare(AMQPTopology(

@@ -34,16 +34,17 @@ struct Submit: AsyncParsableCommand {
 
     func run() async throws {
         Kiln.bootstrapLogging()
-        let names = KilnNames(prefix: broker.prefix)
+        let (url, prefix) = try broker.endpoint()
+        let names = KilnNames(prefix: prefix)
         let invocation = Invocation(
             id: id ?? UUID().uuidString.lowercased(), method: method, args: try JSONBridge.value(fromJSON: args),
             deadlineMs: deadlineMs, affinity: affinity.map { Affinity(key: $0) },
             submittedAtUs: UInt64(Date().timeIntervalSince1970 * 1_000_000))
-        var configuration = try AMQPConfiguration(url: broker.resolvedURL)
+        var configuration = try AMQPConfiguration(url: url)
         configuration.connectionName = "kiln submit"
         let connection = AMQPConnection(configuration: configuration, logger: Logger(label: "kiln.submit"))
         try await connection.connect()
-        try await connection.declare(.kiln(names))
+        try await TopologyCheck.requireExchange(names.invokeExchange, on: connection, broker: configuration.redactedURL, prefix: prefix)
 
         var replies: AMQPConsumer?
         var replyQueue: String?
@@ -53,10 +54,14 @@ struct Submit: AsyncParsableCommand {
             replies = try await connection.consume(queue: queue, prefetch: 1)
             replyQueue = queue
         }
-        try await connection.publish(AMQPMessage(
-            exchange: names.invokeExchange, routingKey: method, body: try MessagePackEncoder().encode(invocation),
-            properties: .msgpack(messageID: invocation.id, correlationID: invocation.id, replyTo: replyQueue),
-            mandatory: true))
+        do {
+            try await connection.publish(AMQPMessage(
+                exchange: names.invokeExchange, routingKey: method, body: try MessagePackEncoder().encode(invocation),
+                properties: .msgpack(messageID: invocation.id, correlationID: invocation.id, replyTo: replyQueue),
+                mandatory: true))
+        } catch AMQPError.unroutable {
+            throw CommandFailure("no queue takes method \(method) from \(names.invokeExchange): the broker returned the invocation (is \(names.invocationsQueue) bound with '#'?)")
+        }
         print("submitted \(invocation.id) (\(method))")
 
         if let replies {
@@ -83,7 +88,7 @@ struct Submit: AsyncParsableCommand {
             }
             defer { group.cancelAll() }
             guard let result = try await group.next() ?? nil else {
-                throw ValidationError("no result for \(id) within \(timeout) s: is a worker running?")
+                throw CommandFailure("no result for \(id) within \(timeout) s: is a worker running?")
             }
             return result
         }

@@ -12,19 +12,12 @@ struct WorkerCommand: AsyncParsableCommand {
         abstract: "Run a worker: consume invocations, run them in pooled micro-VMs, publish results.",
         discussion: "SIGTERM or SIGINT drains: no new invocations, those in flight finish, then the VMs are destroyed.")
 
-    @Option(help: "The configuration file (YAML); KILN_CONFIG by default, else built-in defaults. KILN_* variables override it.")
-    var config: String?
+    @OptionGroup var settings: ConfigurationOptions
 
     func run() async throws {
         Kiln.bootstrapLogging(defaultLevel: .info)
         let logger = Logger(label: "kiln.worker")
-        let file = config ?? ProcessInfo.processInfo.environment["KILN_CONFIG"]
-        let configuration: WorkerConfiguration
-        do {
-            configuration = try WorkerConfiguration.load(file: file, environment: ProcessInfo.processInfo.environment)
-        } catch let error as ConfigurationError {
-            throw ValidationError(error.description)
-        }
+        let configuration = try settings.load()
 
         // The Prometheus backend for swift-metrics, with buckets for micro- to multi-second latencies.
         let registry = PrometheusCollectorRegistry()

@@ -94,6 +94,25 @@ public enum BrokerAdmin {
         return nil
     }
 
+    /// The name and counts of a queue whose name starts with `prefix` once `condition` holds
+    /// for it, asked every 100 ms for up to `timeout`; nil when none did.
+    public static func queue(startingWith prefix: String, vhost: String = "/", timeout: Duration = .seconds(60),
+                             until condition: (QueueCounts) -> Bool) async throws -> (name: String, counts: QueueCounts)? {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            let output = try ctl(["list_queues", "-p", vhost, "--no-table-headers", "--quiet", "name", "messages_ready", "messages_unacknowledged", "consumers"])
+            for line in output.split(separator: "\n") {
+                let fields = line.split(whereSeparator: { $0 == "\t" || $0 == " " })
+                guard fields.count == 4, fields[0].hasPrefix(prefix), let ready = Int(fields[1]), let unacked = Int(fields[2]),
+                      let consumers = Int(fields[3]) else { continue }
+                let counts = QueueCounts(ready: ready, unacknowledged: unacked, consumers: consumers)
+                if condition(counts) { return (String(fields[0]), counts) }
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return nil
+    }
+
     /// Asks for `queue`'s counts until `condition` holds for them or `timeout` passes; returns
     /// the last counts seen.
     public static func queueCounts(_ queue: String, vhost: String = "/", timeout: Duration = .seconds(60),

@@ -54,6 +54,21 @@ struct ServeModeTests {
         }
     }
 
+    /// A runtime that answers with an error (here, args that are not the method's input) failed
+    /// that call only: the result carries its error, nothing exited, and it serves on.
+    @Test(arguments: Backend.allCases)
+    func aReportedErrorFailsTheCallAndTheRuntimeServesOn(backend: Backend) async throws {
+        let image = try Fixture.image()
+        try await withVM(backend) { vm in
+            #expect(try await runtimeCalls(vm, image) == 1)
+            let failed = try await vm.exec(try Fixture.request("wordcount", ["words": 3], image: image))
+            #expect(failed.status == .error)
+            #expect(failed.methodError?.contains("text") == true, "\(String(describing: failed.methodError)): \(failed.stderr)")
+            #expect(!failed.crashed)
+            #expect(try await runtimeCalls(vm, image) == 2, "the same runtime answered the next call")
+        }
+    }
+
     @Test(arguments: Backend.allCases)
     func aCrashMidCallIsAnErrorAndTheRuntimeRestarts(backend: Backend) async throws {
         let image = try Fixture.image()

@@ -56,8 +56,12 @@ struct WorkerConfigurationTests {
 
     @Test(arguments: [
         ("amqp:\n  prefetch: lots\n", ConfigurationError(field: "amqp.prefetch", problem: "expected a whole number")),
-        ("amqp:\n  prefetchh: 3\n", ConfigurationError(field: "amqp.prefetchh", problem: "is not a known setting")),
-        ("pools:\n  x: 1\n", ConfigurationError(field: "pools", problem: "is not a configuration section")),
+        ("amqp:\n  prefetchh: 3\n", ConfigurationError(field: "amqp.prefetchh", problem: "is not a known setting (did you mean prefetch?)")),
+        ("amqp:\n  colour: 3\n", ConfigurationError(field: "amqp.colour", problem: "is not a known setting")),
+        ("pools:\n  x: 1\n", ConfigurationError(field: "pools", problem: "is not a configuration section (did you mean pool?)")),
+        ("vm:\n  manifest: examples/methods.json\n", ConfigurationError(
+            field: "vm.manifest",
+            problem: "is no longer read: a worker runs the methods of its image (vm.image), which `kiln image build --manifest` builds from the manifest; remove the line")),
         ("vm:\n  backend: docker\n", ConfigurationError(field: "vm.backend", problem: "must be auto, qemu or process, not docker")),
         ("profiles:\n  tiny: {memory_mb: 16}\n", ConfigurationError(field: "profiles.tiny.memory_mb", problem: "must be at least 64")),
         ("profiles:\n  p: {min_idle: 3, max_total: 2}\n", ConfigurationError(field: "profiles.p.max_total", problem: "must be at least 1 and at least min_idle")),
@@ -102,5 +106,24 @@ struct WorkerConfigurationTests {
         #expect(configuration.adaptive.enabled == false)
         #expect(configuration.predict.model == .ridge)
         #expect(configuration.vm.backend == .process)
+    }
+
+    /// A `KILN_*` variable that sets nothing is reported with the one it most likely meant;
+    /// the variables of the local broker, the tests and the CLI are not.
+    @Test func variablesThatSetNothingAreReported() {
+        let warnings = WorkerConfiguration.environmentWarnings([
+            "KILN_AMQP_URLL": "amqp://x", "KILN_PROFILES_SMALL_VCPUS": "2", "KILN_FROBNICATE": "1",
+            "KILN_AMQP_URL": "amqp://y", "KILN_POOL_MEMORY_RESERVE_MB": "10", "KILN_CONFIG": "/etc/kiln.yaml",
+            "KILN_AMQP_PORT": "5673", "KILN_RABBITMQ_NODENAME": "n@h", "KILN_TEST_LOG": "debug", "KILN_LOG_LEVEL": "info",
+            "PATH": "/bin",
+        ])
+        #expect(warnings == [
+            "KILN_AMQP_URLL is not a Kiln variable (did you mean KILN_AMQP_URL?); it is ignored",
+            "KILN_FROBNICATE is not a Kiln variable; it is ignored",
+            "KILN_PROFILES_SMALL_VCPUS cannot be set from the environment: set profiles in the configuration file",
+        ])
+        #expect(WorkerConfiguration.settableVariables.contains("KILN_AMQP_PUBLISH_WINDOW"))
+        #expect(WorkerConfiguration.settableVariables.contains("KILN_HISTORY_PATH"))
+        #expect(!WorkerConfiguration.settableVariables.contains { $0.hasPrefix("KILN_PROFILES") })
     }
 }

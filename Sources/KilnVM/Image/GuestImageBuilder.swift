@@ -159,8 +159,10 @@ public struct GuestImageBuilder: Sendable {
             guard access(resolved, X_OK) == 0 else {
                 throw .imageBuildFailed(step: "adding program \(name)", reason: "\(resolved) is missing or not executable")
             }
-            plan.add(MethodManifest.guestProgramFolder + "/" + name, .hostFile(resolved, mode: 0o755, strip: true))
-            programs.append(resolved)
+            let file = try ProgramFile.inspect(resolved, name: name)
+            try file.requireRunnable(path: resolved, name: name) { plan.entries[$0] != nil }
+            plan.add(MethodManifest.guestProgramFolder + "/" + name, .hostFile(resolved, mode: 0o755, strip: file.isStrippable))
+            if file.isStrippable { programs.append(resolved) }
         }
         for program in programs {
             for library in try await SharedLibraries.of(program, scratch: scratch) {
