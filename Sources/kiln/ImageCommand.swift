@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import KilnVM
 import Logging
 
@@ -14,8 +15,8 @@ struct ImageCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Build the guest image for a method manifest (cached by content).")
 
-        @Option(help: "The kiln-agent binary, built with the Swift stdlib linked statically.")
-        var agent = ".build-guest/agent/release/kiln-agent"
+        @Option(help: "The kiln-agent binary, built with the Swift stdlib linked statically (`make guest-binaries`); by default the one of the Kiln checkout this kiln was built in.")
+        var agent: String?
 
         @Option(help: "The method manifest (JSON).")
         var manifest = "examples/methods.json"
@@ -40,7 +41,7 @@ struct ImageCommand: AsyncParsableCommand {
             let builder = GuestImageBuilder(cache: try cache ?? settings.load().vm.imageCache, logger: logger)
             let clock = ContinuousClock()
             let started = clock.now
-            let image = try await builder.build(.init(agent: agent, manifestPath: manifest,
+            let image = try await builder.build(.init(agent: agent ?? ImageCommand.defaultAgent, manifestPath: manifest,
                                                       kernelPackage: kernelPackage, gzip: gzip))
             if let link { try builder.link(image, as: link) }
             print("image \(image.id)")
@@ -50,6 +51,23 @@ struct ImageCommand: AsyncParsableCommand {
             print("  methods    \(image.manifest.methods.keys.sorted().joined(separator: ", "))")
             print("  took       \(started.duration(to: clock.now).text)")
         }
+    }
+
+    /// Where `make guest-binaries` puts the agent, relative to a Kiln checkout.
+    static let agentInCheckout = ".build-guest/agent/release/kiln-agent"
+
+    /// The agent in the current folder's checkout, else in the checkout that built this `kiln`
+    /// (its binary lives in `<checkout>/.build/...`), so that an image for a package of one's own
+    /// builds from that package's folder.
+    static var defaultAgent: String {
+        if FileManager.default.isExecutableFile(atPath: agentInCheckout) { return agentInCheckout }
+        var folder = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+        while folder.path != "/" {
+            let candidate = folder.appendingPathComponent(agentInCheckout).path
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+            folder.deleteLastPathComponent()
+        }
+        return agentInCheckout
     }
 
     struct Prune: ParsableCommand {

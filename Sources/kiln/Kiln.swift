@@ -10,7 +10,8 @@ struct Kiln: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kiln",
         abstract: "Run method invocations from RabbitMQ in pre-warmed micro-VMs.",
-        subcommands: [WorkerCommand.self, Submit.self, Results.self, PoolCommand.self, ImageCommand.self, HistoryCommand.self, Explain.self, PredictCommand.self, Demo.self]
+        subcommands: [WorkerCommand.self, Submit.self, Results.self, PoolCommand.self, ImageCommand.self, MethodCommand.self,
+                      HistoryCommand.self, Explain.self, PredictCommand.self, Demo.self]
     )
 
     /// Parses the command line and runs the command, after a warning for each `KILN_*` variable

@@ -49,7 +49,7 @@ struct Submit: AsyncParsableCommand {
         var replies: AMQPConsumer?
         var replyQueue: String?
         if wait {
-            let queue = "kiln.reply.\(invocation.id)"
+            let queue = "kiln-client.reply.\(invocation.id)"
             try await connection.declare(AMQPTopology(queues: [.init(name: queue, durable: false, exclusive: true, autoDelete: true)]))
             replies = try await connection.consume(queue: queue, prefetch: 1)
             replyQueue = queue

@@ -12,8 +12,10 @@ public struct HelperFailure: Error, CustomStringConvertible {
     }
 }
 
-/// Runs a program to completion and returns its exit status and output (stdout and stderr).
-public func runToCompletion(_ executable: String, _ arguments: [String], environment: [String: String] = ProcessInfo.processInfo.environment)
+/// Runs a program to completion (in `directory`, else the current folder) and returns its exit
+/// status and output (stdout and stderr).
+public func runToCompletion(_ executable: String, _ arguments: [String], environment: [String: String] = ProcessInfo.processInfo.environment,
+                            in directory: String? = nil)
     throws -> (status: Int32, output: String)
 {
     let outputPath = FileManager.default.temporaryDirectory.appendingPathComponent("kiln-spawn-\(UUID().uuidString)").path
@@ -23,14 +25,16 @@ public func runToCompletion(_ executable: String, _ arguments: [String], environ
     defer { posix_spawn_file_actions_destroy(&actions) }
     posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
     posix_spawn_file_actions_adddup2(&actions, 1, 2)
-    let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
+    // In another folder through a shell's cd (Glibc's module lacks posix_spawn's addchdir).
+    let command = directory.map { ["/bin/sh", "-c", #"cd -- "$1" && shift && exec "$@""#, "sh", $0, executable] } ?? [executable]
+    let argv: [UnsafeMutablePointer<CChar>?] = (command + arguments).map { strdup($0) } + [nil]
     let variables: [UnsafeMutablePointer<CChar>?] = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
     defer {
         argv.forEach { free($0) }
         variables.forEach { free($0) }
     }
     var pid: pid_t = 0
-    guard posix_spawn(&pid, executable, &actions, nil, argv, variables) == 0 else {
+    guard posix_spawn(&pid, command[0], &actions, nil, argv, variables) == 0 else {
         throw HelperFailure("cannot run \(executable)")
     }
     var status: Int32 = 0

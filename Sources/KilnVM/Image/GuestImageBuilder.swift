@@ -148,7 +148,9 @@ public struct GuestImageBuilder: Sendable {
         }
         plan.add(GuestLayout.agent, .hostFile(inputs.agent, mode: 0o755, strip: true))
         var programs = [inputs.agent]
-        let manifestFolder = (inputs.manifestPath as NSString).deletingLastPathComponent
+        // `methods.json` given without a folder lives in the current one.
+        let manifestFolder = (inputs.manifestPath as NSString).deletingLastPathComponent.isEmpty
+            ? "." : (inputs.manifestPath as NSString).deletingLastPathComponent
         for (name, hostPath) in manifest.programs.sorted(by: { $0.key < $1.key }) {
             let resolved: String
             if let swift = SwiftProgram(programValue: hostPath) {
