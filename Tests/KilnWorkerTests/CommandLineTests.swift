@@ -77,8 +77,8 @@ struct CommandLineTests {
 
         // `kiln results --follow` into a file: each line is there while it still runs.
         let resultsFile = folder.appendingPathComponent("results.txt").path
-        let follower = try BackgroundCommand([WorkerProcess.binary, "results", "--follow", "--json"], environment: environment(settings),
-                                             stdout: resultsFile)
+        let follower = try SpawnedProcess([WorkerProcess.binary, "results", "--follow", "--json"], environment: environment(settings),
+                                          output: resultsFile, errors: "/dev/null")
         defer { follower.stop() }
         let tap = try await BrokerAdmin.queue(startingWith: "\(names.prefix).results-tap.") { $0.consumers == 1 }
         #expect(tap != nil, "kiln results did not start consuming")
@@ -129,44 +129,4 @@ struct CommandLineTests {
         }
         return false
     }
-}
-
-/// A command running beside the test, its stdout to a file, ended by `stop()` (SIGTERM, then
-/// SIGKILL after ten seconds).
-final class BackgroundCommand: @unchecked Sendable {
-    private var pid: pid_t = 0
-
-    init(_ arguments: [String], environment: [String: String], stdout: String) throws {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 1, stdout, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-        let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
-        let variables: [UnsafeMutablePointer<CChar>?] = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer {
-            argv.forEach { free($0) }
-            variables.forEach { free($0) }
-        }
-        let status = posix_spawn(&pid, arguments[0], &actions, nil, argv, variables)
-        guard status == 0 else { throw HarnessError("cannot start \(arguments[0]): \(String(cString: strerror(status)))") }
-    }
-
-    func stop() {
-        guard pid > 0 else { return }
-        kill(pid, SIGTERM)
-        let deadline = ContinuousClock.now + .seconds(10)
-        var status: Int32 = 0
-        while waitpid(pid, &status, WNOHANG) != pid {
-            if ContinuousClock.now > deadline {
-                kill(pid, SIGKILL)
-                waitpid(pid, &status, 0)
-                break
-            }
-            usleep(20_000)
-        }
-        pid = 0
-    }
-
-    deinit { stop() }
 }

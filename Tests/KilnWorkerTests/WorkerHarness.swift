@@ -1,5 +1,6 @@
 import Foundation
 import KilnAMQP
+import KilnTestSupport
 import KilnWire
 import Logging
 #if canImport(FoundationNetworking)
@@ -22,7 +23,9 @@ final class WorkerProcess: @unchecked Sendable {
     /// `.local/history.sqlite` a developer's worker or `make demo` reads (unless the test gives
     /// it one to share, as `KILN_HISTORY_PATH`).
     let historyPath: String
-    private(set) var pid: pid_t = 0
+    private let process: SpawnedProcess
+    /// The worker's process id; 0 once it has exited.
+    var pid: pid_t { process.pid }
 
     /// The temporary folder of this test run's histories, removed when the tests exit.
     static let historyRoot: String = {
@@ -55,26 +58,7 @@ final class WorkerProcess: @unchecked Sendable {
         variables["KILN_LOG_LEVEL"] = "info"
         variables["KILN_HISTORY_PATH"] = historyPath
         for (key, value) in environment { variables[key] = value }
-        try spawn(variables)
-    }
-
-    private func spawn(_ variables: [String: String]) throws {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        let argv: [UnsafeMutablePointer<CChar>?] = [strdup(Self.binary), strdup("worker"), nil]
-        var environment: [UnsafeMutablePointer<CChar>?] = variables.map { strdup("\($0.key)=\($0.value)") }
-        environment.append(nil)
-        defer {
-            argv.forEach { free($0) }
-            environment.forEach { free($0) }
-        }
-        var pid: pid_t = 0
-        let status = posix_spawn(&pid, Self.binary, &actions, nil, argv, environment)
-        guard status == 0 else { throw HarnessError("cannot start \(Self.binary): \(String(cString: strerror(status)))") }
-        self.pid = pid
+        process = try SpawnedProcess([Self.binary, "worker"], environment: variables, output: log)
     }
 
     /// Waits until the worker's status server says it is healthy (its port read from the line
@@ -82,8 +66,7 @@ final class WorkerProcess: @unchecked Sendable {
     func waitUntilReady(timeout: Duration = .seconds(90)) async throws {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
-            var status: Int32 = 0
-            if waitpid(pid, &status, WNOHANG) == pid {
+            if let status = process.exited() {
                 throw HarnessError("the worker exited (status \(status)) before it was ready: \(tail())")
             }
             if statusPort == 0, let port = Self.listeningPort(in: logText) { statusPort = port }
@@ -96,20 +79,7 @@ final class WorkerProcess: @unchecked Sendable {
     /// SIGTERM, then waits for the exit (SIGKILL after `timeout`); returns the exit status.
     @discardableResult
     func stop(timeout: Duration = .seconds(60)) -> Int32 {
-        guard pid > 0 else { return -1 }
-        kill(pid, SIGTERM)
-        let deadline = ContinuousClock.now + timeout
-        var status: Int32 = 0
-        while waitpid(pid, &status, WNOHANG) != pid {
-            if ContinuousClock.now > deadline {
-                kill(pid, SIGKILL)
-                waitpid(pid, &status, 0)
-                break
-            }
-            usleep(20_000)
-        }
-        pid = 0
-        return status
+        process.stop(timeout: timeout)
     }
 
     /// The port in the worker's "status server listening on [IPv4]127.0.0.1/127.0.0.1:PORT".
@@ -132,9 +102,6 @@ final class WorkerProcess: @unchecked Sendable {
         String(logText.suffix(2_000))
     }
 
-    deinit {
-        if pid > 0 { stop(timeout: .seconds(10)) }
-    }
 }
 
 struct HarnessError: Error, CustomStringConvertible {
