@@ -144,9 +144,9 @@ struct CgroupLayoutTests {
 }
 
 @Suite("Image content hash")
-struct RootFilesystemPlanTests {
+struct InitramfsPlanTests {
     @Test func fingerprintFollowsContentAndLayout() {
-        var plan = RootFilesystemPlan()
+        var plan = InitramfsPlan()
         plan.add("/kiln/agent", .hostFile("/build/kiln-agent", mode: 0o755, strip: true))
         plan.add("/bin/sh", .symlink("busybox"))
         plan.add("/init", .text("#!/bin/sh\n", mode: 0o755))

@@ -126,8 +126,8 @@ public struct GuestImageBuilder: Sendable {
 
     private func makePlan(
         inputs: Inputs, kernel: KernelPackage, manifest: MethodManifest, guestManifest: MethodManifest, scratch: String
-    ) async throws(VMError) -> RootFilesystemPlan {
-        var plan = RootFilesystemPlan()
+    ) async throws(VMError) -> InitramfsPlan {
+        var plan = InitramfsPlan()
         for folder in ["/proc", "/sys", "/dev", "/run", "/etc", "/bin", "/sbin", "/usr/bin", "/usr/sbin"] {
             plan.directory(folder)
         }
@@ -208,7 +208,7 @@ public struct GuestImageBuilder: Sendable {
     }
 
     /// Copies the plan into a real tree at `root`.
-    private func stage(_ plan: RootFilesystemPlan, into root: String, scratch: String) async throws(VMError) {
+    private func stage(_ plan: InitramfsPlan, into root: String, scratch: String) async throws(VMError) {
         try makeDirectories(root)
         var stripped = 0
         for path in plan.sortedPaths {
@@ -242,7 +242,7 @@ public struct GuestImageBuilder: Sendable {
 
     /// Packs the staged tree into `archive`, in plan order, plus the device nodes the kernel needs
     /// before devtmpfs is mounted.
-    private func pack(plan: RootFilesystemPlan, root: String, into archive: inout CPIOArchive) throws(VMError) {
+    private func pack(plan: InitramfsPlan, root: String, into archive: inout CPIOArchive) throws(VMError) {
         for path in plan.sortedPaths {
             switch plan.entries[path]! {
             case .directory(let mode):

@@ -1,9 +1,9 @@
 import Glibc
 
-/// Everything that goes into a guest's root file system, before any of it is copied: the image's
+/// Everything that goes into a guest's initramfs, before any of it is copied: the image's
 /// content hash is computed from this plan, so an unchanged image is found in the cache without
 /// being staged again.
-struct RootFilesystemPlan {
+struct InitramfsPlan {
     enum Source: Equatable {
         case directory(mode: UInt32)
         /// A host file, copied (and stripped of symbols when `strip`).
