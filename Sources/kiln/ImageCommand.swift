@@ -35,39 +35,56 @@ struct ImageCommand: AsyncParsableCommand {
         @Flag(help: "gzip the initramfs (smaller, slower to boot under TCG).")
         var gzip = false
 
+        @Option(help: "The Python method SDK put at /kiln/sdk/kiln_method.py; by default sdk/python/kiln_method.py of the Kiln checkout this kiln was built in.")
+        var pythonSDK: String?
+
+        @Option(help: "The largest root file system image (and unpacked OCI layers), MiB.")
+        var maxRootfsMb = 4_096
+
+        func validate() throws {
+            guard (1...1_048_576).contains(maxRootfsMb) else { throw ValidationError("--max-rootfs-mb must be 1 to 1048576") }
+        }
+
         func run() async throws {
             Kiln.bootstrapLogging(defaultLevel: .info)
             let logger = Logger(label: "kiln.image")
             let builder = GuestImageBuilder(cache: try cache ?? settings.load().vm.imageCache, logger: logger)
             let clock = ContinuousClock()
             let started = clock.now
-            let image = try await builder.build(.init(agent: agent ?? ImageCommand.defaultAgent, manifestPath: manifest,
-                                                      kernelPackage: kernelPackage, gzip: gzip))
+            let image = try await builder.build(.init(
+                agent: agent ?? ImageCommand.inCheckout(ImageCommand.agentInCheckout), manifestPath: manifest,
+                kernelPackage: kernelPackage, gzip: gzip, pythonSDK: pythonSDK ?? ImageCommand.inCheckout(ImageCommand.pythonSDKInCheckout),
+                maxRootFilesystemBytes: maxRootfsMb << 20))
             if let link { try builder.link(image, as: link) }
             print("image \(image.id)")
             print("  directory  \(image.directory)")
             print("  kernel     \(image.metadata.kernelPackage) \(image.metadata.kernelVersion)")
             print("  initramfs  \(image.metadata.initrd), \(image.metadata.initrdBytes / 1024) KiB")
             print("  methods    \(image.manifest.methods.keys.sorted().joined(separator: ", "))")
+            for filesystem in image.rootFilesystems {
+                print("  rootfs     \(filesystem.name): \(filesystem.device), erofs, \(filesystem.bytes / 1_048_576) MiB")
+            }
             print("  took       \(started.duration(to: clock.now).text)")
         }
     }
 
     /// Where `make guest-binaries` puts the agent, relative to a Kiln checkout.
     static let agentInCheckout = ".build-guest/agent/release/kiln-agent"
+    /// The Python method SDK, relative to a Kiln checkout.
+    static let pythonSDKInCheckout = "sdk/python/kiln_method.py"
 
-    /// The agent in the current folder's checkout, else in the checkout that built this `kiln`
-    /// (its binary lives in `<checkout>/.build/...`), so that an image for a package of one's own
+    /// `path` in the current folder's checkout, else in the checkout that built this `kiln` (its
+    /// binary lives in `<checkout>/.build/...`), so that an image for a package of one's own
     /// builds from that package's folder.
-    static var defaultAgent: String {
-        if FileManager.default.isExecutableFile(atPath: agentInCheckout) { return agentInCheckout }
+    static func inCheckout(_ path: String) -> String {
+        if FileManager.default.fileExists(atPath: path) { return path }
         var folder = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
         while folder.path != "/" {
-            let candidate = folder.appendingPathComponent(agentInCheckout).path
-            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+            let candidate = folder.appendingPathComponent(path).path
+            if FileManager.default.fileExists(atPath: candidate) { return candidate }
             folder.deleteLastPathComponent()
         }
-        return agentInCheckout
+        return path
     }
 
     struct Prune: ParsableCommand {

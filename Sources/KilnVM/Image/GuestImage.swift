@@ -19,6 +19,11 @@ public struct GuestImage: Sendable, Equatable {
     public var agentPath: String { rootFilesystem + GuestLayout.agent }
     /// The methods this image carries, with their guest entries.
     public var manifest: MethodManifest { metadata.manifest }
+    /// The root file systems' block images, in device order (the first is the guest's
+    /// `/dev/vda`).
+    public var rootFilesystems: [RootFilesystemImage] { metadata.rootFilesystems }
+    /// The block image of `filesystem`.
+    public func path(of filesystem: RootFilesystemImage) -> String { directory + "/" + filesystem.file }
 
     /// What `image.json` says.
     public struct Metadata: Codable, Sendable, Equatable {
@@ -30,6 +35,20 @@ public struct GuestImage: Sendable, Equatable {
         public var agentVersion: String?
         /// The manifest as the guest sees it: programs are guest paths.
         public var manifest: MethodManifest
+        /// The root file systems, in device order.
+        public var rootFilesystems: [RootFilesystemImage]
+
+        public init(id: String, kernelPackage: String, kernelVersion: String, initrd: String, initrdBytes: Int,
+                    agentVersion: String?, manifest: MethodManifest, rootFilesystems: [RootFilesystemImage] = []) {
+            self.id = id
+            self.kernelPackage = kernelPackage
+            self.kernelVersion = kernelVersion
+            self.initrd = initrd
+            self.initrdBytes = initrdBytes
+            self.agentVersion = agentVersion
+            self.manifest = manifest
+            self.rootFilesystems = rootFilesystems
+        }
 
         enum CodingKeys: String, CodingKey {
             case id
@@ -39,6 +58,19 @@ public struct GuestImage: Sendable, Equatable {
             case initrdBytes = "initrd_bytes"
             case agentVersion = "agent_version"
             case manifest
+            case rootFilesystems = "root_filesystems"
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            id = try container.decode(String.self, forKey: .id)
+            kernelPackage = try container.decode(String.self, forKey: .kernelPackage)
+            kernelVersion = try container.decode(String.self, forKey: .kernelVersion)
+            initrd = try container.decode(String.self, forKey: .initrd)
+            initrdBytes = try container.decode(Int.self, forKey: .initrdBytes)
+            agentVersion = try container.decodeIfPresent(String.self, forKey: .agentVersion)
+            manifest = try container.decode(MethodManifest.self, forKey: .manifest)
+            rootFilesystems = try container.decodeIfPresent([RootFilesystemImage].self, forKey: .rootFilesystems) ?? []
         }
     }
 
@@ -69,6 +101,26 @@ public struct GuestImage: Sendable, Equatable {
     }
 }
 
+/// A root file system packed into an image: its block image, the guest device it appears as,
+/// and how methods start on it.
+public struct RootFilesystemImage: Codable, Sendable, Equatable {
+    public var name: String
+    /// The block image, relative to the image's folder.
+    public var file: String
+    public var bytes: Int
+    /// The guest's block device: `/dev/vda` for the first, `/dev/vdb` next, …
+    public var device: String
+    public var config: RootFilesystemConfig
+
+    public init(name: String, file: String, bytes: Int, device: String, config: RootFilesystemConfig) {
+        self.name = name
+        self.file = file
+        self.bytes = bytes
+        self.device = device
+        self.config = config
+    }
+}
+
 /// Where things live inside the guest.
 public enum GuestLayout {
     public static let agent = "/kiln/agent"
@@ -84,4 +136,11 @@ public enum GuestLayout {
     public static let methodCgroup = "/sys/fs/cgroup/methods"
     /// The virtio-serial port name the agent listens on.
     public static let agentPortName = "agent"
+    /// The root file systems' table for the agent (MessagePack): `{name: {device, env, cwd, user?}}`.
+    public static let rootFilesystemTable = "/kiln/rootfs.msgpack"
+    /// Where the agent mounts the root file systems: `<folder>/<name>/root` is a method's `/`.
+    public static let rootFilesystems = "/kiln/rootfs"
+    /// The method SDKs for runtimes a root file system brings (`kiln_method.py`); with the
+    /// programs' folder, the one part of the initramfs every root file system sees.
+    public static let sdk = "/kiln/sdk"
 }

@@ -25,20 +25,28 @@ public struct GuestImageBuilder: Sendable {
         public var kernelPackage: String?
         /// gzip the initramfs (smaller; slower to boot under TCG).
         public var gzip: Bool
+        /// The Python method SDK (`sdk/python/kiln_method.py`), put at `/kiln/sdk` for methods
+        /// whose root file system brings Python; nil leaves it out.
+        public var pythonSDK: String?
+        /// The largest root file system block image (and unpacked OCI layers) accepted.
+        public var maxRootFilesystemBytes: Int
 
         public init(agent: String, manifestPath: String, busybox: String = "/bin/busybox",
-                    kernelPackage: String? = nil, gzip: Bool = false) {
+                    kernelPackage: String? = nil, gzip: Bool = false, pythonSDK: String? = nil,
+                    maxRootFilesystemBytes: Int = 4 << 30) {
             self.agent = agent
             self.manifestPath = manifestPath
             self.busybox = busybox
             self.kernelPackage = kernelPackage
             self.gzip = gzip
+            self.pythonSDK = pythonSDK
+            self.maxRootFilesystemBytes = maxRootFilesystemBytes
         }
     }
 
     /// The cache root, e.g. `.local/images`.
     public let cache: String
-    private let logger: Logger
+    let logger: Logger
 
     public init(cache: String, logger: Logger) {
         self.cache = cache
@@ -51,14 +59,20 @@ public struct GuestImageBuilder: Sendable {
         try makeDirectories(scratch)
         let manifest = try MethodManifest.load(path: inputs.manifestPath)
         let kernel = try await KernelPackage.fetch(cache: cache, package: inputs.kernelPackage, logger: logger)
-        let guestManifest = try guestForm(of: manifest)
-        let plan = try await makePlan(inputs: inputs, kernel: kernel, manifest: manifest, guestManifest: guestManifest, scratch: scratch)
+        let rootFilesystems = try await buildRootFilesystems(
+            manifest, manifestFolder: Self.folder(of: inputs.manifestPath), maxBytes: inputs.maxRootFilesystemBytes, scratch: scratch)
+        let images = Self.rootFilesystemImages(rootFilesystems)
+        var guestManifest = try guestForm(of: manifest)
+        guestManifest.methods = try Self.resolveEntries(manifest, rootFilesystems: rootFilesystems, path: inputs.manifestPath)
+        let plan = try await makePlan(inputs: inputs, kernel: kernel, manifest: manifest, guestManifest: guestManifest,
+                                      rootFilesystems: images, scratch: scratch)
 
         logger.info("image: hashing \(plan.hostFiles.count) input files")
         let hashes = try await hashFiles(plan.hostFiles, scratch: scratch)
         let fingerprint = plan.fingerprint(
             fileHashes: hashes,
-            extra: [Self.formatVersion, "kernel \(kernel.name) \(kernel.version)", "gzip \(inputs.gzip)"])
+            extra: [Self.formatVersion, "kernel \(kernel.name) \(kernel.version)", "gzip \(inputs.gzip)"]
+                + rootFilesystems.map { "rootfs \($0.name) \($0.key)" })
         let id = SHA256.hash(Array(fingerprint.utf8)).hexString
         let directory = cache + "/" + id
         if let cached = try? GuestImage.open(directory: directory) {
@@ -85,9 +99,16 @@ public struct GuestImageBuilder: Sendable {
             if Glibc.link(kernel.vmlinux, staging + "/vmlinux") != 0 {
                 try copyFile(kernel.vmlinux, to: staging + "/vmlinux", mode: 0o644)
             }
+            // The block images: hard links into the root file system cache, where they can be.
+            if !images.isEmpty { try makeDirectories(staging + "/rootfs-images") }
+            for (image, built) in zip(images, rootFilesystems) where Glibc.link(built.image, staging + "/" + image.file) != 0 {
+                try await HostCommand("cp", ["--reflink=auto", "--", built.image, staging + "/" + image.file], timeout: .seconds(600))
+                    .run(scratch: scratch)
+            }
             let metadata = GuestImage.Metadata(
                 id: id, kernelPackage: kernel.name, kernelVersion: kernel.version, initrd: initrd,
-                initrdBytes: fileSize(staging + "/" + initrd) ?? 0, agentVersion: nil, manifest: guestManifest)
+                initrdBytes: fileSize(staging + "/" + initrd) ?? 0, agentVersion: nil, manifest: guestManifest,
+                rootFilesystems: images)
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             let json: Data
@@ -124,8 +145,15 @@ public struct GuestImageBuilder: Sendable {
         return MethodManifest(version: manifest.version, programs: programs, methods: manifest.methods)
     }
 
+    /// The folder a manifest's relative paths start from.
+    static func folder(of manifestPath: String) -> String {
+        let folder = (manifestPath as NSString).deletingLastPathComponent
+        return folder.isEmpty ? "." : folder
+    }
+
     private func makePlan(
-        inputs: Inputs, kernel: KernelPackage, manifest: MethodManifest, guestManifest: MethodManifest, scratch: String
+        inputs: Inputs, kernel: KernelPackage, manifest: MethodManifest, guestManifest: MethodManifest,
+        rootFilesystems: [RootFilesystemImage], scratch: String
     ) async throws(VMError) -> InitramfsPlan {
         var plan = InitramfsPlan()
         for folder in ["/proc", "/sys", "/dev", "/run", "/etc", "/bin", "/sbin", "/usr/bin", "/usr/sbin"] {
@@ -148,9 +176,7 @@ public struct GuestImageBuilder: Sendable {
         }
         plan.add(GuestLayout.agent, .hostFile(inputs.agent, mode: 0o755, strip: true))
         var programs = [inputs.agent]
-        // `methods.json` given without a folder lives in the current one.
-        let manifestFolder = (inputs.manifestPath as NSString).deletingLastPathComponent.isEmpty
-            ? "." : (inputs.manifestPath as NSString).deletingLastPathComponent
+        let manifestFolder = Self.folder(of: inputs.manifestPath)
         for (name, hostPath) in manifest.programs.sorted(by: { $0.key < $1.key }) {
             let resolved: String
             if let swift = SwiftProgram(programValue: hostPath) {
@@ -172,10 +198,22 @@ public struct GuestImageBuilder: Sendable {
             }
         }
 
-        for module in KernelPackage.moduleLoadOrder {
+        // Block devices, erofs and overlayfs only for an image with root file systems.
+        let modules = KernelPackage.moduleLoadOrder + (rootFilesystems.isEmpty ? [] : KernelPackage.rootFilesystemModules)
+        for module in modules {
             plan.add(GuestLayout.modules + "/\(module).ko", .hostFile(kernel.module(module), mode: 0o644, strip: false))
         }
-        plan.add("/init", .text(InitScript.text(modules: KernelPackage.moduleLoadOrder), mode: 0o755))
+        plan.add("/init", .text(InitScript.text(modules: modules), mode: 0o755))
+        if !rootFilesystems.isEmpty {
+            plan.directory(GuestLayout.rootFilesystems)
+            plan.add(GuestLayout.rootFilesystemTable, .bytes(try Self.agentTable(rootFilesystems), mode: 0o644))
+        }
+        if let sdk = inputs.pythonSDK {
+            guard access(sdk, R_OK) == 0 else {
+                throw .imageBuildFailed(step: "adding the Python SDK", reason: "\(sdk) is missing")
+            }
+            plan.add(GuestLayout.sdk + "/kiln_method.py", .hostFile(sdk, mode: 0o644, strip: false))
+        }
         plan.add("/etc/passwd", .text("root:x:0:0:root:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n", mode: 0o644))
         plan.add("/etc/group", .text("root:x:0:\nnogroup:x:65534:\n", mode: 0o644))
         plan.add("/etc/hostname", .text("kiln-guest\n", mode: 0o644))

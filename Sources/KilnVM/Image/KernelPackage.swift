@@ -8,6 +8,12 @@ import Logging
 public struct KernelPackage: Sendable {
     /// The modules the initramfs loads, in `insmod` order.
     public static let moduleLoadOrder = ["virtio_ring", "virtio", "virtio_mmio", "virtio_console"]
+    /// What root file systems need after those, in load order: the block device, erofs (whose
+    /// libcrc32c asks the crypto API for crc32c, which no modprobe can load on demand), and
+    /// overlayfs for the writable layer.
+    public static let rootFilesystemModules = ["virtio_blk", "crc32c_generic", "libcrc32c", "erofs", "overlay"]
+    /// Every module an image may take.
+    static var allModules: [String] { moduleLoadOrder + rootFilesystemModules }
 
     /// e.g. `linux-image-6.1.0-56-amd64`.
     public let name: String
@@ -51,7 +57,8 @@ public struct KernelPackage: Sendable {
         }
         let directory = cache + "/kernels/" + name
         if let version = readFile(directory + "/package-version").map({ String(decoding: $0, as: UTF8.self) }),
-           access(directory + "/vmlinux", R_OK) == 0
+           access(directory + "/vmlinux", R_OK) == 0,
+           allModules.allSatisfy({ access(directory + "/modules/\($0).ko", R_OK) == 0 })
         {
             return KernelPackage(name: name, version: version, directory: directory)
         }
@@ -78,7 +85,7 @@ public struct KernelPackage: Sendable {
         }
         logger.info("image: extracting vmlinux from \(vmlinuz) (xz payload)")
         try await extractVmlinux(from: work + "/pkg/boot/" + vmlinuz, to: staging + "/vmlinux", scratch: work)
-        for module in moduleLoadOrder {
+        for module in allModules {
             guard let found = findFile(under: work + "/pkg/lib/modules", named: [module + ".ko", module + ".ko.xz"]) else {
                 throw .imageBuildFailed(step: "collecting modules", reason: "\(module).ko is not in \(name)")
             }

@@ -32,23 +32,58 @@ public struct MethodManifest: Codable, Sendable, Equatable {
     public var programs: [String: String]
     /// Method name → how to run it.
     public var methods: [String: Method]
+    /// Root file systems by name (see ``RootFilesystemSpec``).
+    public var rootFilesystems: [String: RootFilesystemSpec]
+    /// The root file system of every method that names none; nil: they run in the initramfs.
+    public var rootfs: String?
 
     /// Where programs live inside the guest.
     public static let guestProgramFolder = "/kiln/bin"
 
-    public init(version: Int = 1, programs: [String: String], methods: [String: Method]) {
+    public init(version: Int = 1, programs: [String: String], methods: [String: Method],
+                rootFilesystems: [String: RootFilesystemSpec] = [:], rootfs: String? = nil) {
         self.version = version
         self.programs = programs
         self.methods = methods
+        self.rootFilesystems = rootFilesystems
+        self.rootfs = rootfs
     }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case version, programs, methods
+        case rootFilesystems = "root_filesystems"
+        case rootfs
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        version = try container.decode(Int.self, forKey: .version)
+        programs = try container.decode([String: String].self, forKey: .programs)
+        methods = try container.decode([String: Method].self, forKey: .methods)
+        rootFilesystems = try container.decodeIfPresent([String: RootFilesystemSpec].self, forKey: .rootFilesystems) ?? [:]
+        rootfs = try container.decodeIfPresent(String.self, forKey: .rootfs)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(version, forKey: .version)
+        try container.encode(programs, forKey: .programs)
+        try container.encode(methods, forKey: .methods)
+        if !rootFilesystems.isEmpty { try container.encode(rootFilesystems, forKey: .rootFilesystems) }
+        try container.encodeIfPresent(rootfs, forKey: .rootfs)
+    }
+
+    /// The root file system `method` runs on: its own, else the manifest's; nil for the initramfs.
+    public func rootfs(of method: String) -> String? {
+        guard let entry = methods[method] else { return nil }
+        return entry.rootfs ?? rootfs
     }
 
     /// One method.
     public struct Method: Codable, Sendable, Equatable {
-        /// argv: a program name from `programs` (or an absolute guest path) and its arguments.
+        /// argv: a program name from `programs` (or an absolute guest path, or on a root file
+        /// system a name on its PATH) and its arguments. Empty on an OCI image's root file
+        /// system: the image's Entrypoint and Cmd.
         public var entry: [String]
         /// The deadline when an invocation gives none.
         public var deadlineMs: UInt64
@@ -64,10 +99,13 @@ public struct MethodManifest: Codable, Sendable, Equatable {
         /// What it needs beyond its code; the latency model predicts it slower on a VM that has
         /// not loaded them yet.
         public var dependencies: Dependencies
+        /// The root file system it runs on (a name in `root_filesystems`); nil: the manifest's.
+        public var rootfs: String?
 
         public init(
             entry: [String], deadlineMs: UInt64 = 30_000, mode: Mode = .exec, warm: Bool = false,
-            lifecycle: Lifecycle = .reuse, resources: Resources = .init(), dependencies: Dependencies = .init()
+            lifecycle: Lifecycle = .reuse, resources: Resources = .init(), dependencies: Dependencies = .init(),
+            rootfs: String? = nil
         ) {
             self.entry = entry
             self.deadlineMs = deadlineMs
@@ -76,23 +114,25 @@ public struct MethodManifest: Codable, Sendable, Equatable {
             self.lifecycle = lifecycle
             self.resources = resources
             self.dependencies = dependencies
+            self.rootfs = rootfs
         }
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case entry
             case deadlineMs = "deadline_ms"
-            case mode, warm, lifecycle, resources, dependencies
+            case mode, warm, lifecycle, resources, dependencies, rootfs
         }
 
         public init(from decoder: any Decoder) throws {
             let container = try decoder.container(keyedBy: CodingKeys.self)
-            entry = try container.decode([String].self, forKey: .entry)
+            entry = try container.decodeIfPresent([String].self, forKey: .entry) ?? []
             deadlineMs = try container.decodeIfPresent(UInt64.self, forKey: .deadlineMs) ?? 30_000
             mode = try container.decodeIfPresent(Mode.self, forKey: .mode) ?? .exec
             warm = try container.decodeIfPresent(Bool.self, forKey: .warm) ?? false
             lifecycle = try container.decodeIfPresent(Lifecycle.self, forKey: .lifecycle) ?? .reuse
             resources = try container.decodeIfPresent(Resources.self, forKey: .resources) ?? .init()
             dependencies = try container.decodeIfPresent(Dependencies.self, forKey: .dependencies) ?? .init()
+            rootfs = try container.decodeIfPresent(String.self, forKey: .rootfs)
         }
     }
 
@@ -255,6 +295,14 @@ public struct MethodManifest: Codable, Sendable, Equatable {
                 try requireKnownKeys(dependencies, Dependencies.CodingKeys.self, at: at + "dependencies.", path: path)
             }
         }
+        for (name, spec) in (manifest["root_filesystems"] as? [String: Any] ?? [:]).sorted(by: { $0.key < $1.key }) {
+            guard let spec = spec as? [String: Any] else { continue }
+            let at = "root_filesystems.\(name.prefix(80))."
+            try requireKnownKeys(spec, RootFilesystemSpec.CodingKeys.self, at: at, path: path)
+            if let debian = spec["debian"] as? [String: Any] {
+                try requireKnownKeys(debian, RootFilesystemSpec.DebianPackages.CodingKeys.self, at: at + "debian.", path: path)
+            }
+        }
     }
 
     private static func requireKnownKeys<Keys: CodingKey & CaseIterable>(
@@ -282,18 +330,30 @@ public struct MethodManifest: Codable, Sendable, Equatable {
         for name in programs.keys where !Self.isPlainName(name) {
             throw .manifestInvalid(path: path, reason: "program name '\(name)' must be letters, digits, '-', '_' or '.'")
         }
+        for (name, spec) in rootFilesystems.sorted(by: { $0.key < $1.key }) {
+            try spec.validate(name: name, path: path)
+        }
+        if let rootfs, rootFilesystems[rootfs] == nil {
+            throw .manifestInvalid(path: path, reason: "rootfs '\(rootfs.prefix(80))' is not in root_filesystems\(ClosestName.hint(for: rootfs, among: rootFilesystems.keys))")
+        }
         for (name, method) in methods.sorted(by: { $0.key < $1.key }) {
             guard Invocation.isMethodName(name) else {
                 throw .manifestInvalid(path: path, reason: "method name '\(name.prefix(80))' must be 1–\(Invocation.maxMethodBytes) letters, digits, '-', '_' or '.'")
             }
+            if let own = method.rootfs, rootFilesystems[own] == nil {
+                throw .manifestInvalid(path: path, reason: "methods.\(name).rootfs '\(own.prefix(80))' is not in root_filesystems\(ClosestName.hint(for: own, among: rootFilesystems.keys))")
+            }
+            let rootfs = rootfs(of: name)
             guard let program = method.entry.first, !program.isEmpty else {
+                // An OCI image's own Entrypoint and Cmd start it.
+                if let rootfs, case .oci = rootFilesystems[rootfs]?.source, method.entry.isEmpty { continue }
                 throw .manifestInvalid(path: path, reason: "methods.\(name).entry is empty")
             }
             if program.hasPrefix(Self.builtinPrefix) {
                 guard Self.builtins.contains(program) else {
                     throw .manifestInvalid(path: path, reason: "methods.\(name).entry names builtin '\(program)'; the agent has \(Self.builtins.sorted().joined(separator: ", "))")
                 }
-            } else if !program.hasPrefix("/") && programs[program] == nil {
+            } else if !program.hasPrefix("/") && programs[program] == nil && rootfs == nil {
                 throw .manifestInvalid(path: path, reason: "methods.\(name).entry names program '\(program)', which is not in programs")
             }
             guard !method.warm || method.mode == .serve else {
