@@ -30,7 +30,7 @@ static void fail_child(int error_pipe, unsigned char code, int err) {
     _exit(127);
 }
 
-static const char *const step_names[] = {"clone", "cgroup", "signals", "session", "hold", "fds", "exec", "user"};
+static const char *const step_names[] = {"clone", "cgroup", "signals", "session", "hold", "fds", "exec", "user", "chroot", "chdir"};
 
 /// What the child needs; it lives on the parent's stack, which the child shares (CLONE_VM) while
 /// the parent is suspended (CLONE_VFORK).
@@ -69,6 +69,11 @@ static int run_child(void *argument) {
         int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
         if (fd < 0 || write(fd, text, (size_t)length) != length) fail_child(error_pipe, 7, errno);
         close(fd);
+    }
+    // The root and working folder while still privileged to chroot.
+    if (request->root != NULL && chroot(request->root) != 0) fail_child(error_pipe, 8, errno);
+    if (request->cwd != NULL || request->root != NULL) {
+        if (chdir(request->cwd != NULL ? request->cwd : "/") != 0) fail_child(error_pipe, 9, errno);
     }
     // Limits first, while still allowed to set any; then the user, group before user.
     if (request->max_processes > 0) {

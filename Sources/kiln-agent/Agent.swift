@@ -11,6 +11,7 @@ struct Agent {
     private var runner: MethodRunner
     private var runtimes: ServeRuntimes
     private let methods: MethodTable
+    private var rootFilesystems: RootFilesystems
     private var housekeeping: Housekeeping
     private var entropy = EntropyMixer()
     /// The method whose code has run here since everything was last cleared: before another
@@ -41,6 +42,19 @@ struct Agent {
             // runs its methods without it.
             let fd = open(cgroup + "/cgroup.procs", O_WRONLY | O_CLOEXEC)
             if fd >= 0 { ProgramSpawner.cgroupProcs = fd } else { AgentLog.write("kiln-agent: no method cgroup at \(cgroup)") }
+        }
+        // Root file systems before any method starts (warm runtimes run on theirs).
+        let memoryMB = options.reportedMemoryMB.map(UInt64.init) ?? Housekeeping.memoryTotalMB()
+        rootFilesystems = RootFilesystems(table: options.rootfsTable, mountedLowers: Set(options.rootfsFolders.keys),
+                                          scratch: options.scratch, writableMB: memoryMB / 4)
+        rootFilesystems.mountAll(folderMounted: !options.rootfsFolders.isEmpty)
+        for (name, method) in methods.methods {
+            guard let rootfs = method.rootfs else { continue }
+            if let placement = rootFilesystems.placement(of: rootfs) {
+                ProgramSpawner.placements[name] = placement
+            } else {
+                ProgramSpawner.unplaceable[name] = "its root file system \(rootfs) is not mounted (see the console)"
+            }
         }
         // The out-of-memory killer takes a method, never the agent that answers for it.
         Housekeeping.protectFromOOMKiller()
@@ -168,6 +182,7 @@ struct Agent {
         runner.killSpawnedGroups()
         let cleared = housekeeping.killEverything()
         housekeeping.wipeScratch()
+        rootFilesystems.wipeWrites()
         tenant = nil
         return cleared
     }

@@ -29,6 +29,11 @@ struct AgentOptions {
           --method-cgroup DIR
                           put method programs in this cgroup (v2) before they start (a VM's init
                           makes one with memory and process limits; missing: none)
+          --rootfs-table PATH
+                          the image's root file systems (default: /kiln/rootfs.msgpack; missing: none)
+          --rootfs NAME=DIR
+                          process backend: the folder the host mounted root file system NAME on
+                          (bound in before the chroot); may repeat
           --method-max-processes N
                           the processes the method user may have (default 256 in a VM, none in a
                           sandbox, whose cgroup's pids.max holds them; 0: no limit)
@@ -45,6 +50,9 @@ struct AgentOptions {
     var methodUser: (uid: UInt32, gid: UInt32)? = (65534, 65534)
     var methodMaxProcesses: Int?
     var methodCgroup: String?
+    var rootfsTable = "/kiln/rootfs.msgpack"
+    /// Root file system name → the host folder it is mounted on (process backend).
+    var rootfsFolders: [String: String] = [:]
 
     init(arguments: [String]) throws(AgentOptionError) {
         var remaining = arguments[...]
@@ -74,6 +82,13 @@ struct AgentOptions {
                     methodUser = (uid, gid)
                 }
             case "--method-cgroup": methodCgroup = try value(for: flag)
+            case "--rootfs-table": rootfsTable = try value(for: flag)
+            case "--rootfs":
+                let text = try value(for: flag)
+                guard let equals = text.firstIndex(of: "="), equals != text.startIndex, text[text.index(after: equals)...].hasPrefix("/") else {
+                    throw .badValue(flag, text)
+                }
+                rootfsFolders[String(text[..<equals])] = String(text[text.index(after: equals)...])
             case "--method-max-processes":
                 let text = try value(for: flag)
                 guard let number = Int(text), number >= 0 else { throw .badValue(flag, text) }

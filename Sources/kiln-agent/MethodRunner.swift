@@ -30,7 +30,7 @@ struct MethodRunner {
             return failure(request, started: started, exitCode: 127, stderr: message)
         }
         let spawned = ProgramSpawner.spawn(
-            arguments: request.entry, environment: ProgramSpawner.environment(scratch: scratch, extra: [
+            method: request.method, arguments: request.entry, environment: ProgramSpawner.environment(method: request.method, scratch: scratch, extra: [
                 "KILN_METHOD=\(request.method)",
                 "KILN_INVOCATION_ID=\(request.id)",
                 "KILN_DEADLINE_MS=\(request.deadlineMs)",
@@ -40,10 +40,9 @@ struct MethodRunner {
         let pid: pid_t
         switch spawned {
         case .success(let started): pid = started
-        case .failure(let code):
+        case .failure(let reason):
             stdinPipe.closeBoth(); stdoutPipe.closeBoth(); stderrPipe.closeBoth()
-            return failure(request, started: started, exitCode: 127,
-                           stderr: "exec: cannot start \(program): \(describeErrno(code))")
+            return failure(request, started: started, exitCode: 127, stderr: "exec: cannot start \(program): \(reason)")
         }
         spawnedGroups.append(pid)
         let oomKillsBefore = Housekeeping.oomKills()

@@ -12,6 +12,8 @@ struct MethodTable {
         var warm: Bool
         /// argv inside the guest: program names resolved to their guest paths.
         var entry: [String]
+        /// The root file system it runs on; nil: the agent's own.
+        var rootfs: String? = nil
     }
 
     private(set) var methods: [String: Method] = [:]
@@ -45,7 +47,8 @@ struct MethodTable {
                 resolved[0] = manifest["programs"]?[program]?.stringValue ?? "/kiln/bin/" + program
             }
             methods[name] = Method(
-                serve: entry.value["mode"]?.stringValue == "serve", warm: entry.value["warm"] == .bool(true), entry: resolved)
+                serve: entry.value["mode"]?.stringValue == "serve", warm: entry.value["warm"] == .bool(true), entry: resolved,
+                rootfs: entry.value["rootfs"]?.stringValue)
         }
     }
 

@@ -8,7 +8,18 @@ import Glibc
 enum ProgramSpawner {
     enum Outcome {
         case success(pid_t)
-        case failure(Int32)
+        /// Why it did not start.
+        case failure(String)
+    }
+
+    /// Where and as whom a method on a root file system starts: chrooted to its overlay, in the
+    /// image's working folder, with the image's environment, as the image's user when it names
+    /// one other than root.
+    struct Placement {
+        var root: String
+        var workingDirectory: String
+        var environment: [String]
+        var user: (uid: UInt32, gid: UInt32)?
     }
 
     /// Who method programs run as.
@@ -26,15 +37,32 @@ enum ProgramSpawner {
     nonisolated(unsafe) static var user: MethodUser? = .nobody
     /// The method cgroup's `cgroup.procs`, open; -1 for none.
     nonisolated(unsafe) static var cgroupProcs: Int32 = -1
+    /// Methods that run on a root file system, by name: where they start (set once at start).
+    nonisolated(unsafe) static var placements: [String: Placement] = [:]
+    /// Methods whose root file system could not be mounted, with the reason.
+    nonisolated(unsafe) static var unplaceable: [String: String] = [:]
 
-    /// What every method program gets, plus `extra` (`NAME=value`).
-    static func environment(scratch: String, extra: [String]) -> [String] {
-        ["PATH=/kiln/bin:/bin:/sbin:/usr/bin:/usr/sbin", "HOME=\(scratch)", "TMPDIR=\(scratch)"] + extra
+    /// What `method`'s program gets, plus `extra` (`NAME=value`): on a root file system the
+    /// image's environment, else a PATH over the image's programs and busybox; HOME and TMPDIR
+    /// are the scratch folder (`/tmp` inside a root file system).
+    static func environment(method: String, scratch: String, extra: [String]) -> [String] {
+        guard let placement = placements[method] else {
+            return ["PATH=/kiln/bin:/bin:/sbin:/usr/bin:/usr/sbin", "HOME=\(scratch)", "TMPDIR=\(scratch)"] + extra
+        }
+        let own = placement.environment.filter { !$0.hasPrefix("HOME=") && !$0.hasPrefix("TMPDIR=") }
+        let path = own.contains { $0.hasPrefix("PATH=") } ? [] : ["PATH=/usr/local/bin:/usr/bin:/bin:/kiln/bin"]
+        return own + path + ["HOME=/tmp", "TMPDIR=/tmp"] + extra
     }
 
-    /// Starts `arguments[0]` (searched on PATH when it has no slash) in a session of its own.
-    static func spawn(arguments: [String], environment: [String], stdin: Int32, stdout: Int32, stderr: Int32) -> Outcome {
-        guard let name = arguments.first, let program = resolve(name) else { return .failure(ENOENT) }
+    /// Starts `method`'s program `arguments[0]` in a session of its own: on its root file
+    /// system when it has one (the entry is then an absolute path inside it), else searched on
+    /// PATH when it has no slash.
+    static func spawn(method: String, arguments: [String], environment: [String], stdin: Int32, stdout: Int32, stderr: Int32) -> Outcome {
+        if let reason = unplaceable[method] { return .failure(reason) }
+        let placement = placements[method]
+        guard let name = arguments.first, let program = placement == nil ? resolve(name) : (name.hasPrefix("/") ? name : nil) else {
+            return .failure(describeErrno(ENOENT))
+        }
         var argv = arguments.map { strdup($0) } + [nil]
         var envp = environment.map { strdup($0) } + [nil]
         defer {
@@ -44,7 +72,10 @@ enum ProgramSpawner {
         let fds: [Int32] = [stdin, stdout, stderr]
         var error: Int32 = 0
         var step: UnsafePointer<CChar>?
-        let user = Self.user
+        var user = Self.user
+        if let own = placement?.user {
+            user = MethodUser(uid: own.uid, gid: own.gid, maxProcesses: Self.user?.maxProcesses ?? MethodUser.nobody.maxProcesses)
+        }
         let cgroups: [Int32] = Self.cgroupProcs >= 0 ? [Self.cgroupProcs] : []
         let pid = program.withCString { path in
             fds.withUnsafeBufferPointer { fdBuffer in
@@ -58,14 +89,25 @@ enum ProgramSpawner {
                                 change_user: user == nil ? 0 : 1, uid: user?.uid ?? 0, gid: user?.gid ?? 0,
                                 max_processes: user.map { $0.maxProcesses } ?? 0,
                                 // The agent shields itself; its methods are the first the killer takes.
-                                set_oom_score_adj: 1, oom_score_adj: 500)
-                            return kiln_spawn(&request, &error, &step)
+                                set_oom_score_adj: 1, oom_score_adj: 500, root: nil, cwd: nil)
+                            guard let placement else { return kiln_spawn(&request, &error, &step) }
+                            return placement.root.withCString { root in
+                                placement.workingDirectory.withCString { cwd in
+                                    request.root = root
+                                    request.cwd = cwd
+                                    return kiln_spawn(&request, &error, &step)
+                                }
+                            }
                         }
                     }
                 }
             }
         }
-        return pid > 0 ? .success(pid) : .failure(error == 0 ? EINVAL : error)
+        if pid > 0 { return .success(pid) }
+        let stepName = step.map { String(cString: $0) } ?? "spawn"
+        let reason = describeErrno(error == 0 ? EINVAL : error)
+        // exec's own failure is the program's; the others say which step failed.
+        return .failure(stepName == "exec" ? reason : "\(stepName): \(reason)")
     }
 
     /// The path of `name`: itself when it has a slash, else the first executable on PATH.

@@ -9,6 +9,9 @@ struct SandboxSetup {
     /// The sandbox's memory, MiB: its /tmp holds a quarter of it, so that a method filling
     /// /tmp gets ENOSPC before the cgroup's memory limit makes the OOM killer look for a victim.
     let memoryMB: UInt32?
+    /// Root file system name → the host folder holding it, bound read-only under
+    /// `/kiln/rootfs/NAME/lower` (see ``RootFilesystems``), where only root may go.
+    let rootfsFolders: [String: String]
 
     /// What failed, with errno.
     struct Failure: Error, CustomStringConvertible {
@@ -25,14 +28,19 @@ struct SandboxSetup {
         try check(mount("proc", root + "/proc", "proc", UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC), nil), "mount /proc")
         let scratchMB = max(4, (memoryMB ?? 256) / 4)
         try check(mount("tmpfs", root + "/tmp", "tmpfs", UInt(MS_NOSUID | MS_NODEV), "mode=1777,size=\(scratchMB)m"), "mount /tmp")
-        try check(mount("tmpfs", root + "/dev", "tmpfs", UInt(MS_NOSUID | MS_NOEXEC), "mode=755,size=64k"), "mount /dev")
-        for device in ["null", "zero", "full", "random", "urandom"] {
-            let target = root + "/dev/" + device
-            let fd = open(target, O_CREAT | O_WRONLY | O_CLOEXEC, 0o666)
-            if fd >= 0 { close(fd) }
-            try check(mount("/dev/" + device, target, nil, UInt(MS_BIND), nil), "bind /dev/\(device)")
+        try DeviceFolder.populate(root + "/dev")
+        if !rootfsFolders.isEmpty {
+            let folder = root + RootFilesystems.folder
+            try check(mount("tmpfs", folder, "tmpfs", UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC), "mode=700,size=64k"), "mount \(RootFilesystems.folder)")
+            for (name, source) in rootfsFolders.sorted(by: { $0.key < $1.key }) {
+                let lower = folder + "/" + name + "/lower"
+                for path in [folder + "/" + name, lower] where mkdir(path, 0o755) != 0 && errno != EEXIST {
+                    throw Failure(step: "mkdir \(path)", code: errno)
+                }
+                try check(mount(source, lower, nil, UInt(MS_BIND), nil), "bind \(source)")
+                try check(mount(nil, lower, nil, UInt(MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV), nil), "make \(source) read-only")
+            }
         }
-        _ = symlink("/proc/self/fd", root + "/dev/fd")
         try check(chroot(root), "chroot \(root)")
         try check(chdir("/"), "chdir /")
         if let hostname {

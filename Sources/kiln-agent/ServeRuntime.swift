@@ -48,16 +48,16 @@ final class ServeRuntime {
             return .failure(StartFailure(message: message))
         }
         let spawned = ProgramSpawner.spawn(
-            arguments: entry,
-            environment: ProgramSpawner.environment(scratch: scratch, extra: [
+            method: method, arguments: entry,
+            environment: ProgramSpawner.environment(method: method, scratch: scratch, extra: [
                 "\(ServeProtocol.modeVariable)=serve", "KILN_METHOD=\(method)",
             ]),
             stdin: stdinPipe.read, stdout: stdoutPipe.write, stderr: stderrPipe.write)
         stdinPipe.closeRead(); stdoutPipe.closeWrite(); stderrPipe.closeWrite()
         switch spawned {
-        case .failure(let code):
+        case .failure(let reason):
             stdinPipe.closeBoth(); stdoutPipe.closeBoth(); stderrPipe.closeBoth()
-            return .failure(StartFailure(message: "cannot start \(program): \(describeErrno(code))"))
+            return .failure(StartFailure(message: "cannot start \(program): \(reason)"))
         case .success(let pid):
             for fd in [stdinPipe.write, stdoutPipe.read, stderrPipe.read] {
                 _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)

@@ -16,7 +16,8 @@ do {
 
 if let root = options.sandboxRoot {
     do {
-        try SandboxSetup(root: root, hostname: options.hostname, memoryMB: options.reportedMemoryMB).enter()
+        try SandboxSetup(root: root, hostname: options.hostname, memoryMB: options.reportedMemoryMB,
+                         rootfsFolders: options.rootfsFolders).enter()
     } catch {
         AgentLog.write("kiln-agent: cannot enter the sandbox at \(root): \(error)")
         exit(3)

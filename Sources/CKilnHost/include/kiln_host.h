@@ -37,6 +37,11 @@ typedef struct {
     /// what it starts).
     int set_oom_score_adj;
     int oom_score_adj;
+    /// Non-NULL: the child's root (chroot) before it changes user; its working folder is then
+    /// `cwd`, or `/`.
+    const char *root;
+    /// Non-NULL: the child's working folder (inside `root` when one is given).
+    const char *cwd;
 } kiln_spawn_request;
 
 /// Starts a child in its own session. Returns its PID, or -1 with `*error` set to the errno of the

@@ -132,7 +132,7 @@ public final class ProcessLauncher: Sendable {
                                 namespace_flags: spec.namespaces.rawValue,
                                 cgroup_procs_fds: cgroupBuffer.baseAddress,
                                 cgroup_procs_count: Int32(cgroupFDs.count), die_with_parent: 1, change_user: 0, uid: 0, gid: 0,
-                                max_processes: 0, set_oom_score_adj: 0, oom_score_adj: 0)
+                                max_processes: 0, set_oom_score_adj: 0, oom_score_adj: 0, root: nil, cwd: nil)
                             return kiln_spawn(&request, &error, &step)
                         }
                     }

@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 
 /// The folder for one process's live VMs: `<base>/<pid>/<vm-id>/…` (console logs, state that
@@ -41,7 +42,24 @@ public struct RunDirectory: Sendable {
             if kill(pid, 0) != 0 && errno == ESRCH { stale.append(base + "/" + name) }
         }
         closedir(directory)
-        stale.forEach(removeTree)
+        for path in stale {
+            // A sandbox driver's root file systems may still be mounted there.
+            detachMounts(below: path)
+            removeTree(path)
+        }
+    }
+
+    /// Detaches every mount at or below `path` (deepest first), so that the folder can go.
+    public static func detachMounts(below path: String) {
+        let text = String(decoding: readFile("/proc/self/mountinfo") ?? [], as: UTF8.self)
+        let points = text.split(separator: "\n").compactMap { line -> String? in
+            let fields = line.split(separator: " ")
+            guard fields.count > 4 else { return nil }
+            // Spaces and such in mount points are written as octal escapes.
+            let point = String(fields[4]).replacingOccurrences(of: "\\040", with: " ")
+            return point == path || point.hasPrefix(path + "/") ? point : nil
+        }
+        for point in points.sorted(by: { $0.count > $1.count }) { _ = umount2(point, Int32(MNT_DETACH)) }
     }
 }
 

@@ -28,6 +28,9 @@ public actor ProcessSandboxDriver: MicroVMDriver {
     private let cgroups: CgroupLayout?
     private var live: [String: ProcessMicroVM] = [:]
     private var counter = 0
+    /// The image's root file systems on the host, mounted at the first start (one task, which
+    /// starts that overlap wait for).
+    private var rootFilesystems: Task<HostRootFilesystems, any Error>?
 
     /// - Throws: ``VMError/sandboxUnavailable(_:)`` when not root, or without cgroups when they
     ///   are required.
@@ -60,6 +63,16 @@ public actor ProcessSandboxDriver: MicroVMDriver {
 
     /// Starts a sandbox and waits for its agent's hello.
     public func start(_ profile: VMProfile) async throws(VMError) -> ProcessMicroVM {
+        let (image, runFolder, logger) = (image, run.path, logger)
+        let mounting = rootFilesystems ?? Task { try await HostRootFilesystems.mount(image, runFolder: runFolder, logger: logger) }
+        rootFilesystems = mounting
+        let mounts: HostRootFilesystems
+        do {
+            mounts = try await mounting.value
+        } catch {
+            rootFilesystems = nil
+            throw error as? VMError ?? .hostFailure("\(error)")
+        }
         counter += 1
         let id = "p\(counter)-\(String(UInt16.random(in: 0...UInt16.max), radix: 16))"
         let started = ContinuousClock.now
@@ -86,7 +99,7 @@ public actor ProcessSandboxDriver: MicroVMDriver {
         let arguments = [
             GuestLayout.agent, "--fd", "3", "--sandbox", image.rootFilesystem, "--hostname", "kiln-\(id)",
             "--scratch", GuestLayout.scratch, "--vcpus", "\(profile.vcpus)", "--memory-mb", "\(profile.memoryMB)",
-        ]
+        ] + mounts.agentArguments
         let process: ChildProcess
         do {
             process = try await ProcessLauncher.shared.spawn(SpawnSpec(
@@ -127,6 +140,8 @@ public actor ProcessSandboxDriver: MicroVMDriver {
         let vms = Array(live.values)
         for vm in vms { await vm.destroy() }
         live.removeAll()
+        if let mounting = rootFilesystems { (try? await mounting.value)?.unmount() }
+        rootFilesystems = nil
     }
 
     /// The number of sandboxes alive.

@@ -24,9 +24,13 @@ public struct QEMUCommandLine: Sendable, Equatable {
     public var agentSocketFD: Int32
     /// The inherited descriptor number of the QMP socket (connected).
     public var qmpSocketFD: Int32
+    /// Read-only raw block images, as virtio-blk devices in this order (the guest's `/dev/vda`,
+    /// `/dev/vdb`, …): the image's root file systems. A restore names the same ones as the
+    /// template it comes from.
+    public var blockDevices: [String]
 
     public init(qemu: String = "qemu-system-x86_64", accelerator: Accelerator, vcpus: Int, memoryMB: Int,
-                start: Start, consoleLog: String, agentSocketFD: Int32, qmpSocketFD: Int32) {
+                start: Start, consoleLog: String, agentSocketFD: Int32, qmpSocketFD: Int32, blockDevices: [String] = []) {
         self.qemu = qemu
         self.accelerator = accelerator
         self.vcpus = vcpus
@@ -35,6 +39,7 @@ public struct QEMUCommandLine: Sendable, Equatable {
         self.consoleLog = consoleLog
         self.agentSocketFD = agentSocketFD
         self.qmpSocketFD = qmpSocketFD
+        self.blockDevices = blockDevices
     }
 
     /// The kernel command line: quiet serial console, the TSC frequency given (calibration hangs
@@ -78,6 +83,11 @@ public struct QEMUCommandLine: Sendable, Equatable {
         arguments += ["-chardev", "socket,id=agent,fd=\(agentSocketFD),server=on,wait=off"]
         arguments += ["-device", "virtserialport,chardev=agent,name=\(GuestLayout.agentPortName)"]
         arguments += ["-chardev", "socket,id=qmp,fd=\(qmpSocketFD)", "-mon", "chardev=qmp,mode=control"]
+        for (index, file) in blockDevices.enumerated() {
+            // Read-only: clones share the file, and the host's page cache serves them all.
+            arguments += ["-drive", "file=\(file),format=raw,if=none,readonly=on,id=rootfs\(index)",
+                          "-device", "virtio-blk-device,drive=rootfs\(index)"]
+        }
         if case .restore = start { arguments += ["-incoming", "defer"] }
         return arguments
     }

@@ -84,7 +84,8 @@ public actor QEMUDriver: MicroVMDriver {
             CgroupCage.sweep(layout: found)
             layout = found
         }
-        self.launcher = QEMULauncher(qemu: configuration.qemu, hostKHz: khz, cgroups: layout, logger: logger)
+        self.launcher = QEMULauncher(qemu: configuration.qemu, hostKHz: khz, cgroups: layout,
+                                     blockDevices: image.rootFilesystems.map(image.path(of:)), logger: logger)
         let templateRoot = configuration.templateRoot
             ?? (image.directory as NSString).deletingLastPathComponent + "/templates"
         self.templates = SnapshotTemplateStore(root: templateRoot)

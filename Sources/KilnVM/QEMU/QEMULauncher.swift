@@ -17,6 +17,8 @@ struct QEMULauncher: Sendable {
     let qemu: String
     let hostKHz: Int
     let cgroups: CgroupLayout?
+    /// The image's root file systems, attached to every guest (see ``QEMUCommandLine/blockDevices``).
+    let blockDevices: [String]
     let logger: Logger
 
     /// A QEMU that runs and answers QMP, with the agent socket connected; for a restore, it waits
@@ -53,7 +55,7 @@ struct QEMULauncher: Sendable {
         let agentPath = directory + "/agent.sock"
         let consoleLog = directory + "/console.log"
         let qemuLog = directory + "/qemu.log"
-        var optionPaths = [directory, consoleLog]
+        var optionPaths = [directory, consoleLog] + blockDevices
         switch start {
         case .boot(_, let shared?): optionPaths.append(shared)
         case .restore(let template): optionPaths.append(template.memoryFile)
@@ -93,7 +95,7 @@ struct QEMULauncher: Sendable {
         }
         let command = QEMUCommandLine(qemu: qemu, accelerator: accelerator, vcpus: profile.vcpus,
                                       memoryMB: profile.memoryMB, start: commandStart, consoleLog: consoleLog,
-                                      agentSocketFD: 3, qmpSocketFD: 4)
+                                      agentSocketFD: 3, qmpSocketFD: 4, blockDevices: blockDevices)
 
         let beforeCage = ContinuousClock.now
         var cage: CgroupCage?

@@ -18,7 +18,8 @@ public struct SnapshotTemplate: Sendable, Equatable {
     public static func key(image: GuestImage, profile: VMProfile, accelerator: Accelerator, qemuVersion: String) -> String {
         let shape = QEMUCommandLine(accelerator: accelerator, vcpus: profile.vcpus, memoryMB: profile.memoryMB,
                                     start: .restore(memoryFile: "RAM"), consoleLog: "CONSOLE",
-                                    agentSocketFD: 3, qmpSocketFD: 4).arguments.joined(separator: " ")
+                                    agentSocketFD: 3, qmpSocketFD: 4,
+                                    blockDevices: image.rootFilesystems.map { "BLOCK-\($0.name)" }).arguments.joined(separator: " ")
         let machine = SHA256Text.hex(qemuVersion + "\n" + shape).prefix(8)
         return "\(image.id.prefix(16))-\(profile.vcpus)c\(profile.memoryMB)m-\(accelerator.rawValue)-\(machine)"
     }

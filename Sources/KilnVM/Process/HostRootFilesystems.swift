@@ -1,0 +1,43 @@
+import Glibc
+import Logging
+
+/// The image's root file systems mounted on the host for the `process` backend: each block
+/// image read-only through a loop device, once per driver, under the driver's run folder. The
+/// sandboxes bind them in (see the agent's `--rootfs`); they are detached at shutdown and at
+/// exit, and a crashed driver's are detached by the next ``RunDirectory`` sweep.
+struct HostRootFilesystems {
+    /// Root file system name → the folder it is mounted on.
+    let folders: [String: String]
+
+    /// Mounts every root file system of `image` below `runFolder`.
+    static func mount(_ image: GuestImage, runFolder: String, logger: Logger) async throws(VMError) -> HostRootFilesystems {
+        guard !image.rootFilesystems.isEmpty else { return HostRootFilesystems(folders: [:]) }
+        let base = runFolder + "/rootfs"
+        var folders: [String: String] = [:]
+        ExitCleanup.shared.atExit { RunDirectory.detachMounts(below: base) }
+        for filesystem in image.rootFilesystems {
+            let folder = base + "/" + filesystem.name
+            try makeDirectories(folder)
+            do {
+                try await HostCommand("mount", ["-t", "erofs", "-o", "loop,ro,nodev,nosuid", image.path(of: filesystem), folder],
+                                      timeout: .seconds(60)).run(scratch: runFolder)
+            } catch {
+                RunDirectory.detachMounts(below: base)
+                throw .sandboxUnavailable("cannot mount root file system \(filesystem.name) (\(image.path(of: filesystem))) on \(folder): \(error)")
+            }
+            logger.debug("mounted root file system \(filesystem.name) on \(folder)")
+            folders[filesystem.name] = folder
+        }
+        return HostRootFilesystems(folders: folders)
+    }
+
+    /// The agent's options that bind them in.
+    var agentArguments: [String] {
+        folders.sorted { $0.key < $1.key }.flatMap { ["--rootfs", "\($0.key)=\($0.value)"] }
+    }
+
+    /// Detaches them.
+    func unmount() {
+        for folder in folders.values { _ = umount2(folder, Int32(MNT_DETACH)) }
+    }
+}
