@@ -168,7 +168,7 @@ let package = Package(
         ),
         .testTarget(
             name: "KilnVMTests",
-            dependencies: ["KilnVM", "KilnWire", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["KilnVM", "KilnWire", "KilnTestSupport", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(
             name: "KilnMethodTests",
@@ -177,7 +177,7 @@ let package = Package(
         .testTarget(
             name: "KilnVMIntegrationTests",
             dependencies: [
-                "KilnVM", "KilnWire",
+                "KilnVM", "KilnWire", "KilnTestSupport",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -82,6 +82,8 @@ public struct VMProfile: Sendable, Hashable, CustomStringConvertible {
 
     /// 1 vCPU, 128 MiB.
     public static let small = VMProfile(name: "small", vcpus: 1, memoryMB: 128)
+    /// 1 vCPU, 256 MiB: room for a runtime such as Python with its libraries.
+    public static let medium = VMProfile(name: "medium", vcpus: 1, memoryMB: 256)
 
     public var description: String { "\(name) (\(vcpus) vCPU, \(memoryMB) MiB)" }
 }

@@ -37,6 +37,7 @@ extension GuestFrame {
             if result.crashed { add("crashed", .bool(true)) }
             if result.outOfMemory { add("oom", .bool(true)) }
             if let methodError = result.methodError { add("method_error", .string(methodError)) }
+            if result.runtimeStarted { add("runtime_started", .bool(true)) }
         case .pong(let pong):
             add("uptime_us", .uint(pong.uptimeUs))
             add("load1", .double(pong.load1))
@@ -77,7 +78,8 @@ extension GuestFrame {
                 exitCode: try fields.integer("exit_code", Int32.self), stderr: try fields.string("stderr"),
                 execUs: try fields.integer("exec_us", UInt64.self), maxrssKB: try fields.integer("maxrss_kb", UInt64.self),
                 resetPending: try fields.optionalBool("reset_pending") ?? false, crashed: try fields.optionalBool("crashed") ?? false,
-                outOfMemory: try fields.optionalBool("oom") ?? false, methodError: try fields.optionalString("method_error")))
+                outOfMemory: try fields.optionalBool("oom") ?? false, methodError: try fields.optionalString("method_error"),
+                runtimeStarted: try fields.optionalBool("runtime_started") ?? false))
         case "ping": self = .ping
         case "pong":
             self = .pong(Pong(

@@ -154,11 +154,15 @@ extension GuestFrame {
         /// failure, and its runtime keeps serving (no process exited). Optional on the wire
         /// (`method_error`), written only when there is one.
         public var methodError: String?
+        /// A serve-mode call that had to start its method's runtime first (none was running: not
+        /// started warm, or ended since); false when a running one took it. Optional on the wire
+        /// (`runtime_started`), written only when true.
+        public var runtimeStarted: Bool
 
         public init(
             id: String, status: ExecStatus, output: [UInt8], exitCode: Int32, stderr: String,
             execUs: UInt64, maxrssKB: UInt64, resetPending: Bool = false, crashed: Bool = false, outOfMemory: Bool = false,
-            methodError: String? = nil
+            methodError: String? = nil, runtimeStarted: Bool = false
         ) {
             self.id = id
             self.status = status
@@ -171,6 +175,7 @@ extension GuestFrame {
             self.crashed = crashed
             self.outOfMemory = outOfMemory
             self.methodError = methodError
+            self.runtimeStarted = runtimeStarted
         }
 
         enum CodingKeys: String, CodingKey {
@@ -183,6 +188,7 @@ extension GuestFrame {
             case crashed
             case outOfMemory = "oom"
             case methodError = "method_error"
+            case runtimeStarted = "runtime_started"
         }
 
         public init(from decoder: any Decoder) throws {
@@ -198,6 +204,7 @@ extension GuestFrame {
             crashed = try container.decodeIfPresent(Bool.self, forKey: .crashed) ?? false
             outOfMemory = try container.decodeIfPresent(Bool.self, forKey: .outOfMemory) ?? false
             methodError = try container.decodeIfPresent(String.self, forKey: .methodError)
+            runtimeStarted = try container.decodeIfPresent(Bool.self, forKey: .runtimeStarted) ?? false
         }
 
         public func encode(to encoder: any Encoder) throws {
@@ -213,6 +220,7 @@ extension GuestFrame {
             if crashed { try container.encode(true, forKey: .crashed) }
             if outOfMemory { try container.encode(true, forKey: .outOfMemory) }
             if let methodError { try container.encode(methodError, forKey: .methodError) }
+            if runtimeStarted { try container.encode(true, forKey: .runtimeStarted) }
         }
     }
 

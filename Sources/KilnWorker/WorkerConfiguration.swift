@@ -228,7 +228,9 @@ public struct WorkerConfiguration: Codable, Sendable, Equatable {
     public var worker = Worker()
     public var amqp = AMQP()
     public var vm = VM()
-    public var profiles: [String: Profile] = ["small": Profile()]
+    /// `small` for the static methods, `medium` (256 MiB, none kept idle without demand) for
+    /// methods with a runtime such as Python.
+    public var profiles: [String: Profile] = ["small": Profile(), "medium": Profile(memoryMB: 256, minIdle: 0, maxIdle: 4, maxTotal: 4)]
     public var pool = Pool()
     /// The default lifecycle, and per-method overrides under `methods`.
     public var lifecycle = Lifecycle()

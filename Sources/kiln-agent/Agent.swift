@@ -44,7 +44,7 @@ struct Agent {
             if fd >= 0 { ProgramSpawner.cgroupProcs = fd } else { AgentLog.write("kiln-agent: no method cgroup at \(cgroup)") }
         }
         // Root file systems before any method starts (warm runtimes run on theirs).
-        let memoryMB = options.reportedMemoryMB.map(UInt64.init) ?? Housekeeping.memoryTotalMB()
+        let memoryMB = options.reportedMemoryMB.map(UInt64.init) ?? Housekeeping.profileMemoryMB() ?? Housekeeping.memoryTotalMB()
         rootFilesystems = RootFilesystems(table: options.rootfsTable, mountedLowers: Set(options.rootfsFolders.keys),
                                           scratch: options.scratch, writableMB: memoryMB / 4)
         rootFilesystems.mountAll(folderMounted: !options.rootfsFolders.isEmpty)
@@ -60,7 +60,7 @@ struct Agent {
         Housekeeping.protectFromOOMKiller()
         // Before the first greeting: a snapshot template taken after it holds these runtimes
         // running, so every restored clone has them without starting them.
-        runtimes.startWarm(methods.warm)
+        runtimes.startWarm(methods.warm(memoryMB: memoryMB))
     }
 
     mutating func run() -> Never {

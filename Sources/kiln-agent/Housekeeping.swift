@@ -37,6 +37,16 @@ struct Housekeeping {
         (meminfoKB("MemTotal:") ?? 0) / 1024
     }
 
+    /// The VM's memory as its profile gives it (`kiln.memory_mb=` on the kernel command line),
+    /// which the kernel's MemTotal falls short of by what the kernel itself takes.
+    static func profileMemoryMB() -> UInt64? {
+        guard let line = readSmallFile("/proc/cmdline") else { return nil }
+        for word in line.split(whereSeparator: { $0 == " " || $0 == "\n" }) where word.hasPrefix("kiln.memory_mb=") {
+            return UInt64(word.dropFirst("kiln.memory_mb=".count))
+        }
+        return nil
+    }
+
     /// The answer to `ping`: uptime, one-minute load, MemAvailable.
     static func pong() -> GuestFrame.Pong {
         let load1 = readSmallFile("/proc/loadavg")?.split(separator: " ").first.flatMap { Double($0) }

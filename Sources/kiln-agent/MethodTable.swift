@@ -14,6 +14,8 @@ struct MethodTable {
         var entry: [String]
         /// The root file system it runs on; nil: the agent's own.
         var rootfs: String? = nil
+        /// The memory its VM must have (the manifest's `resources.memory_mb`).
+        var memoryMB: UInt64 = 128
     }
 
     private(set) var methods: [String: Method] = [:]
@@ -48,7 +50,7 @@ struct MethodTable {
             }
             methods[name] = Method(
                 serve: entry.value["mode"]?.stringValue == "serve", warm: entry.value["warm"] == .bool(true), entry: resolved,
-                rootfs: entry.value["rootfs"]?.stringValue)
+                rootfs: entry.value["rootfs"]?.stringValue, memoryMB: entry.value["resources"]?["memory_mb"]?.uint64Value ?? 128)
         }
     }
 
@@ -57,8 +59,10 @@ struct MethodTable {
         methods[method]?.serve ?? false
     }
 
-    /// Serve-mode methods to start with the VM, by name.
-    var warm: [(name: String, entry: [String])] {
-        methods.filter { $0.value.serve && $0.value.warm }.sorted { $0.key < $1.key }.map { ($0.key, $0.value.entry) }
+    /// Serve-mode methods to start with a VM of `memoryMB`, by name: the warm ones it is large
+    /// enough for (a runtime that needs more would not fit beside the others).
+    func warm(memoryMB: UInt64) -> [(name: String, entry: [String])] {
+        methods.filter { $0.value.serve && $0.value.warm && $0.value.memoryMB <= memoryMB }.sorted { $0.key < $1.key }
+            .map { ($0.key, $0.value.entry) }
     }
 }

@@ -45,14 +45,21 @@ struct ServeRuntimes {
             _ = runtime.kill()
             running[request.method] = nil
         }
-        if running[request.method] == nil {
+        let startedNow = running[request.method] == nil
+        if startedNow {
             switch ServeRuntime.start(method: request.method, entry: request.entry, scratch: scratch) {
             case .success(let runtime): running[request.method] = runtime
             case .failure(let failure):
                 return result(request, started: started, status: .error, exitCode: 127, stderr: "serve: \(failure.message)")
             }
         }
-        let runtime = running[request.method]!
+        var outcome = answer(request, from: running[request.method]!, started: started)
+        outcome.runtimeStarted = startedNow
+        return outcome
+    }
+
+    /// The call's result from `runtime`.
+    private mutating func answer(_ request: GuestFrame.ExecRequest, from runtime: ServeRuntime, started: UInt64) -> GuestFrame.ExecResult {
         switch runtime.call(request, deadlineUs: started + request.deadlineMs * 1000) {
         case .answered(let answer):
             let tail = runtime.takeStderrTail()

@@ -78,14 +78,12 @@ enum Backend: String, CaseIterable, Sendable, CustomStringConvertible {
 
     var description: String { rawValue }
 
-    /// A fresh VM: restored from the snapshot template (qemu) or a new sandbox (process), or
-    /// for qemu booted with `profile` when one is given (a template holds one memory size).
-    func provision(booting profile: VMProfile? = nil) async throws -> any MicroVM {
+    /// A fresh VM of `profile`: restored from its snapshot template (qemu), or booted when
+    /// `boot` (a profile used once is not worth a template), or a new sandbox (process).
+    func provision(_ profile: VMProfile = .small, boot: Bool = false) async throws -> any MicroVM {
         switch self {
-        case .qemu:
-            if let profile { return try await Fixture.qemu().boot(profile) }
-            return try await Fixture.qemu().restore(.small)
-        case .process: return try await Fixture.process().start(profile ?? .small)
+        case .qemu: return boot ? try await Fixture.qemu().boot(profile) : try await Fixture.qemu().restore(profile)
+        case .process: return try await Fixture.process().start(profile)
         }
     }
 
@@ -117,9 +115,11 @@ enum Backend: String, CaseIterable, Sendable, CustomStringConvertible {
     }
 }
 
-/// Runs `body` with a fresh VM and destroys it afterwards, whatever happens.
-func withVM<T>(_ backend: Backend, booting profile: VMProfile? = nil, _ body: (any MicroVM) async throws -> T) async throws -> T {
-    let vm = try await backend.provision(booting: profile)
+/// Runs `body` with a fresh VM (restored from `profile`'s template, or booted with the profile
+/// given as `booting`) and destroys it afterwards, whatever happens.
+func withVM<T>(_ backend: Backend, profile: VMProfile = .small, booting: VMProfile? = nil,
+               _ body: (any MicroVM) async throws -> T) async throws -> T {
+    let vm = try await backend.provision(booting ?? profile, boot: booting != nil)
     do {
         let result = try await body(vm)
         await vm.destroy()

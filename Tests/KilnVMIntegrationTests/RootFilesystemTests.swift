@@ -1,12 +1,14 @@
 import Foundation
+import KilnTestSupport
 import KilnVM
 import KilnWire
 import Logging
 import Testing
 
 /// Methods on root file systems of their own, with real images, on both backends: an image built
-/// here from two host folders (busybox and a few files each), packed as erofs, mounted read-only
-/// in the guest under a writable layer that the reset wipes.
+/// here from two host folders (busybox and a few files each) and an OCI image archive made from a
+/// third, packed as erofs, mounted read-only in the guest under a writable layer that the reset
+/// wipes.
 @Suite("Root file systems", .serialized)
 struct RootFilesystemTests {
     /// A folder with busybox as `/bin/sh`, `/etc/motd` saying `motd`, and a world-writable
@@ -33,16 +35,30 @@ struct RootFilesystemTests {
         atexit { try? FileManager.default.removeItem(atPath: FileManager.default.temporaryDirectory.appendingPathComponent("kiln-rootfs-\(getpid())").path) }
         try makeRoot(folder.appendingPathComponent("red"), motd: "red")
         try makeRoot(folder.appendingPathComponent("blue"), motd: "blue")
+        // An OCI image archive from a folder (its one layer by tar), as a registry would hold it.
+        let app = folder.appendingPathComponent("app")
+        try makeRoot(app, motd: "oci")
+        try FileManager.default.createDirectory(at: app.appendingPathComponent("srv"), withIntermediateDirectories: true)
+        let layer = folder.appendingPathComponent("layer.tar").path
+        let (status, output) = try runToCompletion("/bin/tar", ["--numeric-owner", "-C", app.path, "-cf", layer, "."])
+        guard status == 0 else { throw HelperFailure("tar: \(output)") }
+        var image = OCIArchiveWriter.Image(layers: [[UInt8](try Data(contentsOf: URL(fileURLWithPath: layer)))])
+        image.env = ["PATH=/bin", "GREETING=hello"]
+        (image.workingDir, image.user) = ("/srv", "1000:1000")
+        image.entrypoint = ["/bin/sh", "-c", #"echo "$GREETING from $(pwd) as $(id -u):$(id -g), $(cat /etc/motd)""#]
+        try OCIArchiveWriter.writeOCI(image, to: folder.appendingPathComponent("app.oci.tar").path)
         try FileManager.default.createSymbolicLink(
             atPath: folder.appendingPathComponent("cache/kernels").path,
             withDestinationPath: Fixture.repositoryRoot + "/.local/images/kernels")
         try """
         {"version": 1, "programs": {"greet": "greet.sh"},
-         "root_filesystems": {"red": {"directory": "red", "copy": {"/opt/note.txt": "note.txt"}}, "blue": {"directory": "blue"}},
+         "root_filesystems": {"red": {"directory": "red", "copy": {"/opt/note.txt": "note.txt"}}, "blue": {"directory": "blue"},
+                              "app": {"oci": "app.oci.tar"}},
          "rootfs": "red",
          "methods": {"on-red": {"entry": ["sh", "-c", "cat /etc/motd"]},
                      "on-blue": {"entry": ["/bin/sh", "-c", "cat /etc/motd"], "rootfs": "blue"},
-                     "greet": {"entry": ["greet", "from red"]}}}
+                     "greet": {"entry": ["greet", "from red"]},
+                     "from-oci": {"rootfs": "app"}}}
         """.write(to: folder.appendingPathComponent("methods.json"), atomically: true, encoding: .utf8)
         try "a note\n".write(to: folder.appendingPathComponent("note.txt"), atomically: true, encoding: .utf8)
         // A program of the image's own, on the root file system's shell.
@@ -88,8 +104,9 @@ struct RootFilesystemTests {
 
     @Test func theImageRecordsItsRootFilesystemsAndResolvedEntries() async throws {
         let image = try await Self.building.value
-        #expect(image.rootFilesystems.map(\.name) == ["blue", "red"])
-        #expect(image.rootFilesystems.map(\.device) == ["/dev/vda", "/dev/vdb"])
+        #expect(image.rootFilesystems.map(\.name) == ["app", "blue", "red"])
+        #expect(image.rootFilesystems.map(\.device) == ["/dev/vda", "/dev/vdb", "/dev/vdc"])
+        #expect(image.manifest.guestEntry(for: "from-oci")?.first == "/bin/sh", "the image's Entrypoint")
         #expect(image.manifest.guestEntry(for: "on-red") == ["/bin/sh", "-c", "cat /etc/motd"], "found on the root's PATH")
         #expect(image.manifest.methods["on-red"]?.rootfs == "red", "the image-wide rootfs, made explicit")
         for filesystem in image.rootFilesystems {
@@ -114,6 +131,19 @@ struct RootFilesystemTests {
             let lines = text(blue).split(separator: "\n")
             #expect(lines.first == "blue")
             #expect(lines.dropFirst().allSatisfy { $0.contains("No such file") }, "blue sees red's files or the mounts: \(lines)")
+        }
+    }
+
+    /// A method with no entry runs the OCI image's Entrypoint, with its Env, in its WorkingDir,
+    /// as its User.
+    @Test(arguments: Backend.allCases)
+    func anOCIImageRunsAsItsConfigSays(backend: Backend) async throws {
+        try await withRootedVM(backend) { vm, image in
+            let result = try await vm.exec(GuestFrame.ExecRequest(
+                id: "oci", method: "from-oci", entry: try #require(image.manifest.guestEntry(for: "from-oci")), payload: [],
+                deadlineMs: Fixture.generousDeadlineMs))
+            #expect(result.status == .ok, "\(result.stderr)")
+            #expect(text(result) == "hello from /srv as 1000:1000, oci", "\(text(result))")
         }
     }
 

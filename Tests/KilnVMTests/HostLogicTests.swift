@@ -71,9 +71,10 @@ struct QEMUCommandLineTests {
         #expect(SnapshotTemplate.key(image: image, profile: big, accelerator: .tcg, qemuVersion: "QEMU 7.2.22").contains("-2c256m-"))
     }
 
-    @Test func kernelArgumentsCarryTheTSCFrequency() {
-        let append = QEMUCommandLine.kernelArguments(hostKHz: 2_596_150)
+    @Test func kernelArgumentsCarryTheTSCFrequencyAndTheProfilesMemory() {
+        let append = QEMUCommandLine.kernelArguments(hostKHz: 2_596_150, memoryMB: 256)
         #expect(append.contains("tsc_early_khz=2596150"))
+        #expect(append.split(separator: " ").contains("kiln.memory_mb=256"))
         #expect(append.contains("console=ttyS0"))
         #expect(!append.contains("acpi=off"))
         #expect(!append.contains("rtc=off"))

@@ -14,7 +14,7 @@ struct MethodManifestTests {
             .deletingLastPathComponent().path
         let manifest = try MethodManifest.load(path: root + "/examples/methods.json")
         #expect(Set(manifest.methods.keys.filter { !$0.hasPrefix("hostile-") })
-            == ["echo", "sleep", "fail", "burn", "sha256", "echo-serve", "wordcount", "noop"])
+            == ["echo", "sleep", "fail", "burn", "sha256", "echo-serve", "wordcount", "noop", "py-echo", "py-thumbnail"])
         #expect(manifest.methods.keys.filter { $0.hasPrefix("hostile-") }.count == 7)
         #expect(manifest.guestEntry(for: "sleep") == ["/kiln/bin/kiln-examples", "sleep"])
         #expect(manifest.methods["burn"]?.lifecycle == .fresh)
@@ -64,6 +64,23 @@ struct MethodManifestTests {
         (#"{"version":1,"program":{},"methods":{"a":{"entry":["/x"]}}}"#, "program is not a manifest key (did you mean programs?)"),
         (#"{"version":1,"programs":{},"methods":{"a":{"entry":["/x"],"colour":"blue"}}}"#, "colour is not a manifest key; methods.a takes entry,"),
         (#"[1, 2]"#, "must be a JSON object"),
+        // Root file systems.
+        (#"{"version":1,"programs":{},"rootfs":"py","methods":{"a":{"entry":["x"]}}}"#, "rootfs 'py' is not in root_filesystems"),
+        (#"{"version":1,"programs":{},"root_filesystems":{"python":{"directory":"d"}},"methods":{"a":{"entry":["x"],"rootfs":"pyhton"}}}"#,
+         "methods.a.rootfs 'pyhton' is not in root_filesystems (did you mean python?)"),
+        (#"{"version":1,"programs":{},"root_filesystems":{"r":{"directory":"d","oci":"i.tar"}},"methods":{"a":{"entry":["/x"]}}}"#,
+         "exactly one of debian, oci or directory, not 2"),
+        (#"{"version":1,"programs":{},"root_filesystems":{"r":{"debian":{"packages":["Python3"]}}},"methods":{"a":{"entry":["/x"]}}}"#,
+         "'Python3' is not a Debian package name"),
+        (#"{"version":1,"programs":{},"root_filesystems":{"r":{"debian":{"packages":[]}}},"methods":{"a":{"entry":["/x"]}}}"#,
+         "root_filesystems.r.debian.packages is empty"),
+        (#"{"version":1,"programs":{},"root_filesystems":{"r":{"debian":{"packages":["p1"],"suit":"sid"}}},"methods":{"a":{"entry":["/x"]}}}"#,
+         "root_filesystems.r.debian.suit is not a manifest key (did you mean suite?)"),
+        (#"{"version":1,"programs":{},"root_filesystems":{"r":{"directory":"d","copy":{"app":"src"}}},"methods":{"a":{"entry":["/x"]}}}"#,
+         "copy: 'app' must be an absolute path inside the root"),
+        (#"{"version":1,"programs":{},"root_filesystems":{"r":{"directory":"d","copy":{"/a/../../etc":"src"}}},"methods":{"a":{"entry":["/x"]}}}"#,
+         "without '..'"),
+        (#"{"version":1,"programs":{},"root_filesystems":{"r":{"directory":"d"}},"methods":{"a":{"rootfs":"r"}}}"#, "methods.a.entry is empty"),
         // Syntax errors say where.
         ("{\n  \"version\": 1,\n  \"programs\" {}\n}", "not valid JSON at line 3, column 14"),
         ("{\"version\": 1,\n\"methods\": {\"ä\": [1 2]}}", "not valid JSON at line 2, column 21"),

@@ -15,7 +15,7 @@ struct GuestFrameValueTests {
         .result(.init(id: "inv-3", status: .ok, output: [0x80], exitCode: 0, stderr: "", execUs: 7, maxrssKB: 1, resetPending: true)),
         .result(.init(id: "inv-4", status: .error, output: [], exitCode: 139, stderr: "", execUs: 7, maxrssKB: 1, crashed: true)),
         .result(.init(id: "inv-5", status: .error, output: [], exitCode: 1, stderr: "", execUs: 7, maxrssKB: 1,
-                      methodError: "ValueError: no text")),
+                      methodError: "ValueError: no text", runtimeStarted: true)),
         .ping,
         .pong(.init(uptimeUs: UInt64.max, load1: 0.25, memAvailableKB: 100_000)),
         .reset(.init()), .reset(.init(keepRuntime: true)), .resetOK, .shutdown,

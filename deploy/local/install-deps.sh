@@ -17,6 +17,8 @@ packages=(
     iproute2          # ss: the broker script checks that its port is free
     procps            # ps, pgrep: the broker script and the tests find processes by PID
     openssl           # the TLS tests' certificates (deploy/local/tls-certs.sh)
+    erofs-utils       # mkfs.erofs: method root file systems, packed read-only
+    mmdebstrap        # root file systems from Debian package lists (the Python examples)
 )
 
 missing=()

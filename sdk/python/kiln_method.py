@@ -15,6 +15,12 @@ up for the next one.
     if __name__ == "__main__":
         kiln_method.run(wordcount)
 
+Or, without a ``__main__`` of its own, name the function in the manifest's entry: ``python3
+/kiln/sdk/kiln_method.py /app/methods.py:wordcount`` (a file) or ``… methods:wordcount`` (a
+module on ``sys.path``, which starts with the working folder). In serve mode the module is
+imported before the runtime says it is ready, so with ``"warm": true`` a snapshot template holds
+it imported and every restored VM answers its first call without importing anything.
+
 The agent starts the program with ``KILN_MODE=serve`` for a manifest entry with
 ``"mode": "serve"``: the runtime first says ``{ready: true}``, then calls arrive on stdin as
 frames (a 4-byte big-endian length, then a MessagePack map ``{id, args, context?,
@@ -22,11 +28,13 @@ deadline_ms}``) and each answer leaves on stdout as ``{id, output, context?}`` o
 ``{args, context?}`` from stdin and writes ``{output, context?}`` to stdout. In both modes
 ``print`` goes to stderr: stdout carries the answers.
 
-This image format does not ship Python yet; full root-filesystem images come later (README.md,
-"How a method's runtime gets into an image"). MessagePack is written here in a few lines so
-that the helper needs nothing but the interpreter.
+Python comes from the method's root file system (a Debian package list or an OCI image, see
+README.md); the image puts this file at ``/kiln/sdk/kiln_method.py`` on every root file system.
+MessagePack is written here in a few lines so that the helper needs nothing but the interpreter.
 """
 
+import importlib
+import importlib.util
 import os
 import struct
 import sys
@@ -299,6 +307,31 @@ def run(handler):
     sys.exit(0)
 
 
+def load_handler(target):
+    """The function ``target`` names: ``/path/to/file.py:function`` or ``package.module:function``."""
+    location, separator, name = target.rpartition(":")
+    if not separator or not location or not name:
+        raise SystemExit("kiln_method: %r is not MODULE:FUNCTION or /path/file.py:FUNCTION" % target)
+    if location.endswith(".py") or "/" in location:
+        module_name = os.path.splitext(os.path.basename(location))[0]
+        spec = importlib.util.spec_from_file_location(module_name, location)
+        if spec is None or spec.loader is None:
+            raise SystemExit("kiln_method: cannot load %s" % location)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        # Its own folder first, for the modules beside it.
+        sys.path.insert(0, os.path.dirname(os.path.abspath(location)))
+        spec.loader.exec_module(module)
+    else:
+        sys.path.insert(0, os.getcwd())
+        module = importlib.import_module(location)
+    handler = getattr(module, name, None)
+    if not callable(handler):
+        raise SystemExit("kiln_method: %s has no function %s" % (location, name))
+    return handler
+
+
 if __name__ == "__main__":
-    # `python kiln_method.py`: an echo method, for trying the helper out.
-    run(lambda args, context: args)
+    # `python kiln_method.py MODULE:FUNCTION` runs that function; without it, an echo method,
+    # for trying the helper out.
+    run(load_handler(sys.argv[1]) if len(sys.argv) > 1 else (lambda args, context: args))

@@ -42,7 +42,15 @@ public final class ExitCleanup: Sendable {
             while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         }
         for action in actions { action() }
-        for path in paths.reversed() { removeTree(path) }
+        for path in paths.reversed() {
+            removeTree(path)
+            // A cgroup folder stays busy for a moment after its last process was reaped.
+            let giveUp = ContinuousClock.now + .seconds(2)
+            while access(path, F_OK) == 0, rmdir(path) != 0, errno == EBUSY, ContinuousClock.now < giveUp {
+                var pause = timespec(tv_sec: 0, tv_nsec: 2_000_000)
+                nanosleep(&pause, nil)
+            }
+        }
     }
 }
 

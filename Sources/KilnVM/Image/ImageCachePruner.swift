@@ -1,8 +1,9 @@
 import Glibc
 
-/// Removes images and snapshot templates from the cache that nothing points at any more. A
-/// folder any running process maps or names on its command line (a VM restored from a template,
-/// QEMU booting an image) is kept.
+/// Removes images, snapshot templates and root file systems from the cache that nothing points
+/// at any more. A folder any running process maps or names on its command line (a VM restored
+/// from a template, QEMU booting an image) is kept, and so is a root file system an image holds
+/// (its block image is a hard link into the cache).
 public struct ImageCachePruner: Sendable {
     public let cache: String
 
@@ -34,6 +35,14 @@ public struct ImageCachePruner: Sendable {
             guard !inUse.contains(where: { $0.hasPrefix(path) }) else { continue }
             removeTree(path)
             removed.append(path)
+        }
+        let rootfs = cache + "/rootfs"
+        for name in listDirectory(rootfs) where name.hasSuffix(".erofs") {
+            var info = stat()
+            guard lstat(rootfs + "/" + name, &info) == 0, info.st_nlink == 1 else { continue }
+            let key = rootfs + "/" + name.dropLast(".erofs".count)
+            for suffix in [".erofs", ".index", ".json"] { unlink(key + suffix) }
+            removed.append(key + ".erofs")
         }
         return removed
     }

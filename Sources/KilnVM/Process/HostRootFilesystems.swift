@@ -9,10 +9,11 @@ struct HostRootFilesystems {
     /// Root file system name → the folder it is mounted on.
     let folders: [String: String]
 
-    /// Mounts every root file system of `image` below `runFolder`.
+    /// Mounts every root file system of `image` below `runFolder`, in a folder of this
+    /// driver's own (two drivers of a process must not share mounts: each detaches its own).
     static func mount(_ image: GuestImage, runFolder: String, logger: Logger) async throws(VMError) -> HostRootFilesystems {
         guard !image.rootFilesystems.isEmpty else { return HostRootFilesystems(folders: [:]) }
-        let base = runFolder + "/rootfs"
+        let base = runFolder + "/rootfs-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
         var folders: [String: String] = [:]
         ExitCleanup.shared.atExit { RunDirectory.detachMounts(below: base) }
         for filesystem in image.rootFilesystems {

@@ -43,9 +43,11 @@ public struct QEMUCommandLine: Sendable, Equatable {
     }
 
     /// The kernel command line: quiet serial console, the TSC frequency given (calibration hangs
-    /// on a busy host without it), no mitigations, self-tests or audit, and a trusted CPU RNG.
-    public static func kernelArguments(hostKHz: Int) -> String {
-        [
+    /// on a busy host without it), no mitigations, self-tests or audit, and a trusted CPU RNG;
+    /// and for the agent, the profile's memory (`kiln.memory_mb`: the kernel reports less than
+    /// the VM has, and the agent starts warm only the methods a VM is sized for).
+    public static func kernelArguments(hostKHz: Int, memoryMB: Int) -> String {
+        ["kiln.memory_mb=\(memoryMB)",
             "console=ttyS0", "quiet", "tsc_early_khz=\(hostKHz)", "mitigations=off", "cryptomgr.notests",
             "audit=0", "apparmor=0", "security=none", "init_on_alloc=0", "no_timer_check", "tsc=reliable",
             "i8042.noaux", "i8042.nopnp", "random.trust_cpu=on", "nokaslr", "panic=-1",

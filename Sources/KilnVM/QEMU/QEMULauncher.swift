@@ -82,7 +82,8 @@ struct QEMULauncher: Sendable {
         switch start {
         case .boot(let image, let shared):
             commandStart = .boot(kernel: image.kernel, initrd: image.initrd,
-                                 append: QEMUCommandLine.kernelArguments(hostKHz: hostKHz), sharedMemoryFile: shared)
+                                 append: QEMUCommandLine.kernelArguments(hostKHz: hostKHz, memoryMB: profile.memoryMB),
+                                 sharedMemoryFile: shared)
         case .restore(let template):
             let stateFD = open(template.stateFile, O_RDONLY | O_CLOEXEC)
             guard stateFD >= 0 else {
