@@ -177,7 +177,7 @@ let package = Package(
         .testTarget(
             name: "KilnVMIntegrationTests",
             dependencies: [
-                "KilnVM", "KilnWire", "KilnTestSupport",
+                "KilnVM", "KilnWire", "KilnTestSupport", "KilnTools",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

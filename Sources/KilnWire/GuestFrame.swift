@@ -154,9 +154,9 @@ extension GuestFrame {
         /// failure, and its runtime keeps serving (no process exited). Optional on the wire
         /// (`method_error`), written only when there is one.
         public var methodError: String?
-        /// A serve-mode call that had to start its method's runtime first (none was running: not
-        /// started warm, or ended since); false when a running one took it. Optional on the wire
-        /// (`runtime_started`), written only when true.
+        /// A serve-mode call that had to wait for its method's runtime to start: none was running
+        /// (not started warm, or ended since), or it had not yet said it was ready; false when a
+        /// ready one took it. Optional on the wire (`runtime_started`), written only when true.
         public var runtimeStarted: Bool
 
         public init(

@@ -13,8 +13,11 @@ struct ServeRuntimes {
         self.scratch = scratch
     }
 
-    /// How long a warm runtime may take to say it is ready before the VM greets its host anyway.
-    static let warmReadyTimeoutUs: UInt64 = 2_000_000
+    /// How long warm runtimes may take to say they are ready before the VM greets its host
+    /// anyway: an interpreter importing its libraries takes seconds under TCG (Python with Pillow
+    /// 5–10 s), and a snapshot taken before it is ready would make every restored VM finish the
+    /// import at its first call. Within the host's boot timeout (60 s).
+    static let warmReadyTimeoutUs: UInt64 = 30_000_000
 
     /// Starts the runtimes of warm methods and waits until each says it is ready (or
     /// ``warmReadyTimeoutUs`` passes), so that a snapshot taken after the agent greets holds them
@@ -53,8 +56,10 @@ struct ServeRuntimes {
                 return result(request, started: started, status: .error, exitCode: 127, stderr: "serve: \(failure.message)")
             }
         }
-        var outcome = answer(request, from: running[request.method]!, started: started)
-        outcome.runtimeStarted = startedNow
+        let runtime = running[request.method]!
+        let wasReady = runtime.isReady
+        var outcome = answer(request, from: runtime, started: started)
+        outcome.runtimeStarted = startedNow || !wasReady
         return outcome
     }
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KilnAMQP
 import KilnPool
+import KilnTools
 import KilnVM
 import KilnWire
 import Logging
@@ -52,7 +53,7 @@ struct Demo: AsyncParsableCommand {
         step("worker ready: \(pools.map { "\($0.profile) pool on \($0.backend), \($0.idle) idle" }.joined(separator: "; "))")
 
         let plan = DemoPlan.invocations
-        step("submitting \(plan.count) invocations in three waves")
+        step("submitting \(plan.count) invocations in \(DemoPlan.waves.count) waves")
         for (index, wave) in DemoPlan.waves.enumerated() {
             for invocation in wave {
                 try await connection.publish(AMQPMessage(
@@ -168,7 +169,15 @@ enum DemoPlan {
             invocation("sha256", ["data": .binary(Array(repeating: 7, count: 4_096))], affinity: "user-1"),
             invocation("sleep", ["ms": 20]),
         ]
-        return [first, second, third]
+        // Python on a root file system of its own (Debian's python3 and Pillow), started warm: the
+        // first call waits for a medium VM, the next ones find it.
+        let picture = PNGImage.make(width: 320, height: 240) { x, y in (UInt8(x % 256), UInt8(y % 256), 160) }
+        let fourth: [Invocation] = [
+            invocation("py-echo", ["text": "hello from python in a micro-VM"]),
+            invocation("py-thumbnail", ["image": .binary(picture), "size": 64]),
+            invocation("py-echo", ["text": "warm"]),
+        ]
+        return [first, second, third, fourth]
     }()
 
     static var invocations: [Invocation] { waves.flatMap { $0 } }

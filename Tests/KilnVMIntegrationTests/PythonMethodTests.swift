@@ -1,4 +1,5 @@
 import Foundation
+import KilnTools
 import KilnVM
 import KilnWire
 import Testing
@@ -30,7 +31,7 @@ struct PythonMethodTests {
     @Test(arguments: Backend.allCases)
     func aThumbnailComesBackAsAPNG(backend: Backend) async throws {
         let image = try Fixture.image()
-        let picture = PNG.make(width: 300, height: 200) { x, y in (UInt8(x % 256), UInt8(y % 256), 128) }
+        let picture = PNGImage.make(width: 300, height: 200) { x, y in (UInt8(x % 256), UInt8(y % 256), 128) }
         try await withVM(backend, profile: .medium) { vm in
             let result = try await vm.exec(try Fixture.request("py-thumbnail", ["image": .binary(picture), "size": 60], image: image))
             #expect(result.status == .ok, "\(result.stderr)")

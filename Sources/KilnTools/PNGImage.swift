@@ -1,10 +1,10 @@
 import Foundation
 
-/// A PNG of solid pixels, written here (stored deflate blocks, no compression) so that tests
-/// need no image library: enough for Pillow to read.
-enum PNG {
+/// A PNG written here (stored deflate blocks, no compression), so that the demo, the benchmarks
+/// and the tests of the Python thumbnail method need no image library: enough for Pillow to read.
+public enum PNGImage {
     /// An RGB image `width` × `height`, each pixel from `color(x, y)`.
-    static func make(width: Int, height: Int, color: (Int, Int) -> (UInt8, UInt8, UInt8)) -> [UInt8] {
+    public static func make(width: Int, height: Int, color: (Int, Int) -> (UInt8, UInt8, UInt8)) -> [UInt8] {
         var raw: [UInt8] = []
         raw.reserveCapacity((width * 3 + 1) * height)
         for y in 0..<height {
