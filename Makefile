@@ -2,7 +2,7 @@
 SWIFT ?= swift
 FUZZ_SECONDS ?= 60
 
-.PHONY: test demo deps build release bench-wire bench-amqp bench-vm bench-e2e bench-predict bench-peers guest-binaries image fuzz broker-start broker-stop vectors clean
+.PHONY: test demo deps build release bench-wire bench-amqp bench-vm bench-e2e bench-python bench-predict bench-peers guest-binaries image fuzz broker-start broker-stop vectors clean
 
 test:
 	Tests/run-all.sh
@@ -56,6 +56,11 @@ bench-peers:
 bench-e2e: release image bench-peers
 	deploy/local/rabbitmq.sh start
 	.build/release/kiln-bench e2e
+
+# The example Python methods against Celery running the same functions, cold starts, memory.
+bench-python: release image bench-peers
+	deploy/local/rabbitmq.sh start
+	.build/release/kiln-bench python
 
 # The latency model scored live: a worker (release build) on the local broker under a mixed,
 # varied workload; every prediction made at placement against what the invocation took.

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""The Celery side of `kiln-bench e2e`: a prefork Celery worker on the same broker runs a no-op
-task; this script times sequential round trips and the throughput of a burst, as Kiln's side
-does, and prints one JSON object.
+"""The Celery side of `kiln-bench e2e` and `kiln-bench python`: a prefork Celery worker on the
+same broker runs a task (the no-op, or one of the example Python methods); this script times
+sequential round trips and the throughput of a burst, as Kiln's side does, and prints one JSON
+object. With --start-only it times the worker's start to its first task instead.
 
-    celery_bench.py URL --latency N --count M --concurrency C
+    celery_bench.py URL --latency N --count M --concurrency C [--app celery_python --task py_thumbnail --args FILE]
 
 The worker is started here, in its own process group, and stopped by that group's id (its
 prefork children with it), whatever happens.
@@ -20,9 +21,9 @@ import uuid
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def start_worker(url, queue, concurrency, log):
+def start_worker(url, queue, concurrency, log, app="celery_noop"):
     environment = dict(os.environ, KILN_BENCH_CELERY_BROKER=url, KILN_BENCH_CELERY_QUEUE=queue)
-    command = [sys.executable, "-m", "celery", "-A", "celery_noop", "worker", "--pool=prefork",
+    command = [sys.executable, "-m", "celery", "-A", app, "worker", "--pool=prefork",
                f"--concurrency={concurrency}", "--loglevel=warning", "--without-gossip",
                "--without-mingle", "--without-heartbeat", "-n", f"kiln-bench-{queue}@%h"]
     return subprocess.Popen(command, cwd=HERE, env=environment, stdout=log, stderr=subprocess.STDOUT,
@@ -47,6 +48,10 @@ def main():
     parser.add_argument("--count", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=os.cpu_count())
     parser.add_argument("--log", default=os.devnull)
+    parser.add_argument("--app", default="celery_noop", help="the module of the Celery app")
+    parser.add_argument("--task", default="noop")
+    parser.add_argument("--args", help="a file holding the task's argument as MessagePack (default: none)")
+    parser.add_argument("--start-only", action="store_true", help="time the worker's start to its first task's result")
     options = parser.parse_args()
 
     queue = f"kiln-bench-celery-{uuid.uuid4().hex[:8]}"
@@ -54,26 +59,41 @@ def main():
     os.environ["KILN_BENCH_CELERY_QUEUE"] = queue
     sys.path.insert(0, HERE)
     from celery.result import ResultSet
-    from celery_noop import app, noop
+    module = __import__(options.app)
+    app = module.app
+    task = app.tasks[options.task]
+    arguments = ()
+    if options.args:
+        import msgpack
+        with open(options.args, "rb") as file:
+            arguments = (msgpack.unpackb(file.read()),)
+
+    def submit():
+        return task.apply_async(arguments)
 
     with open(options.log, "w") as log:
-        worker = start_worker(options.url, queue, options.concurrency, log)
+        started = time.perf_counter()
+        worker = start_worker(options.url, queue, options.concurrency, log, options.app)
         try:
+            if options.start_only:
+                submit().get(timeout=120)
+                print(json.dumps({"start_us": (time.perf_counter() - started) * 1e6, "celery": __import__("celery").__version__}))
+                return
             # Ready when a task comes back; the first also warms the result consumer.
-            noop.apply_async().get(timeout=120)
+            submit().get(timeout=120)
             for _ in range(50):
-                noop.apply_async().get(timeout=10)
+                submit().get(timeout=10)
 
             latencies = []
             for _ in range(options.latency):
                 start = time.perf_counter()
-                noop.apply_async().get(timeout=10)
+                submit().get(timeout=10)
                 latencies.append((time.perf_counter() - start) * 1e6)
 
             # Collected as Celery collects many results best: joined natively on the result
             # consumer (one AsyncResult.get() after another drains at about a third of the rate).
             start = time.perf_counter()
-            pending = ResultSet([noop.apply_async() for _ in range(options.count)])
+            pending = ResultSet([submit() for _ in range(options.count)])
             pending.join_native(timeout=120)
             elapsed = time.perf_counter() - start
         finally:

@@ -7,14 +7,17 @@ import Logging
 final class BenchClient: Sendable {
     let names: KilnNames
     let method: String
+    /// The invocations' args.
+    let args: MessagePackValue
     let publisher: AMQPConnection
     let replies: AMQPConnection
     let replyQueue: String
     let results: AsyncThrowingStream<InvocationResult, any Error>
 
-    init(url: String, names: KilnNames, method: String) async throws {
+    init(url: String, names: KilnNames, method: String, args: MessagePackValue = .map([])) async throws {
         self.names = names
         self.method = method
+        self.args = args
         var configuration = try AMQPConfiguration(url: url)
         let logger = Logger(label: "kiln-bench") { _ in SwiftLogNoOpLogHandler() }
         configuration.connectionName = "kiln-bench e2e producer"
@@ -45,7 +48,7 @@ final class BenchClient: Sendable {
     }
 
     private func submit(_ id: String) async throws {
-        let invocation = Invocation(id: id, method: method, args: .map([]), submittedAtUs: UInt64(Date().timeIntervalSince1970 * 1e6))
+        let invocation = Invocation(id: id, method: method, args: args, submittedAtUs: UInt64(Date().timeIntervalSince1970 * 1e6))
         try await publisher.publish(AMQPMessage(
             exchange: names.invokeExchange, routingKey: method, body: try MessagePackEncoder().encode(invocation),
             properties: .msgpack(messageID: id, correlationID: id, replyTo: replyQueue)))

@@ -18,8 +18,9 @@ import kiln_method  # noqa: E402
 
 METHOD = """
 import sys
-sys.path.insert(0, %r)
+sys.path.insert(0, %(helper)r)
 import kiln_method
+%(codec)s
 
 def wordcount(args, context):
     if args.get("fail"):
@@ -33,15 +34,18 @@ def wordcount(args, context):
     return {"words": len(args["text"].split()), "pid": __import__("os").getpid()}
 
 kiln_method.run(wordcount)
-""" % str(HELPER)
+"""
 
 
-def start(mode):
+def start(mode, codec="c"):
+    """The helper serving `wordcount`, its calls carried by msgpack's C codec ("c", as on a root
+    with python3-msgpack) or by the helper's own ("pure", as on one without)."""
     env = dict(os.environ)
     env.pop("KILN_MODE", None)
     if mode:
         env["KILN_MODE"] = mode
-    return subprocess.Popen([sys.executable, "-c", METHOD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    source = METHOD % {"helper": str(HELPER), "codec": "kiln_method._fast_codec = None" if codec == "pure" else ""}
+    return subprocess.Popen([sys.executable, "-c", source], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env)
 
 
@@ -74,8 +78,9 @@ def test_codec_refuses_broken_input():
             kiln_method.unpack(broken)
 
 
-def test_serve_mode_answers_calls_on_one_process():
-    process = start("serve")
+@pytest.mark.parametrize("codec", ["c", "pure"])
+def test_serve_mode_answers_calls_on_one_process(codec):
+    process = start("serve", codec)
     try:
         assert frame(process) == {"ready": True}
         pids = set()

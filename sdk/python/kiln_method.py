@@ -30,7 +30,9 @@ deadline_ms}``) and each answer leaves on stdout as ``{id, output, context?}`` o
 
 Python comes from the method's root file system (a Debian package list or an OCI image, see
 README.md); the image puts this file at ``/kiln/sdk/kiln_method.py`` on every root file system.
-MessagePack is written here in a few lines so that the helper needs nothing but the interpreter.
+MessagePack is written here in a few lines so that the helper needs nothing but the interpreter;
+where the root has the ``msgpack`` package (Debian's ``python3-msgpack``), its C codec carries the
+calls instead, which costs a fraction of the time (the more so in an emulated guest).
 """
 
 import importlib
@@ -41,6 +43,11 @@ import sys
 import traceback
 
 __all__ = ["run", "pack", "unpack", "ProtocolError"]
+
+try:
+    import msgpack as _fast_codec
+except ImportError:  # the pure codec below carries the calls
+    _fast_codec = None
 
 
 class ProtocolError(Exception):
@@ -217,6 +224,23 @@ def _map(view, at, count, depth):
 MAX_FRAME = 16 << 20
 
 
+def _encode(value):
+    """MessagePack for an answer: the C codec when there is one."""
+    if _fast_codec is not None:
+        return _fast_codec.packb(value, use_bin_type=True)
+    return pack(value)
+
+
+def _decode(data):
+    """A call from MessagePack: the C codec when there is one; broken input is a ProtocolError."""
+    if _fast_codec is None:
+        return unpack(data)
+    try:
+        return _fast_codec.unpackb(data, raw=False, strict_map_key=False)
+    except Exception as error:
+        raise ProtocolError("not MessagePack: %s" % error) from None
+
+
 def _read_exactly(stream, count):
     data = bytearray()
     while len(data) < count:
@@ -253,7 +277,7 @@ def serve(handler, stdin=None, stdout=None):
         body = _read_exactly(stdin, length)
         if body is None or len(body) < length:
             raise ProtocolError("EOF inside a frame")
-        call = unpack(body)
+        call = _decode(body)
         if not isinstance(call, dict) or not isinstance(call.get("id"), str):
             raise ProtocolError("a frame that is not a call {id, args, context?, deadline_ms}")
         try:
@@ -261,10 +285,10 @@ def serve(handler, stdin=None, stdout=None):
             answer = {"id": call["id"], "output": output}
             if context is not None:
                 answer["context"] = context
-            body = pack(answer)
+            body = _encode(answer)
         except Exception as error:  # the call fails, the runtime stays up
             traceback.print_exc(file=sys.stderr)
-            body = pack({"id": call["id"], "error": "%s: %s" % (type(error).__name__, error)})
+            body = _encode({"id": call["id"], "error": "%s: %s" % (type(error).__name__, error)})
         stdout.write(struct.pack(">I", len(body)) + body)
         stdout.flush()
 
@@ -274,14 +298,14 @@ def answer_once(handler, stdin=None, stdout=None):
     stdin = stdin or sys.stdin.buffer
     stdout = stdout or sys.stdout.buffer
     data = stdin.read()
-    request = unpack(data) if data else {}
+    request = _decode(data) if data else {}
     if not isinstance(request, dict):
         raise ProtocolError("stdin is not the map {args, context?}")
     output, context = _call(handler, request.get("args"), request.get("context"))
     answer = {"output": output}
     if context is not None:
         answer["context"] = context
-    stdout.write(pack(answer))
+    stdout.write(_encode(answer))
     stdout.flush()
 
 
