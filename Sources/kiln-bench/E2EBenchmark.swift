@@ -15,17 +15,7 @@ struct E2EBenchmark: AsyncParsableCommand {
         abstract: "End to end through a real worker: Kiln warm and cold, Celery, and a VM booted per invocation."
     )
 
-    @Option(help: "The broker (`make broker-start` runs one on 127.0.0.1).")
-    var url = "amqp://guest:guest@127.0.0.1:5672/%2f"
-
-    @Option(help: "The kiln executable the worker runs from (a release build).")
-    var kiln = ".build/release/kiln"
-
-    @Option(help: "The image cache; the worker uses its `current` image.")
-    var imageCache = ".local/images"
-
-    @Option(help: "The method manifest.")
-    var manifest = "examples/methods.json"
+    @OptionGroup var bench: WorkerBenchOptions
 
     @Option(help: "The worker's VM backend: auto, qemu or process.")
     var backend = "auto"
@@ -70,9 +60,7 @@ struct E2EBenchmark: AsyncParsableCommand {
     }
 
     func run() async throws {
-        guard FileManager.default.isExecutableFile(atPath: kiln) else {
-            throw BenchmarkError("no kiln executable at \(kiln): run `swift build -c release --product kiln`")
-        }
+        try bench.requireKiln()
         guard kilnOnly || FileManager.default.isExecutableFile(atPath: python) else {
             throw BenchmarkError("no Python at \(python): `make bench-e2e` installs Celery into .local/venv")
         }
@@ -80,7 +68,7 @@ struct E2EBenchmark: AsyncParsableCommand {
         try? FileManager.default.removeItem(atPath: folder)
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         let cores = ProcessInfo.processInfo.activeProcessorCount
-        print("kiln-bench e2e: \(latency) sequential round trips and a burst of \(count) per row, \(cold) cold starts; \(cores) cores, broker at \(url)")
+        print("kiln-bench e2e: \(latency) sequential round trips and a burst of \(count) per row, \(cold) cold starts; \(cores) cores, broker at \(bench.url)")
 
         var workload = [(method: method, burst: count)]
         if !execMethod.isEmpty { workload.append((execMethod, max(100, count / 10))) }
@@ -160,8 +148,8 @@ struct E2EBenchmark: AsyncParsableCommand {
         folder: String, name: String, workload: [(method: String, burst: Int)], extraConfiguration: String = ""
     ) async throws -> (backend: String, methods: [MethodFigures]) {
         let worker = try await BenchWorker.start(
-            kiln: kiln, url: url, folder: folder, name: name, statusPort: statusPort, configuration: """
-                vm: {backend: \(backend), manifest: "\(manifest)", image_cache: "\(imageCache)"}
+            kiln: bench.kiln, url: bench.url, folder: folder, name: name, statusPort: statusPort, configuration: """
+                \(bench.vmSection(backend: backend))
                 \(extraConfiguration)
                 """)
         let pools = try? JSONDecoder().decode([PoolStatus].self, from: Data(try await worker.httpGet("/pool").utf8))
@@ -171,7 +159,7 @@ struct E2EBenchmark: AsyncParsableCommand {
         var measured: [MethodFigures] = []
         do {
             for (method, burst) in workload {
-                let client = try await BenchClient(url: url, names: names, method: method)
+                let client = try await BenchClient(url: bench.url, names: names, method: method)
                 do {
                     measured.append(burst == 0
                         ? try await coldStarts(of: method, client: client, log: worker.log)
@@ -257,7 +245,7 @@ struct E2EBenchmark: AsyncParsableCommand {
     /// Runs Benchmarks/celery_bench.py with the same counts.
     private func measureCelery(folder: String, cores: Int) throws -> (version: String, roundTrips: Summary, throughput: Double) {
         progress("celery: starting a prefork worker (\(cores) processes)")
-        let brokerURL = url.replacingOccurrences(of: "/%2f", with: "//")
+        let brokerURL = bench.url.replacingOccurrences(of: "/%2f", with: "//")
         let (status, output) = try runToCompletion(python, [
             "Benchmarks/celery_bench.py", brokerURL, "--latency", String(latency), "--count", String(count),
             "--concurrency", String(cores), "--log", "\(folder)/celery.log",
@@ -275,7 +263,7 @@ struct E2EBenchmark: AsyncParsableCommand {
     /// Boots a fresh VM for each invocation, runs the method, destroys the VM: `lanes` at a time.
     private func measureBootPerInvocation(lanes: Int) async throws -> (backend: String, latencies: Summary, throughput: Double) {
         let logger = Logger(label: "kiln-bench") { _ in SwiftLogNoOpLogHandler() }
-        let guestImage = try GuestImage.open(directory: "\(imageCache)/current")
+        let guestImage = try GuestImage.open(directory: "\(bench.imageCache)/current")
         let bootMethod = execMethod.isEmpty ? method : execMethod
         guard let entry = guestImage.manifest.guestEntry(for: bootMethod) else {
             throw BenchmarkError("the image has no method \(bootMethod)")

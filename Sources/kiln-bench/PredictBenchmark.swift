@@ -20,17 +20,7 @@ struct PredictBenchmark: AsyncParsableCommand {
         abstract: "The latency model scored live against EWMA, through a real worker under a mixed workload."
     )
 
-    @Option(help: "The broker (`make broker-start` runs one on 127.0.0.1).")
-    var url = "amqp://guest:guest@127.0.0.1:5672/%2f"
-
-    @Option(help: "The kiln executable the worker runs from (a release build).")
-    var kiln = ".build/release/kiln"
-
-    @Option(help: "The image cache; the worker uses its `current` image.")
-    var imageCache = ".local/images"
-
-    @Option(help: "The method manifest.")
-    var manifest = "examples/methods.json"
+    @OptionGroup var bench: WorkerBenchOptions
 
     @Option(help: "The worker's VM backend: auto, qemu or process.")
     var backend = "auto"
@@ -74,25 +64,23 @@ struct PredictBenchmark: AsyncParsableCommand {
     ]
 
     func run() async throws {
-        guard FileManager.default.isExecutableFile(atPath: kiln) else {
-            throw BenchmarkError("no kiln executable at \(kiln): run `swift build -c release --product kiln`")
-        }
+        try bench.requireKiln()
         let folder = (plot as NSString).deletingLastPathComponent.isEmpty ? "." : (plot as NSString).deletingLastPathComponent
         let work = ".local/bench-predict/run-\(UUID().uuidString.prefix(6))"
         try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        print("kiln-bench predict: \(invocations) invocations in \(rounds) rounds of \(Self.phases.count) phases, seed \(seed); broker at \(url)")
+        print("kiln-bench predict: \(invocations) invocations in \(rounds) rounds of \(Self.phases.count) phases, seed \(seed); broker at \(bench.url)")
         // A small idle pool whose VMs age out quickly, and a fresh-VM method: cold starts and
         // fresh VMs happen as the load moves, as on a real host.
         let worker = try await BenchWorker.start(
-            kiln: kiln, url: url, folder: work, name: "predict", statusPort: statusPort, configuration: """
-                vm: {backend: \(backend), manifest: "\(manifest)", image_cache: "\(imageCache)"}
+            kiln: bench.kiln, url: bench.url, folder: work, name: "predict", statusPort: statusPort, configuration: """
+                \(bench.vmSection(backend: backend))
                 profiles: {small: {vcpus: 1, memory_mb: 128, min_idle: 1, max_idle: 3, max_total: 8}}
                 lifecycle: {idle_ttl_s: 2}
                 """)
         var scored: [String: Job] = [:]
         do {
-            let client = try await LoadClient(url: url, names: worker.names)
+            let client = try await LoadClient(url: bench.url, names: worker.names)
             var random = SeededRandom(seed: seed)
             let perPhase = max(1, invocations / (rounds * Self.phases.count))
             for round in 1...rounds {

@@ -16,14 +16,7 @@ struct PythonBenchmark: AsyncParsableCommand {
         commandName: "python",
         abstract: "Python methods: Kiln (VM and sandbox) against Celery, cold starts, memory per idle VM.")
 
-    @Option(help: "The broker.")
-    var url = "amqp://guest:guest@127.0.0.1:5672/%2f"
-
-    @Option(help: "The kiln executable the worker runs from (a release build).")
-    var kiln = ".build/release/kiln"
-
-    @Option(help: "The image cache; the worker uses its `current` image.")
-    var imageCache = ".local/images"
+    @OptionGroup var bench: WorkerBenchOptions
 
     @Option(help: "Sequential round trips per row.")
     var latency = 200
@@ -60,14 +53,14 @@ struct PythonBenchmark: AsyncParsableCommand {
         let thumbnailArgs: MessagePackValue = ["image": .binary(Self.picture), "size": 64]
         let echoArgs: MessagePackValue = ["text": "hello", "n": 3]
         print("kiln-bench python: \(latency) round trips and a burst of \(count) (thumbnail \(count / 10)) per row; "
-            + "a \(Self.picture.count / 1_024) KiB PNG; \(cores) cores, broker at \(url)")
+            + "a \(Self.picture.count / 1_024) KiB PNG; \(cores) cores, broker at \(bench.url)")
 
         var rows = TextTable("method", "system", "isolation", "round trip p50 ms", "p99 ms", "throughput /s")
         var ratios: [String: (kiln: Double, celery: Double)] = [:]
         for backend in ["qemu", "process"] {
             let worker = try await BenchWorker.start(
-                kiln: kiln, url: url, folder: folder, name: backend, statusPort: statusPort, configuration: """
-                    vm: {backend: \(backend), image_cache: "\(imageCache)"}
+                kiln: bench.kiln, url: bench.url, folder: folder, name: backend, statusPort: statusPort, configuration: """
+                    \(bench.vmSection(backend: backend))
                     profiles: {medium: {memory_mb: 256, min_idle: 1, max_idle: 4, max_total: 4}}
                     """)
             do {
@@ -125,7 +118,7 @@ struct PythonBenchmark: AsyncParsableCommand {
     private func measure(_ method: String, args: MessagePackValue, burst: Int, worker: BenchWorker)
         async throws -> (roundTrips: Summary, throughput: Double)
     {
-        let client = try await BenchClient(url: url, names: worker.names, method: method, args: args)
+        let client = try await BenchClient(url: bench.url, names: worker.names, method: method, args: args)
         defer { Task { await client.close() } }
         for _ in 0..<20 { _ = try await client.roundTrip() }
         var samples: [Double] = []
@@ -142,7 +135,7 @@ struct PythonBenchmark: AsyncParsableCommand {
         let argsFile = "\(folder)/\(task).msgpack"
         try Data(try MessagePackEncoder().encode(args)).write(to: URL(fileURLWithPath: argsFile))
         let (status, output) = try runToCompletion(python, [
-            "Benchmarks/celery_bench.py", url.replacingOccurrences(of: "/%2f", with: "//"), "--app", "celery_python", "--task", task,
+            "Benchmarks/celery_bench.py", bench.url.replacingOccurrences(of: "/%2f", with: "//"), "--app", "celery_python", "--task", task,
             "--args", argsFile, "--latency", String(latency), "--count", String(burst), "--concurrency", String(cores),
             "--log", "\(folder)/celery-\(task).log",
         ])
@@ -161,7 +154,7 @@ struct PythonBenchmark: AsyncParsableCommand {
         var samples: [Double] = []
         for _ in 0..<cold {
             let (status, output) = try runToCompletion(python, [
-                "Benchmarks/celery_bench.py", url.replacingOccurrences(of: "/%2f", with: "//"), "--app", "celery_python",
+                "Benchmarks/celery_bench.py", bench.url.replacingOccurrences(of: "/%2f", with: "//"), "--app", "celery_python",
                 "--task", "py_echo", "--args", "\(folder)/py_echo.msgpack", "--concurrency", String(cores), "--start-only",
             ])
             guard status == 0, let line = output.split(separator: "\n").last,
@@ -177,7 +170,7 @@ struct PythonBenchmark: AsyncParsableCommand {
     /// idle restored VMs that served one call.
     private func coldStartsAndMemory() async throws -> ([(String, Summary)], (rss: Summary, pss: Summary)) {
         let logger = Logger(label: "kiln-bench") { _ in SwiftLogNoOpLogHandler() }
-        let image = try GuestImage.open(directory: "\(imageCache)/current")
+        let image = try GuestImage.open(directory: "\(bench.imageCache)/current")
         guard let entry = image.manifest.guestEntry(for: "py-echo") else { throw BenchmarkError("the image has no py-echo") }
         let request = GuestFrame.ExecRequest(id: "cold", method: "py-echo", entry: entry,
                                              payload: try MessagePackEncoder().encode(["args": ["text": "hi"]] as MessagePackValue), deadlineMs: 60_000)

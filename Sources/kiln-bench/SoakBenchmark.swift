@@ -18,6 +18,8 @@ struct SoakBenchmark: AsyncParsableCommand {
         abstract: "Hold a load on a real worker while killing VMs, the broker and the worker; account for every invocation."
     )
 
+    @OptionGroup var bench: WorkerBenchOptions
+
     @Option(help: "Minutes of load.")
     var minutes = 30.0
 
@@ -26,18 +28,6 @@ struct SoakBenchmark: AsyncParsableCommand {
 
     @Option(help: "Invocations in flight (each lane submits its next once the last has its result).")
     var lanes = 4
-
-    @Option(help: "The broker: the one deploy/local/rabbitmq.sh runs, which the soak restarts.")
-    var url = "amqp://guest:guest@127.0.0.1:5672/%2f"
-
-    @Option(help: "The kiln executable the worker runs from (a release build).")
-    var kiln = ".build/release/kiln"
-
-    @Option(help: "The image cache; the worker uses its `current` image.")
-    var imageCache = ".local/images"
-
-    @Option(help: "The method manifest.")
-    var manifest = "examples/methods.json"
 
     @Option(help: "The worker's VM backend: auto, qemu or process.")
     var backend = "auto"
@@ -50,26 +40,24 @@ struct SoakBenchmark: AsyncParsableCommand {
     }
 
     func run() async throws {
-        guard FileManager.default.isExecutableFile(atPath: kiln) else {
-            throw BenchmarkError("no kiln executable at \(kiln): run `swift build -c release --product kiln`")
-        }
+        try bench.requireKiln()
         let folder = ".local/bench-soak/run-\(UUID().uuidString.prefix(6))"
         let runBase = "\(FileManager.default.currentDirectoryPath)/\(folder)/vms"
         try FileManager.default.createDirectory(atPath: runBase, withIntermediateDirectories: true)
         let names = KilnNames(prefix: "ksoak-\(UUID().uuidString.prefix(6).lowercased())")
         let configuration = """
-            vm: {backend: \(backend), manifest: "\(manifest)", image_cache: "\(imageCache)"}
+            \(bench.vmSection(backend: backend))
             profiles: {small: {vcpus: 1, memory_mb: 128, min_idle: 1, max_idle: 4, max_total: 4}}
             """
         func startWorker(_ generation: Int) async throws -> BenchWorker {
             try await BenchWorker.start(
-                kiln: kiln, url: url, folder: folder, name: "soak-\(generation)", statusPort: statusPort, configuration: configuration,
+                kiln: bench.kiln, url: bench.url, folder: folder, name: "soak-\(generation)", statusPort: statusPort, configuration: configuration,
                 names: names, history: "\(folder)/history.sqlite", environment: ["KILN_RUN_DIR": runBase])
         }
         print("kiln-bench soak: \(formatted(minutes, decimals: 1)) minutes, \(lanes) in flight, a fault every \(formatted(faultEvery)) s; \(folder)")
         var worker = try await startWorker(1)
         let ledger = Ledger()
-        let client = try await SoakClient(url: url, names: names, ledger: ledger)
+        let client = try await SoakClient(url: bench.url, names: names, ledger: ledger)
         let started = ContinuousClock.now
         let end = started + .milliseconds(Int64(minutes * 60_000))
         let load = Task { try await client.load(lanes: lanes, until: end) }
