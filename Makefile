@@ -2,7 +2,7 @@
 SWIFT ?= swift
 FUZZ_SECONDS ?= 60
 
-.PHONY: test demo deps build release bench-wire bench-amqp bench-vm bench-e2e bench-python bench-predict bench-peers guest-binaries image fuzz broker-start broker-stop vectors clean
+.PHONY: test demo deps build release bench-wire bench-amqp bench-vm bench-e2e bench-python bench-client bench-predict bench-peers guest-binaries image fuzz broker-start broker-stop vectors clean
 
 test:
 	Tests/run-all.sh
@@ -51,11 +51,17 @@ bench-vm: release image
 bench-peers:
 	Tests/interop/venv.sh >/dev/null
 	.local/venv/bin/pip install -q --disable-pip-version-check -r Benchmarks/requirements.txt
+	.local/venv/bin/pip install -q --disable-pip-version-check --no-deps ./sdk/python
 
 # A worker (release build) on the local broker, beside Celery and a VM booted per invocation.
 bench-e2e: release image bench-peers
 	deploy/local/rabbitmq.sh start
 	.build/release/kiln-bench e2e
+
+# The Python producer client: its cost over raw pika, map against a raw burst, Celery beside.
+bench-client: release image bench-peers
+	deploy/local/rabbitmq.sh start
+	.build/release/kiln-bench client
 
 # The example Python methods against Celery running the same functions, cold starts, memory.
 bench-python: release image bench-peers

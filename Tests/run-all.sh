@@ -8,6 +8,8 @@ cd "$root"
 
 deploy/local/install-deps.sh
 Tests/interop/venv.sh >/dev/null
+# The Python producer client, installed as a user installs it (its tests call a real worker).
+.local/venv/bin/pip install -q --disable-pip-version-check --no-deps ./sdk/python
 
 # The broker also listens for TLS, with certificates made here (the TLS tests use them).
 export KILN_RABBITMQ_TLS_DIR=$root/.local/test-tls
