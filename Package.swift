@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "KilnPool", targets: ["KilnPool"]),
         .library(name: "KilnWorker", targets: ["KilnWorker"]),
         .library(name: "KilnMethod", targets: ["KilnMethod"]),
+        .library(name: "KilnClient", targets: ["KilnClient"]),
         .executable(name: "kiln", targets: ["kiln"]),
         .executable(name: "kiln-agent", targets: ["kiln-agent"]),
         .executable(name: "kiln-examples", targets: ["kiln-examples"]),
@@ -91,6 +92,11 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
+        // The Swift producer client: invoke, submit, map, send; typed errors.
+        .target(
+            name: "KilnClient",
+            dependencies: ["KilnWire", "KilnAMQP", .product(name: "Logging", package: "swift-log")]
+        ),
         // What the commands that make training histories and benchmarks share, kept out of the
         // worker's libraries: a history generator on real VMs, seeded randomness, host load.
         .target(
@@ -112,6 +118,7 @@ let package = Package(
                 "KilnPool",
                 "KilnPredict",
                 "KilnWorker",
+                "KilnClient",
                 "KilnTools",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -147,6 +154,7 @@ let package = Package(
                 "KilnPool",
                 "KilnPredict",
                 "KilnWorker",
+                "KilnClient",
                 "KilnTools",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -195,7 +203,7 @@ let package = Package(
         ),
         .testTarget(
             name: "KilnWorkerTests",
-            dependencies: ["KilnWorker", "KilnTestSupport"]
+            dependencies: ["KilnWorker", "KilnClient", "KilnTestSupport"]
         ),
     ],
     swiftLanguageModes: [.v6]

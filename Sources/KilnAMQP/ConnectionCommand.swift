@@ -27,6 +27,8 @@ struct PendingPublish: Sendable {
 struct ConsumerRequest: Sendable {
     let queue: String
     let prefetch: UInt16
+    /// The broker counts each delivery settled as it sends it (no-ack): nothing to settle.
+    let automaticAcknowledgement: Bool
     let deliveries: AsyncThrowingStream<AMQPDelivery, any Error>.Continuation
     let started: CheckedContinuation<Void, any Error>
 }

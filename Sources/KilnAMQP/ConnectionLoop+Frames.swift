@@ -20,7 +20,10 @@ extension ConnectionLoop {
                 return
             }
             // The broker sends no more until one is settled: the answer is worth waiting for.
-            if machine.delivered(tag) >= Int(consumer.request.prefetch) { expectingCommand = true }
+            // (Deliveries the broker counted as settled when it sent them are nobody's to settle.)
+            if !consumer.request.automaticAcknowledgement, machine.delivered(tag) >= Int(consumer.request.prefetch) {
+                expectingCommand = true
+            }
             consumer.request.deliveries.yield(AMQPDelivery(
                 body: content.body, properties: content.properties, deliveryTag: tag, redelivered: redelivered,
                 exchange: exchange, routingKey: routingKey, epoch: epoch.load(ordering: .acquiring),

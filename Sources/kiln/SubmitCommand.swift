@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import KilnAMQP
+import KilnClient
 import KilnWire
 import Logging
 
@@ -32,65 +32,47 @@ struct Submit: AsyncParsableCommand {
     @Option(help: "Seconds to wait for the result.")
     var timeout: Double = 60
 
+    func validate() throws {
+        guard timeout > 0, timeout <= 86_400 else { throw ValidationError("--timeout must be above 0 and at most 86400 seconds") }
+    }
+
     func run() async throws {
         Kiln.bootstrapLogging()
         let (url, prefix) = try broker.endpoint()
-        let names = KilnNames(prefix: prefix)
-        let invocation = Invocation(
-            id: id ?? UUID().uuidString.lowercased(), method: method, args: try JSONBridge.value(fromJSON: args),
-            deadlineMs: deadlineMs, affinity: affinity.map { Affinity(key: $0) },
-            submittedAtUs: UInt64(Date().timeIntervalSince1970 * 1_000_000))
-        var configuration = try AMQPConfiguration(url: url)
-        configuration.connectionName = "kiln submit"
-        let connection = AMQPConnection(configuration: configuration, logger: Logger(label: "kiln.submit"))
-        try await connection.connect()
-        try await TopologyCheck.requireExchange(names.invokeExchange, on: connection, broker: configuration.redactedURL, prefix: prefix)
-
-        var replies: AMQPConsumer?
-        var replyQueue: String?
-        if wait {
-            let queue = "kiln-client.reply.\(invocation.id)"
-            try await connection.declare(AMQPTopology(queues: [.init(name: queue, durable: false, exclusive: true, autoDelete: true)]))
-            replies = try await connection.consume(queue: queue, prefetch: 1)
-            replyQueue = queue
+        let client: KilnClient
+        do {
+            client = try await KilnClient.connect(url: url, prefix: prefix, connectionName: "kiln submit", logger: Logger(label: "kiln.submit"))
+        } catch {
+            throw CommandFailure(error.description)
+        }
+        let options = KilnClient.Options(deadlineMs: deadlineMs, affinity: affinity)
+        let arguments: MessagePackValue
+        do {
+            arguments = try JSONBridge.value(fromJSON: args)
+        } catch {
+            await client.close()
+            throw error
         }
         do {
-            try await connection.publish(AMQPMessage(
-                exchange: names.invokeExchange, routingKey: method, body: try MessagePackEncoder().encode(invocation),
-                properties: .msgpack(messageID: invocation.id, correlationID: invocation.id, replyTo: replyQueue),
-                mandatory: true))
-        } catch AMQPError.unroutable {
-            throw CommandFailure("no queue takes method \(method) from \(names.invokeExchange): the broker returned the invocation (is \(names.invocationsQueue) bound with '#'?)")
-        }
-        print("submitted \(invocation.id) (\(method))")
-
-        if let replies {
-            let result = try await firstResult(from: replies, id: invocation.id)
-            print(ResultFormatter.detailed(result))
-            if result.status != .ok { throw ExitCode(1) }
-        }
-        await connection.close(grace: .seconds(1))
-    }
-
-    private func firstResult(from replies: AMQPConsumer, id: String) async throws -> InvocationResult {
-        try await withThrowingTaskGroup(of: InvocationResult?.self) { group in
-            group.addTask {
-                for try await delivery in replies {
-                    try delivery.ack()
-                    guard delivery.properties.correlationID == id else { continue }
-                    return try MessagePackDecoder().decode(InvocationResult.self, from: delivery.body)
-                }
-                return nil
+            if wait {
+                let pending = try await client.submit(method, args: arguments, options: options, id: id)
+                print("submitted \(pending.id) (\(method))")
+                print(ResultFormatter.detailed(try await pending.result(timeout: .milliseconds(Int64(timeout * 1_000)))))
+            } else {
+                print("submitted \(try await client.send(method, args: arguments, options: options, id: id)) (\(method))")
             }
-            group.addTask {
-                try await Task.sleep(for: .seconds(timeout))
-                return nil
+            await client.close()
+        } catch {
+            await client.close()
+            // A result that is not ok is printed in full, and the command fails.
+            if let result = error.result {
+                print(ResultFormatter.detailed(result))
+                throw ExitCode(1)
             }
-            defer { group.cancelAll() }
-            guard let result = try await group.next() ?? nil else {
-                throw CommandFailure("no result for \(id) within \(timeout) s: is a worker running?")
+            if case .resultTimeout = error {
+                throw CommandFailure("no result for \(id ?? "the invocation") within \(timeout) s: is a worker running?")
             }
-            return result
+            throw CommandFailure(error.description)
         }
     }
 }
