@@ -2,9 +2,11 @@ import Glibc
 import Logging
 
 /// The image's root file systems mounted on the host for the `process` backend: each block
-/// image read-only through a loop device, once per driver, under the driver's run folder. The
-/// sandboxes bind them in (see the agent's `--rootfs`); they are detached at shutdown and at
-/// exit, and a crashed driver's are detached by the next ``RunDirectory`` sweep.
+/// image read-only through a loop device, once per driver, under the driver's run folder; where
+/// the host gives no loop devices (a container), the image's files extracted there instead
+/// (`fsck.erofs --extract`: the same files, slower to set up). The sandboxes bind them in,
+/// read-only (see the agent's `--rootfs`); they are detached at shutdown and at exit, and a
+/// crashed driver's are detached by the next ``RunDirectory`` sweep.
 struct HostRootFilesystems {
     /// Root file system name → the folder it is mounted on.
     let folders: [String: String]
@@ -22,9 +24,16 @@ struct HostRootFilesystems {
             do {
                 try await HostCommand("mount", ["-t", "erofs", "-o", "loop,ro,nodev,nosuid", image.path(of: filesystem), folder],
                                       timeout: .seconds(60)).run(scratch: runFolder)
-            } catch {
-                RunDirectory.detachMounts(below: base)
-                throw .sandboxUnavailable("cannot mount root file system \(filesystem.name) (\(image.path(of: filesystem))) on \(folder): \(error)")
+            } catch let mountError {
+                logger.warning("cannot mount root file system \(filesystem.name) through a loop device (\(mountError)); extracting its files instead")
+                do {
+                    try await HostCommand("fsck.erofs", ["--extract=\(folder)", "--preserve", "--overwrite", image.path(of: filesystem)],
+                                          timeout: .seconds(600)).run(scratch: runFolder)
+                } catch {
+                    RunDirectory.detachMounts(below: base)
+                    throw .sandboxUnavailable("cannot mount root file system \(filesystem.name) (\(image.path(of: filesystem))) on \(folder) "
+                        + "(\(mountError)), nor extract it (\(error))")
+                }
             }
             logger.debug("mounted root file system \(filesystem.name) on \(folder)")
             folders[filesystem.name] = folder
