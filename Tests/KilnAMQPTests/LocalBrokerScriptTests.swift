@@ -1,4 +1,5 @@
 import Foundation
+import KilnAMQP
 import KilnTestSupport
 import Testing
 
@@ -39,5 +40,46 @@ struct LocalBrokerScriptTests {
         let folder = FileManager.default.temporaryDirectory
         let (status, output) = try start(from: folder, ["KILN_AMQP_PORT=56x2"])
         #expect(status == 2 && output.contains("KILN_AMQP_PORT must be a port"), "\(status): \(output)")
+    }
+
+    /// `cluster start 3`: three nodes on consecutive free ports, one cluster, its URLs printed;
+    /// a quorum queue declared through any node has a member on each; `cluster stop` ends them.
+    @Test(.timeLimit(.minutes(5)))
+    func aClusterOfThreeNodesHoldsQuorumQueuesOnEveryNode() async throws {
+        var base = 0
+        for _ in 0..<200 {
+            let candidate = Int.random(in: 15_000..<25_000)
+            if (0..<3).flatMap({ [candidate + $0, candidate + $0 + 20_000] }).allSatisfy(PrivateBroker.isFree) {
+                base = candidate
+                break
+            }
+        }
+        #expect(base != 0, "no free ports")
+        let root = PrivateBroker().root
+        let variables = ["KILN_CLUSTER_PORT=\(base)"]
+        defer {
+            _ = try? runToCompletion("/usr/bin/env", variables + [script, "cluster", "stop"])
+            for port in base..<(base + 3) { try? FileManager.default.removeItem(at: root.appendingPathComponent(".local/rabbitmq-\(port)")) }
+            try? FileManager.default.removeItem(at: root.appendingPathComponent(".local/rabbitmq-cluster-\(base)"))
+        }
+        let (status, output) = try runToCompletion("/usr/bin/env", variables + [script, "cluster", "start", "3"])
+        #expect(status == 0, "\(output)")
+        let urls = output.split(separator: "\n").filter { $0.hasPrefix("amqp://") }.map(String.init)
+        #expect(urls == (base..<(base + 3)).map { "amqp://guest:guest@127.0.0.1:\($0)/%2f" }, "\(output)")
+
+        // A quorum queue declared through the last node spans all three.
+        let connection = AMQPConnection(configuration: try AMQPConfiguration(url: urls.last ?? ""), logger: TestBroker.logger)
+        try await connection.connect()
+        try await connection.declare(AMQPTopology(queues: [.init(name: "spread", arguments: ["x-queue-type": .string("quorum")])]))
+        await connection.close(grace: .zero)
+        let node = ["KILN_AMQP_PORT=\(base)", "KILN_RABBITMQ_NODENAME=kiln-\(base)@localhost",
+                    "KILN_RABBITMQ_STATE=\(root.appendingPathComponent(".local/rabbitmq-\(base)").path)"]
+        let (_, queues) = try runToCompletion("/usr/bin/env", node + [script, "ctl", "list_queues", "name", "members", "--no-table-headers", "--quiet"])
+        let members = queues.split(separator: "\n").first { $0.hasPrefix("spread") } ?? ""
+        #expect((base..<(base + 3)).allSatisfy { members.contains("kiln-\($0)@localhost") }, "\(queues)")
+
+        let (stopped, stopOutput) = try runToCompletion("/usr/bin/env", variables + [script, "cluster", "stop"])
+        #expect(stopped == 0, "\(stopOutput)")
+        #expect((base..<(base + 3)).allSatisfy(PrivateBroker.isFree), "a node still listens")
     }
 }

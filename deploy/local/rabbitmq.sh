@@ -6,6 +6,12 @@
 #
 #   deploy/local/rabbitmq.sh start|stop|status|url|tls-url
 #   deploy/local/rabbitmq.sh ctl ARGS...     rabbitmqctl on this broker (add_user, set_permissions, …)
+#   deploy/local/rabbitmq.sh cluster start [N]|stop|status|urls
+#                                            N nodes (3) clustered on 127.0.0.1: AMQP ports from
+#                                            KILN_CLUSTER_PORT (5682) up, one shared cookie, each
+#                                            node a broker of its own as above (kiln-PORT@localhost,
+#                                            state in .local/rabbitmq-PORT); `start` waits until all
+#                                            are in and prints their URLs, one per line
 #
 # Environment: KILN_AMQP_PORT (5672), KILN_RABBITMQ_NODENAME (kiln@localhost on port 5672,
 # kiln-PORT@localhost on any other, so that brokers on different ports never share a node name),
@@ -161,7 +167,86 @@ status() {
     fi
 }
 
+# The cluster: single nodes started by this script on consecutive ports, then joined to the first.
+cluster_base=${KILN_CLUSTER_PORT:-5682}
+cluster_state=$root/.local/rabbitmq-cluster-$cluster_base
+
+cluster_ports() {
+    local count
+    count=$(cat "$cluster_state/size" 2>/dev/null || echo "${1:-3}")
+    seq "$cluster_base" $((cluster_base + count - 1))
+}
+
+cluster_node() {
+    KILN_AMQP_PORT=$1 KILN_RABBITMQ_NODENAME=kiln-$1@localhost KILN_RABBITMQ_STATE=$root/.local/rabbitmq-$1 \
+        KILN_RABBITMQ_TLS_DIR="" "$0" "${@:2}"
+}
+
+cluster_start() {
+    local count=${1:-3} first="" p
+    if [[ ! $count =~ ^[0-9]+$ ]] || (( count < 1 || count > 9 )); then
+        say "a cluster has 1 to 9 nodes, not '$count'"
+        return 2
+    fi
+    if [[ ! $cluster_base =~ ^[0-9]+$ ]] || (( cluster_base < 1025 || cluster_base + count - 1 > 45535 )); then
+        say "KILN_CLUSTER_PORT must leave room for $count ports from 1025 to 45535, not '$cluster_base'"
+        return 2
+    fi
+    mkdir -p "$cluster_state"
+    echo "$count" >"$cluster_state/size"
+    # One cookie for every node (each node's HOME is its state folder, where Erlang reads it).
+    [[ -s $cluster_state/cookie ]] || (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$cluster_state/cookie")
+    for p in $(cluster_ports); do
+        mkdir -p "$root/.local/rabbitmq-$p"
+        install -m 400 "$cluster_state/cookie" "$root/.local/rabbitmq-$p/.erlang.cookie"
+        cluster_node "$p" start || return 1
+        if [[ -z $first ]]; then
+            first=kiln-$p@localhost
+        elif ! cluster_node "$p" ctl cluster_status 2>/dev/null | grep -q "$first"; then
+            say "joining kiln-$p@localhost to $first"
+            cluster_node "$p" ctl stop_app >/dev/null
+            cluster_node "$p" ctl join_cluster "$first" >/dev/null || { say "kiln-$p@localhost could not join $first"; return 1; }
+            cluster_node "$p" ctl start_app >/dev/null
+        fi
+    done
+    # Every node running and in: what the first node's status lists.
+    for _ in $(seq 1 300); do
+        running=$(cluster_node "$cluster_base" ctl cluster_status --formatter json 2>/dev/null \
+            | grep -o '"running_nodes":\[[^]]*\]' | grep -o 'kiln-[0-9]*@localhost' | wc -l)
+        (( running == count )) && break
+        sleep 0.2
+    done
+    if (( running != count )); then
+        say "only $running of $count nodes are running in the cluster"
+        return 1
+    fi
+    say "cluster of $count nodes ready"
+    cluster_urls
+}
+
+cluster_stop() {
+    local p
+    # The last joined first: the first node stops knowing the others left.
+    for p in $(cluster_ports | sort -rn); do cluster_node "$p" stop || true; done
+    rm -f "$cluster_state/size"
+}
+
+cluster_urls() {
+    local p
+    for p in $(cluster_ports); do echo "amqp://guest:guest@127.0.0.1:$p/%2f"; done
+}
+
 case ${1:-status} in
+    cluster)
+        case ${2:-status} in
+            start) cluster_start "${3:-3}" ;;
+            stop) cluster_stop ;;
+            urls) cluster_urls ;;
+            status) for p in $(cluster_ports); do echo "kiln-$p@localhost: $(cluster_node "$p" status || true)"; done ;;
+            *) echo "usage: $0 cluster start [N]|stop|status|urls" >&2; exit 2 ;;
+        esac
+        exit
+        ;;
     start) start ;;
     stop) stop ;;
     status) status ;;
@@ -171,5 +256,5 @@ case ${1:-status} in
         echo "amqps://guest:guest@localhost:$tls_port/%2f?cacertfile=$tls_dir/ca.pem&certfile=$tls_dir/client.pem&keyfile=$tls_dir/client-key.pem"
         ;;
     ctl) shift; exec "$bin/rabbitmqctl" -n "$node" "$@" ;;
-    *) echo "usage: $0 start|stop|status|url|tls-url|ctl ARGS..." >&2; exit 2 ;;
+    *) echo "usage: $0 start|stop|status|url|tls-url|ctl ARGS...|cluster start [N]|stop|status|urls" >&2; exit 2 ;;
 esac
