@@ -121,6 +121,16 @@ public struct AMQPConfiguration: Sendable, Equatable {
     /// `server_name_indication` (`disable` turns off host name checks).
     ///
     /// - Throws: ``AMQPError/invalidURL(_:reason:)`` naming what is wrong.
+    /// The endpoints a broker address names: one URL, or the nodes of a cluster as URLs
+    /// separated by commas (a comma inside a password is written `%2C`).
+    public static func endpoints(_ urls: String) throws(AMQPError) -> [AMQPConfiguration] {
+        let parts = urls.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        guard !parts.isEmpty else { throw .invalidURL(urls, reason: "no URL") }
+        var endpoints: [AMQPConfiguration] = []
+        for part in parts { endpoints.append(try AMQPConfiguration(url: part)) }
+        return endpoints
+    }
+
     public init(url given: String) throws(AMQPError) {
         self.init()
         // Errors name the URL without its password (they reach logs and results).

@@ -30,14 +30,25 @@ public final class AMQPConnection: Sendable {
     ///     sent again after reconnecting (the broker may then hold duplicates: consumers must
     ///     tolerate at-least-once), or fail with ``AMQPError/connectionLost(_:)``.
     ///   - logger: Where the connection logs reconnects and broker errors.
-    public init(
+    public convenience init(
         configuration: AMQPConfiguration, publishWindow: Int = 256, retryUnconfirmedPublishes: Bool = true,
         logger: Logger
     ) {
-        self.configuration = configuration
+        self.init(endpoints: [configuration], publishWindow: publishWindow, retryUnconfirmedPublishes: retryUnconfirmedPublishes,
+                  logger: logger)
+    }
+
+    /// Creates a connection to any of `endpoints`, the nodes of one cluster: it connects to the
+    /// first that answers, and when the connection is lost it reconnects to the same node or,
+    /// when that one does not answer, to the next (declaring its topologies again there,
+    /// restarting its consumer and resending what was not confirmed). The first endpoint's
+    /// settings name the connection and set its reconnect policy.
+    public init(
+        endpoints: [AMQPConfiguration], publishWindow: Int = 256, retryUnconfirmedPublishes: Bool = true, logger: Logger
+    ) {
+        self.configuration = endpoints[0]
         self.loop = ConnectionLoop(
-            configuration: configuration, publishWindow: publishWindow, retryUnconfirmed: retryUnconfirmedPublishes,
-            logger: logger)
+            endpoints: endpoints, publishWindow: publishWindow, retryUnconfirmed: retryUnconfirmedPublishes, logger: logger)
     }
 
     /// Connects. A failure here is thrown, not retried: it is usually a wrong URL, password or

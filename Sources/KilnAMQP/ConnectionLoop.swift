@@ -24,7 +24,12 @@ final class ConnectionLoop: @unchecked Sendable {
     let epoch = Atomic<Int>(0)
     /// Successful connections so far: 1 after the first, one more per reconnect.
     let connections = Atomic<Int>(0)
-    let configuration: AMQPConfiguration
+    /// The brokers to connect to (the nodes of a cluster), tried in turn from the current one.
+    let endpoints: [AMQPConfiguration]
+    /// The endpoint connected to, or tried next. Confined to the loop's thread.
+    var endpointIndex = 0
+    /// The current endpoint's settings (the first's until the thread runs).
+    var configuration: AMQPConfiguration { endpoints[endpointIndex] }
     let logger: Logger
 
     // Confined to the loop's thread from here on.
@@ -50,8 +55,10 @@ final class ConnectionLoop: @unchecked Sendable {
         var cancelled = false
     }
 
-    init(configuration: AMQPConfiguration, publishWindow: Int, retryUnconfirmed: Bool, logger: Logger) {
-        self.configuration = configuration
+    init(endpoints: [AMQPConfiguration], publishWindow: Int, retryUnconfirmed: Bool, logger: Logger) {
+        precondition(!endpoints.isEmpty, "a connection needs at least one endpoint")
+        self.endpoints = endpoints
+        let configuration = endpoints[0]
         self.machine = ConnectionStateMachine(
             publishWindow: publishWindow, retryUnconfirmed: retryUnconfirmed, reconnect: configuration.reconnect,
             random: { Double.random(in: 0...1) })
@@ -79,7 +86,7 @@ final class ConnectionLoop: @unchecked Sendable {
             close(comm)
         }
         do {
-            try connect()
+            try connectToAnyEndpoint()
             connected.resume()
         } catch {
             finish(with: error)
@@ -102,6 +109,25 @@ final class ConnectionLoop: @unchecked Sendable {
     }
 
     // MARK: Connecting
+
+    /// Connects to the current endpoint, else to each of the others in turn (a node of a cluster
+    /// that is down is skipped at once); throws the current endpoint's error when none answers.
+    func connectToAnyEndpoint() throws(AMQPError) {
+        var firstError: AMQPError?
+        for _ in endpoints.indices {
+            do {
+                try connect()
+                return
+            } catch {
+                firstError = firstError ?? error
+                if endpoints.count > 1 {
+                    logger.warning("cannot connect to \(configuration.redactedURL): \(error)")
+                    endpointIndex = (endpointIndex + 1) % endpoints.count
+                }
+            }
+        }
+        throw firstError ?? .closed
+    }
 
     func connect() throws(AMQPError) {
         let session = try RabbitMQSession(configuration: configuration)
@@ -169,7 +195,7 @@ final class ConnectionLoop: @unchecked Sendable {
         if finished { return }
         if machine.reconnectDue(now: .now) {
             do {
-                try connect()
+                try connectToAnyEndpoint()
                 flushPendingStarts()
             } catch {
                 logger.warning("reconnect attempt \(machine.reconnectAttempt) failed: \(error)")

@@ -47,17 +47,19 @@ public final class KilnClient: Sendable {
     private let tasks: [Task<Void, Never>]
     private let redactedURL: String
 
-    /// Connects to `url`, checks that `prefix`'s topology is there and starts reading replies.
+    /// Connects to `url` (or any node of a cluster, its URLs separated by commas), checks that
+    /// `prefix`'s topology is there and starts reading replies.
     public static func connect(url: String, prefix: String = "kiln", connectionName: String = "kiln-client (swift)",
                                logger: Logger) async throws(KilnClientError) -> KilnClient {
-        var configuration: AMQPConfiguration
+        var endpoints: [AMQPConfiguration]
         do {
-            configuration = try AMQPConfiguration(url: url)
+            endpoints = try AMQPConfiguration.endpoints(url)
         } catch {
             throw .brokerUnavailable(url: url.split(separator: "@").last.map(String.init) ?? "?", reason: "\(error)")
         }
-        configuration.connectionName = connectionName
-        let connection = AMQPConnection(configuration: configuration, publishWindow: 1_024, logger: logger)
+        for index in endpoints.indices { endpoints[index].connectionName = connectionName }
+        let configuration = endpoints[0]
+        let connection = AMQPConnection(endpoints: endpoints, publishWindow: 1_024, logger: logger)
         let names = KilnNames(prefix: prefix)
         do {
             try await connection.connect()

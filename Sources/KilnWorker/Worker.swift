@@ -42,9 +42,9 @@ public struct Worker: Sendable {
         let backend = await driver.backend
         logger.info("worker \(workerName) on \(hostName): backend \(backend), isolation: \(backend.isolation), image \(image.id.prefix(12))")
 
-        let consumer = AMQPConnection(configuration: try amqpConfiguration("\(workerName) invocations"), logger: logger)
+        let consumer = AMQPConnection(endpoints: try amqpEndpoints("\(workerName) invocations"), logger: logger)
         let publisher = AMQPConnection(
-            configuration: try amqpConfiguration("\(workerName) results"), publishWindow: configuration.amqp.publishWindow, logger: logger)
+            endpoints: try amqpEndpoints("\(workerName) results"), publishWindow: configuration.amqp.publishWindow, logger: logger)
         try await consumer.connect()
         try await publisher.connect()
         let topology = AMQPTopology.kiln(names, deliveryLimit: configuration.amqp.deliveryLimit)
@@ -145,11 +145,15 @@ public struct Worker: Sendable {
         return (scorer, HistoryRecorder(history: history, logger: logger))
     }
 
-    private func amqpConfiguration(_ name: String) throws -> AMQPConfiguration {
-        var amqp = try AMQPConfiguration(url: configuration.amqp.url)
-        amqp.connectionName = "kiln-worker \(name)"
-        amqp.heartbeat = .seconds(configuration.amqp.heartbeatSeconds)
-        return amqp
+    /// The broker's nodes (one URL, or a cluster's separated by commas), named and with the
+    /// configured heartbeat.
+    private func amqpEndpoints(_ name: String) throws -> [AMQPConfiguration] {
+        try AMQPConfiguration.endpoints(configuration.amqp.url).map { endpoint in
+            var amqp = endpoint
+            amqp.connectionName = "kiln-worker \(name)"
+            amqp.heartbeat = .seconds(configuration.amqp.heartbeatSeconds)
+            return amqp
+        }
     }
 
     /// The driver for the configured backend; `auto` takes qemu when QEMU is installed.

@@ -114,6 +114,12 @@ extension WorkerConfiguration {
         if let configured = tree["lifecycle"] {
             lifecycleDefaults = try overlay(configured, on: lifecycleDefaults, path: "lifecycle")
         }
+        var tree = tree
+        // amqp.url may list a cluster's nodes; the field holds them separated by commas.
+        if var amqp = tree["amqp"] as? [String: Any], let urls = amqp["url"] as? [Any] {
+            amqp["url"] = urls.map { "\($0)" }.joined(separator: ",")
+            tree["amqp"] = amqp
+        }
         var merged = defaults
         for (key, value) in tree {
             guard let base = defaults[key] else {
@@ -182,8 +188,9 @@ extension WorkerConfiguration {
         func require(_ condition: Bool, _ field: String, _ problem: String) throws {
             if !condition { throw ConfigurationError(field: field, problem: problem) }
         }
-        try require(configuration.amqp.url.hasPrefix("amqp://") || configuration.amqp.url.hasPrefix("amqps://"),
-                    "amqp.url", "must start with amqp:// or amqps://")
+        let urls = configuration.amqp.url.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        try require(!urls.isEmpty && urls.allSatisfy { $0.hasPrefix("amqp://") || $0.hasPrefix("amqps://") },
+                    "amqp.url", "must be amqp:// or amqps:// URLs (a cluster's nodes as a list, or separated by commas)")
         try require(!configuration.amqp.prefix.isEmpty, "amqp.prefix", "must not be empty")
         try require((0...65_535).contains(configuration.amqp.prefetch), "amqp.prefetch", "must be 0 (automatic) to 65535")
         try require(configuration.amqp.publishWindow >= 1, "amqp.publish_window", "must be at least 1")

@@ -15,6 +15,9 @@ public struct WorkerConfiguration: Codable, Sendable, Equatable {
     }
 
     public struct AMQP: Codable, Sendable, Equatable {
+        /// The broker: one URL, or the nodes of a cluster (a YAML list, or URLs separated by
+        /// commas, as `KILN_AMQP_URL` gives them); connections move to another node when theirs
+        /// dies.
         public var url = "amqp://guest:guest@127.0.0.1:5672/%2f"
         /// The prefix of the topology's names (`kiln` → `kiln.invoke`, `kiln.invocations`, …).
         public var prefix = "kiln"

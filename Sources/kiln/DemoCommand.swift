@@ -33,7 +33,8 @@ struct Demo: AsyncParsableCommand {
         let logger = Logger(label: "kiln.demo")
         let (url, prefix) = try broker.endpoint()
         let names = KilnNames(prefix: prefix)
-        var amqp = try AMQPConfiguration(url: url)
+        // The demo's own taps use the first node (the local broker `make demo` starts).
+        var amqp = try AMQPConfiguration.endpoints(url)[0]
         amqp.connectionName = "kiln demo"
         let connection = AMQPConnection(configuration: amqp, logger: logger)
         step("connecting to \(amqp.redactedURL)")

@@ -36,9 +36,13 @@ struct Results: AsyncParsableCommand {
         Kiln.bootstrapLogging()
         let (url, prefix) = try broker.endpoint()
         let names = KilnNames(prefix: prefix)
-        var configuration = try AMQPConfiguration(url: url)
-        configuration.connectionName = "kiln results"
-        let connection = AMQPConnection(configuration: configuration, logger: Logger(label: "kiln.results"))
+        let endpoints = try AMQPConfiguration.endpoints(url).map { endpoint in
+            var named = endpoint
+            named.connectionName = "kiln results"
+            return named
+        }
+        let configuration = endpoints[0]
+        let connection = AMQPConnection(endpoints: endpoints, logger: Logger(label: "kiln.results"))
         try await connection.connect()
         try await TopologyCheck.requireExchange(names.resultsExchange, on: connection, broker: configuration.redactedURL, prefix: prefix)
         let queue = "\(prefix).results-tap.\(UUID().uuidString.prefix(8).lowercased())"

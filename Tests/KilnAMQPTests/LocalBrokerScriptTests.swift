@@ -78,6 +78,28 @@ struct LocalBrokerScriptTests {
         let members = queues.split(separator: "\n").first { $0.hasPrefix("spread") } ?? ""
         #expect((base..<(base + 3)).allSatisfy { members.contains("kiln-\($0)@localhost") }, "\(queues)")
 
+        // A connection to the cluster moves to another node when its node dies, and the quorum
+        // queue, with two of its three members, still takes and gives messages.
+        let failover = AMQPConnection(
+            endpoints: try urls.map { try AMQPConfiguration(url: $0) }, logger: TestBroker.logger)
+        try await failover.connect()
+        try await failover.publish(AMQPMessage(exchange: "", routingKey: "spread", body: [1]))
+        let firstPID = try String(contentsOfFile: root.appendingPathComponent(".local/rabbitmq-\(base)/rabbit.pid").path, encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        kill(pid_t(firstPID) ?? 0, SIGKILL)
+        let deadline = ContinuousClock.now + .seconds(120)
+        while failover.connectionCount < 2, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(failover.connectionCount == 2, "the connection did not move to another node")
+        try await failover.publish(AMQPMessage(exchange: "", routingKey: "spread", body: [2]))
+        var received: [[UInt8]] = []
+        for try await delivery in try await failover.consume(queue: "spread", prefetch: 10) {
+            received.append(delivery.body)
+            try delivery.ack()
+            if received.count == 2 { break }
+        }
+        #expect(received == [[1], [2]])
+        await failover.close(grace: .seconds(1))
+
         let (stopped, stopOutput) = try runToCompletion("/usr/bin/env", variables + [script, "cluster", "stop"])
         #expect(stopped == 0, "\(stopOutput)")
         #expect((base..<(base + 3)).allSatisfy(PrivateBroker.isFree), "a node still listens")

@@ -66,7 +66,7 @@ struct WorkerConfigurationTests {
         ("profiles:\n  tiny: {memory_mb: 16}\n", ConfigurationError(field: "profiles.tiny.memory_mb", problem: "must be at least 64")),
         ("profiles:\n  p: {min_idle: 3, max_total: 2}\n", ConfigurationError(field: "profiles.p.max_total", problem: "must be at least 1 and at least min_idle")),
         ("profiles:\n  p: {min_idle: 2, max_idle: 1}\n", ConfigurationError(field: "profiles.p.max_idle", problem: "must be at least min_idle")),
-        ("amqp:\n  url: http://x\n", ConfigurationError(field: "amqp.url", problem: "must start with amqp:// or amqps://")),
+        ("amqp:\n  url: http://x\n", ConfigurationError(field: "amqp.url", problem: "must be amqp:// or amqps:// URLs (a cluster's nodes as a list, or separated by commas)")),
         ("metrics:\n  listen: nowhere\n", ConfigurationError(field: "metrics.listen", problem: "must be host:port, not nowhere")),
         ("- a list\n", ConfigurationError(field: "(file)", problem: "")),
     ])
@@ -125,5 +125,16 @@ struct WorkerConfigurationTests {
         #expect(WorkerConfiguration.settableVariables.contains("KILN_AMQP_PUBLISH_WINDOW"))
         #expect(WorkerConfiguration.settableVariables.contains("KILN_HISTORY_PATH"))
         #expect(!WorkerConfiguration.settableVariables.contains { $0.hasPrefix("KILN_PROFILES") })
+    }
+
+    /// A cluster's nodes as a YAML list, or separated by commas in the variable.
+    @Test func aBrokerURLMayListTheNodesOfACluster() throws {
+        let path = try file("amqp:\n  url: [amqp://a:1/%2f, amqp://b:2/%2f]\n")
+        #expect(try WorkerConfiguration.load(file: path, environment: [:]).amqp.url == "amqp://a:1/%2f,amqp://b:2/%2f")
+        let fromEnvironment = try WorkerConfiguration.load(file: nil, environment: ["KILN_AMQP_URL": "amqp://a:1/%2f, amqps://b:2/%2f"])
+        #expect(fromEnvironment.amqp.url == "amqp://a:1/%2f, amqps://b:2/%2f")
+        #expect(throws: ConfigurationError.self) {
+            try WorkerConfiguration.load(file: nil, environment: ["KILN_AMQP_URL": "amqp://a:1/%2f,http://b"])
+        }
     }
 }
