@@ -60,7 +60,8 @@ struct Agent {
         Housekeeping.protectFromOOMKiller()
         // Before the first greeting: a snapshot template taken after it holds these runtimes
         // running, so every restored clone has them without starting them.
-        runtimes.startWarm(methods.warm(memoryMB: memoryMB))
+        runtimes.startWarm(methods.warm(memoryMB: memoryMB),
+                          waitUs: Housekeeping.warmWaitUs() ?? ServeRuntimes.defaultWarmWaitUs)
     }
 
     mutating func run() -> Never {

@@ -40,9 +40,20 @@ struct Housekeeping {
     /// The VM's memory as its profile gives it (`kiln.memory_mb=` on the kernel command line),
     /// which the kernel's MemTotal falls short of by what the kernel itself takes.
     static func profileMemoryMB() -> UInt64? {
+        kernelParameter("kiln.memory_mb")
+    }
+
+    /// How long the host lets warm runtimes take to get ready before the VM greets
+    /// (`kiln.warm_wait_ms=` on the kernel command line: part of the host's boot timeout), µs.
+    static func warmWaitUs() -> UInt64? {
+        kernelParameter("kiln.warm_wait_ms").map { min($0, 3_600_000) * 1000 }
+    }
+
+    /// The number the host gave as `name=` on the kernel command line.
+    private static func kernelParameter(_ name: String) -> UInt64? {
         guard let line = readSmallFile("/proc/cmdline") else { return nil }
-        for word in line.split(whereSeparator: { $0 == " " || $0 == "\n" }) where word.hasPrefix("kiln.memory_mb=") {
-            return UInt64(word.dropFirst("kiln.memory_mb=".count))
+        for word in line.split(whereSeparator: { $0 == " " || $0 == "\n" }) where word.hasPrefix(name + "=") {
+            return UInt64(word.dropFirst(name.count + 1))
         }
         return nil
     }

@@ -14,22 +14,23 @@ struct ServeRuntimes {
     }
 
     /// How long warm runtimes may take to say they are ready before the VM greets its host
-    /// anyway: an interpreter importing its libraries takes seconds under TCG (Python with Pillow
-    /// 5–10 s), and a snapshot taken before it is ready would make every restored VM finish the
-    /// import at its first call. Within the host's boot timeout (60 s).
-    static let warmReadyTimeoutUs: UInt64 = 30_000_000
+    /// anyway, when the host does not say (a QEMU host gives three quarters of its boot timeout):
+    /// an interpreter importing its libraries takes seconds under TCG (Python with Pillow 5–10 s
+    /// alone, several times that on a loaded host), and a snapshot taken before it is ready would
+    /// make every restored VM finish the import at its first call.
+    static let defaultWarmWaitUs: UInt64 = 30_000_000
 
-    /// Starts the runtimes of warm methods and waits until each says it is ready (or
-    /// ``warmReadyTimeoutUs`` passes), so that a snapshot taken after the agent greets holds them
-    /// idle. A failure shows on the console; the method's first call starts it again.
-    mutating func startWarm(_ methods: [(name: String, entry: [String])]) {
+    /// Starts the runtimes of warm methods and waits until each says it is ready (or `waitUs`
+    /// passes), so that a snapshot taken after the agent greets holds them idle. A failure shows
+    /// on the console; the method's first call starts it again.
+    mutating func startWarm(_ methods: [(name: String, entry: [String])], waitUs: UInt64) {
         for (name, entry) in methods {
             switch ServeRuntime.start(method: name, entry: entry, scratch: scratch) {
             case .success(let runtime): running[name] = runtime
             case .failure(let failure): AgentLog.write("kiln-agent: warm runtime of \(name) did not start: \(failure.message)")
             }
         }
-        let deadline = monotonicMicroseconds() + Self.warmReadyTimeoutUs
+        let deadline = monotonicMicroseconds() + waitUs
         for (name, runtime) in running.sorted(by: { $0.key < $1.key }) where !runtime.awaitReady(deadlineUs: deadline) {
             AgentLog.write("kiln-agent: warm runtime of \(name) did not say it is ready (\(runtime.takeStderrTail())); greeting anyway")
         }

@@ -22,7 +22,18 @@ enum Fixture {
     }
 
     private static let qemuDriver: Result<QEMUDriver, any Error> = Result {
-        try QEMUDriver(image: try image(), logger: logger)
+        try QEMUDriver(image: try image(), configuration: qemuConfiguration, logger: logger)
+    }
+
+    /// The default driver's, with boot, restore and template-save limits as hang guards: on a
+    /// loaded CI host four tests' guests share two emulated cores, and a template's Python
+    /// runtimes took over half a minute to import there (they take seconds alone).
+    static var qemuConfiguration: QEMUDriver.Configuration {
+        var configuration = QEMUDriver.Configuration()
+        configuration.timeouts.boot = .seconds(300)
+        configuration.timeouts.restore = .seconds(60)
+        configuration.timeouts.save = .seconds(120)
+        return configuration
     }
 
     /// The QEMU driver every test in this process shares.

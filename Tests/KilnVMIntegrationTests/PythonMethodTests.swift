@@ -18,12 +18,12 @@ struct PythonMethodTests {
             let first = try await vm.exec(try Fixture.request("py-echo", args, image: image))
             #expect(first.status == .ok, "\(first.stderr)")
             #expect(try Fixture.output(of: first) == args)
-            #expect(!first.runtimeStarted, "the runtime was started warm, before the first call")
+            #expect(!first.runtimeStarted, "the runtime was started warm, before the first call: \(first.stderr)")
             // A full reset ends every runtime: the next call starts Python again.
             try await vm.reset()
             let second = try await vm.exec(try Fixture.request("py-echo", ["again": true], image: image))
             #expect(second.status == .ok, "\(second.stderr)")
-            #expect(second.runtimeStarted)
+            #expect(second.runtimeStarted, "\(second.stderr)")
             #expect(try Fixture.output(of: second) == ["again": true])
         }
     }

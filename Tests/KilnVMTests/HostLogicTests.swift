@@ -71,10 +71,11 @@ struct QEMUCommandLineTests {
         #expect(SnapshotTemplate.key(image: image, profile: big, accelerator: .tcg, qemuVersion: "QEMU 7.2.22").contains("-2c256m-"))
     }
 
-    @Test func kernelArgumentsCarryTheTSCFrequencyAndTheProfilesMemory() {
-        let append = QEMUCommandLine.kernelArguments(hostKHz: 2_596_150, memoryMB: 256)
+    @Test func kernelArgumentsCarryTheTSCFrequencyTheProfilesMemoryAndTheWarmWait() {
+        let append = QEMUCommandLine.kernelArguments(hostKHz: 2_596_150, memoryMB: 256, warmWait: .seconds(45))
         #expect(append.contains("tsc_early_khz=2596150"))
         #expect(append.split(separator: " ").contains("kiln.memory_mb=256"))
+        #expect(append.split(separator: " ").contains("kiln.warm_wait_ms=45000"))
         #expect(append.contains("console=ttyS0"))
         #expect(!append.contains("acpi=off"))
         #expect(!append.contains("rtc=off"))

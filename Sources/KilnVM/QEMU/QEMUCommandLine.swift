@@ -45,9 +45,10 @@ public struct QEMUCommandLine: Sendable, Equatable {
     /// The kernel command line: quiet serial console, the TSC frequency given (calibration hangs
     /// on a busy host without it), no mitigations, self-tests or audit, and a trusted CPU RNG;
     /// and for the agent, the profile's memory (`kiln.memory_mb`: the kernel reports less than
-    /// the VM has, and the agent starts warm only the methods a VM is sized for).
-    public static func kernelArguments(hostKHz: Int, memoryMB: Int) -> String {
-        ["kiln.memory_mb=\(memoryMB)",
+    /// the VM has, and the agent starts warm only the methods a VM is sized for) and how long its
+    /// warm runtimes may take to get ready before it greets (`kiln.warm_wait_ms`).
+    public static func kernelArguments(hostKHz: Int, memoryMB: Int, warmWait: Duration) -> String {
+        ["kiln.memory_mb=\(memoryMB)", "kiln.warm_wait_ms=\(warmWait.milliseconds)",
             "console=ttyS0", "quiet", "tsc_early_khz=\(hostKHz)", "mitigations=off", "cryptomgr.notests",
             "audit=0", "apparmor=0", "security=none", "init_on_alloc=0", "no_timer_check", "tsc=reliable",
             "i8042.noaux", "i8042.nopnp", "random.trust_cpu=on", "nokaslr", "panic=-1",

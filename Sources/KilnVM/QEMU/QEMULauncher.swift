@@ -34,6 +34,12 @@ struct QEMULauncher: Sendable {
         let qemuLog: String
     }
 
+    /// How long a booting guest's warm runtimes may take to get ready: three quarters of the
+    /// boot timeout, the rest left for the kernel and the agent before and the greeting after.
+    static func warmWait(bootTimeout: Duration) -> Duration {
+        bootTimeout * 3 / 4
+    }
+
     /// Starts QEMU and brings it to `hello`.
     func launch(
         id: String, profile: VMProfile, accelerator: Accelerator, start: Start, directory: String,
@@ -82,7 +88,8 @@ struct QEMULauncher: Sendable {
         switch start {
         case .boot(let image, let shared):
             commandStart = .boot(kernel: image.kernel, initrd: image.initrd,
-                                 append: QEMUCommandLine.kernelArguments(hostKHz: hostKHz, memoryMB: profile.memoryMB),
+                                 append: QEMUCommandLine.kernelArguments(hostKHz: hostKHz, memoryMB: profile.memoryMB,
+                                                                         warmWait: Self.warmWait(bootTimeout: timeout)),
                                  sharedMemoryFile: shared)
         case .restore(let template):
             let stateFD = open(template.stateFile, O_RDONLY | O_CLOEXEC)
