@@ -90,11 +90,14 @@ public final class AMQPConnection: Sendable {
     /// connection. With `automaticAcknowledgement` the broker counts each delivery settled as it
     /// sends it (no-ack: what RabbitMQ's direct reply-to, `amq.rabbitmq.reply-to`, requires);
     /// settling one then sends nothing, and the prefetch does not hold the broker back.
-    public func consume(queue: String, prefetch: UInt16, automaticAcknowledgement: Bool = false) async throws -> AMQPConsumer {
+    /// `arguments` go with `basic.consume` (a stream's `x-stream-offset`, for one).
+    public func consume(
+        queue: String, prefetch: UInt16, automaticAcknowledgement: Bool = false, arguments: [String: AMQPFieldValue] = [:]
+    ) async throws -> AMQPConsumer {
         let (stream, deliveries) = AsyncThrowingStream<AMQPDelivery, any Error>.makeStream()
         try await withCheckedThrowingContinuation { (started: CheckedContinuation<Void, any Error>) in
             let request = ConsumerRequest(queue: queue, prefetch: prefetch, automaticAcknowledgement: automaticAcknowledgement,
-                                          deliveries: deliveries, started: started)
+                                          arguments: arguments, deliveries: deliveries, started: started)
             if !loop.mailbox.post(.consume(request)) {
                 deliveries.finish()
                 started.resume(throwing: AMQPError.closed)

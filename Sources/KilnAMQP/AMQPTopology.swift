@@ -95,6 +95,9 @@ public struct KilnNames: Sendable, Equatable {
     public var resultsExchange: String { "\(prefix).results" }
     /// Topic exchange for telemetry events, routing key `<kind>.<host>`.
     public var telemetryExchange: String { "\(prefix).telemetry" }
+    /// The stream that keeps every worker's `host.sample` events for an hour: what `kiln fleet
+    /// status` reads back, so that it knows workers that stopped reporting before it started.
+    public var fleetStream: String { "\(prefix).fleet" }
     /// Fanout exchange (and its queue) for messages Kiln could not take.
     public var deadExchange: String { "\(prefix).dead" }
     public var deadQueue: String { "\(prefix).dead" }
@@ -124,11 +127,23 @@ extension AMQPTopology {
                     "x-delivery-limit": .int(Int64(deliveryLimit)),
                 ]),
                 Queue(name: names.deadQueue, arguments: ["x-queue-type": "quorum"]),
+                Queue(name: names.fleetStream, arguments: fleetStreamArguments),
             ],
             bindings: [
                 Binding(queue: names.invocationsQueue, exchange: names.invokeExchange, routingKey: "#"),
                 Binding(queue: names.deadQueue, exchange: names.deadExchange, routingKey: ""),
+                Binding(queue: names.fleetStream, exchange: names.telemetryExchange, routingKey: "host.sample.*"),
             ]
         )
     }
+
+    /// The fleet stream's retention: an hour of samples (a worker sends one a second, ~300 bytes),
+    /// in segments small enough that the hour is cut in steps of about a megabyte, and never more
+    /// than 64 MB whatever the fleet's size.
+    public static let fleetStreamArguments: [String: AMQPFieldValue] = [
+        "x-queue-type": "stream",
+        "x-max-age": "1h",
+        "x-max-length-bytes": .int(64_000_000),
+        "x-stream-max-segment-size-bytes": .int(1_000_000),
+    ]
 }

@@ -29,6 +29,7 @@ struct ConsumerRequest: Sendable {
     let prefetch: UInt16
     /// The broker counts each delivery settled as it sends it (no-ack): nothing to settle.
     let automaticAcknowledgement: Bool
+    let arguments: [String: AMQPFieldValue]
     let deliveries: AsyncThrowingStream<AMQPDelivery, any Error>.Continuation
     let started: CheckedContinuation<Void, any Error>
 }

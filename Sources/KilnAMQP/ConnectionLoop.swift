@@ -155,7 +155,8 @@ final class ConnectionLoop: @unchecked Sendable {
     func startConsumer(on session: RabbitMQSession) throws(AMQPError) {
         guard var state = consumer, !state.cancelled else { return }
         try session.qos(prefetch: state.request.prefetch)
-        state.tag = try session.consume(queue: state.request.queue, automaticAcknowledgement: state.request.automaticAcknowledgement)
+        state.tag = try session.consume(queue: state.request.queue, automaticAcknowledgement: state.request.automaticAcknowledgement,
+                                            arguments: state.request.arguments)
         state.retryAt = nil
         consumer = state
     }

@@ -169,9 +169,10 @@ final class RabbitMQSession {
     }
 
     /// Starts consuming `queue`; returns the consumer tag.
-    func consume(queue: String, automaticAcknowledgement: Bool = false) throws(AMQPError) -> String {
+    func consume(queue: String, automaticAcknowledgement: Bool = false, arguments: [String: AMQPFieldValue] = [:]) throws(AMQPError) -> String {
         let arena = CArena()
-        let ok = amqp_basic_consume(state, channel, arena.bytes(queue), amqp_empty_bytes, 0, automaticAcknowledgement ? 1 : 0, 0, amqp_empty_table)
+        let ok = amqp_basic_consume(state, channel, arena.bytes(queue), amqp_empty_bytes, 0, automaticAcknowledgement ? 1 : 0, 0,
+                                    arena.table(arguments))
         try check("basic.consume on \(queue)")
         return ok?.pointee.consumer_tag.string ?? ""
     }

@@ -114,6 +114,9 @@ public struct InvocationResult: Codable, Sendable, Equatable {
     public var predictedUs: UInt64?
     /// The worker that ran it.
     public var worker: String
+    /// The host id of that worker (`worker.host`, default the host name): which host of a fleet
+    /// ran it. Absent from results of workers before fleets.
+    public var host: String?
     /// Unix time when the result was made, in microseconds.
     public var finishedAtUs: UInt64
 
@@ -130,6 +133,7 @@ public struct InvocationResult: Codable, Sendable, Equatable {
         timing: Timing,
         predictedUs: UInt64? = nil,
         worker: String,
+        host: String? = nil,
         finishedAtUs: UInt64
     ) {
         self.version = .v1
@@ -144,6 +148,7 @@ public struct InvocationResult: Codable, Sendable, Equatable {
         self.timing = timing
         self.predictedUs = predictedUs
         self.worker = worker
+        self.host = host
         self.finishedAtUs = finishedAtUs
     }
 
@@ -155,7 +160,7 @@ public struct InvocationResult: Codable, Sendable, Equatable {
         case id, method, status, output, context, error, attempt, vm
         case timing = "timing_us"
         case predictedUs = "predicted_us"
-        case worker
+        case worker, host
         case finishedAtUs = "finished_at_us"
     }
 }

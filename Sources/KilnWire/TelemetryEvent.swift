@@ -293,10 +293,31 @@ extension TelemetryEvent {
         public var netTxBps: UInt64
         public var vmsIdle: UInt32
         public var vmsBusy: UInt32
+        /// The worker's VM backend (`qemu`, `process`); absent from workers before fleets.
+        public var backend: String?
+        /// Each pool's counts; absent from workers before fleets.
+        public var pools: [Pool]?
+
+        /// One profile's pool in a sample.
+        public struct Pool: Codable, Sendable, Equatable {
+            public var profile: String
+            public var idle: UInt32
+            /// Lent out, being reset or being provisioned.
+            public var busy: UInt32
+            /// The idle count the sizer aims at.
+            public var target: UInt32
+
+            public init(profile: String, idle: UInt32, busy: UInt32, target: UInt32) {
+                self.profile = profile
+                self.idle = idle
+                self.busy = busy
+                self.target = target
+            }
+        }
 
         public init(
             cpuUtil: Double, memAvailableMB: UInt64, memPressure: Double, netRxBps: UInt64,
-            netTxBps: UInt64, vmsIdle: UInt32, vmsBusy: UInt32
+            netTxBps: UInt64, vmsIdle: UInt32, vmsBusy: UInt32, backend: String? = nil, pools: [Pool]? = nil
         ) {
             self.cpuUtil = cpuUtil
             self.memAvailableMB = memAvailableMB
@@ -305,6 +326,8 @@ extension TelemetryEvent {
             self.netTxBps = netTxBps
             self.vmsIdle = vmsIdle
             self.vmsBusy = vmsBusy
+            self.backend = backend
+            self.pools = pools
         }
 
         enum CodingKeys: String, CodingKey {
@@ -315,6 +338,7 @@ extension TelemetryEvent {
             case netTxBps = "net_tx_bps"
             case vmsIdle = "vms_idle"
             case vmsBusy = "vms_busy"
+            case backend, pools
         }
     }
 }

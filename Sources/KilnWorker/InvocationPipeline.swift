@@ -73,15 +73,19 @@ public struct InvocationPipeline: Sendable {
     public struct Settings: Sendable {
         public var names: KilnNames
         public var worker: String
+        /// The worker's host id (`worker.host`), in every result.
+        public var host: String
         public var decoder: MessagePackDecoder
         /// Invocations waiting for a VM on this worker at most.
         public var localQueue: Int
         /// The longest deadline an invocation may run under, ms.
         public var maxDeadlineMs: UInt64
 
-        public init(names: KilnNames, worker: String, decoder: MessagePackDecoder, localQueue: Int, maxDeadlineMs: UInt64 = 900_000) {
+        public init(names: KilnNames, worker: String, host: String, decoder: MessagePackDecoder, localQueue: Int,
+                    maxDeadlineMs: UInt64 = 900_000) {
             self.names = names
             self.worker = worker
+            self.host = host
             self.decoder = decoder
             self.localQueue = localQueue
             self.maxDeadlineMs = maxDeadlineMs
@@ -286,6 +290,7 @@ public struct InvocationPipeline: Sendable {
             result.predictedUs = Self.microseconds(decision.winner.prediction.totalUs)
         }
         result.worker = settings.worker
+        result.host = settings.host
         result.finishedAtUs = TelemetrySink.nowMicroseconds()
         do {
             let body = try MessagePackEncoder().encode(result)

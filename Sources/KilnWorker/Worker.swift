@@ -52,6 +52,7 @@ public struct Worker: Sendable {
 
         let telemetry = TelemetryPublisher(connection: publisher, exchange: names.telemetryExchange, host: hostName, worker: workerName, logger: logger)
         let metrics = WorkerMetrics(telemetry: telemetry.sink)
+        WorkerMetrics.registerWorkerInfo(host: hostName, worker: workerName, backend: backend.name)
         let (scorer, recorder) = try openHistoryAndModel()
         WorkerMetrics.registerModelMetrics()
         let profiles = configuration.profiles.map { name, profile in
@@ -78,8 +79,7 @@ public struct Worker: Sendable {
         let monitor = HostMonitor(logger: logger) { sample in
             hostSamples.latest = sample
             Task {
-                let counts = await pool.status().reduce((0, 0)) { ($0.0 + $1.idle, $0.1 + $1.busy + $1.resetting) }
-                metrics.hostSampled(sample, idle: counts.0, busy: counts.1)
+                metrics.hostSampled(sample, backend: backend.name, pools: await pool.status())
             }
         }
         hostSamples.latest = monitor.latest
@@ -93,7 +93,7 @@ public struct Worker: Sendable {
         for (method, reason) in catalog.unplaceable { logger.warning("method \(method) cannot run here: \(reason)") }
         let pipeline = InvocationPipeline(
             settings: .init(
-                names: names, worker: workerName,
+                names: names, worker: workerName, host: hostName,
                 decoder: MessagePackDecoder(limits: WireLimits(maxBodyBytes: configuration.limits.maxBodyBytes, maxDepth: configuration.limits.maxDepth)),
                 localQueue: configuration.limits.localQueue, maxDeadlineMs: configuration.limits.maxDeadlineMs),
             catalog: catalog, pool: pool, publisher: publisher, scorer: scorer, backend: backend.name, metrics: metrics,

@@ -45,8 +45,16 @@ public struct WorkerMetrics: Sendable {
         Counter(label: "kiln_dead_letters_total", dimensions: [("reason", reason)]).increment()
     }
 
-    /// A host sample: gauges, and a `host.sample` event with the pool's counts.
-    func hostSampled(_ sample: HostSample, idle: Int, busy: Int) {
+    /// `kiln_worker_info{host, worker, backend} 1`: which host and worker a scrape came from,
+    /// for joining a fleet's series on (the Prometheus "info" metric pattern).
+    static func registerWorkerInfo(host: String, worker: String, backend: String) {
+        Gauge(label: "kiln_worker_info", dimensions: [("host", host), ("worker", worker), ("backend", backend)]).record(1)
+    }
+
+    /// A host sample: gauges, and a `host.sample` event with the backend and each pool's counts.
+    func hostSampled(_ sample: HostSample, backend: String, pools: [PoolStatus]) {
+        let idle = pools.reduce(0) { $0 + $1.idle }
+        let busy = pools.reduce(0) { $0 + $1.busy + $1.resetting }
         Gauge(label: "kiln_host_cpu_utilization").record(sample.cpuUtilization)
         Gauge(label: "kiln_host_memory_available_bytes").record(Double(sample.memoryAvailableMB) * 1_048_576)
         Gauge(label: "kiln_host_memory_pressure").record(sample.memoryPressure)
@@ -55,7 +63,11 @@ public struct WorkerMetrics: Sendable {
         Gauge(label: "kiln_host_network_transmit_bytes_per_second").record(Double(sample.networkTransmitBps))
         telemetry.emit(.hostSample(.init(
             cpuUtil: sample.cpuUtilization, memAvailableMB: UInt64(max(0, sample.memoryAvailableMB)), memPressure: sample.memoryPressure,
-            netRxBps: sample.networkReceiveBps, netTxBps: sample.networkTransmitBps, vmsIdle: UInt32(idle), vmsBusy: UInt32(busy))))
+            netRxBps: sample.networkReceiveBps, netTxBps: sample.networkTransmitBps, vmsIdle: UInt32(clamping: idle), vmsBusy: UInt32(clamping: busy),
+            backend: backend, pools: pools.map {
+                .init(profile: $0.profile, idle: UInt32(clamping: $0.idle), busy: UInt32(clamping: $0.busy + $0.resetting + $0.provisioning),
+                      target: UInt32(clamping: $0.targetIdle))
+            })))
     }
 }
 

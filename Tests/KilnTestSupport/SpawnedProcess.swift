@@ -41,17 +41,29 @@ public final class SpawnedProcess: @unchecked Sendable {
     @discardableResult
     public func stop(timeout: Duration = .seconds(60)) -> Int32 {
         guard pid > 0 else { return -1 }
-        kill(pid, SIGTERM)
+        Glibc.kill(pid, SIGTERM)
         let deadline = ContinuousClock.now + timeout
         var status: Int32 = 0
         while waitpid(pid, &status, WNOHANG) != pid {
             if ContinuousClock.now > deadline {
-                kill(pid, SIGKILL)
+                Glibc.kill(pid, SIGKILL)
                 waitpid(pid, &status, 0)
                 break
             }
             usleep(20_000)
         }
+        pid = 0
+        return status
+    }
+
+    /// SIGKILL, as a crash or an out-of-memory kill ends a program, and reaps it; returns the raw
+    /// wait status, or -1 when it was not running.
+    @discardableResult
+    public func kill() -> Int32 {
+        guard pid > 0 else { return -1 }
+        Glibc.kill(pid, SIGKILL)
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
         pid = 0
         return status
     }

@@ -82,6 +82,11 @@ final class WorkerProcess: @unchecked Sendable {
         process.stop(timeout: timeout)
     }
 
+    /// SIGKILL: the worker ends without draining, as in a crash.
+    func kill() {
+        process.kill()
+    }
+
     /// The port in the worker's "status server listening on [IPv4]127.0.0.1/127.0.0.1:PORT".
     static func listeningPort(in log: String) -> Int? {
         guard let line = log.split(separator: "\n").first(where: { $0.contains("status server listening on") }),

@@ -35,7 +35,7 @@ def worker():
     config = pathlib.Path(folder, "worker.yaml")
     config.write_text(
         'amqp: {url: "%s", prefix: %s}\nvm: {backend: process, image_cache: "%s"}\nhistory: {path: "%s/history.sqlite"}\n'
-        "metrics: {listen: \"\"}\n" % (URL, prefix, ROOT / ".local" / "images", folder))
+        "metrics: {listen: \"\"}\nworker: {host: pyclient-host}\n" % (URL, prefix, ROOT / ".local" / "images", folder))
     environment = {key: value for key, value in os.environ.items() if not key.startswith("KILN_")}
     environment["KILN_CONFIG"] = str(config)
     log = open(pathlib.Path(folder, "worker.log"), "w")
@@ -75,7 +75,7 @@ def test_invoke_returns_the_result(kiln):
     assert result.method == "echo" and result.attempt == 1 and result.id
     assert result.vm["backend"] == "process"
     assert result.timing["total"] >= result.timing["exec"] > 0
-    assert result.worker
+    assert result.worker.startswith("pyclient-host-") and result.host == "pyclient-host"
 
 
 def test_context_goes_in_and_comes_back(kiln):

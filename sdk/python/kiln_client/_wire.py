@@ -73,6 +73,8 @@ class Result:
     predicted_us: Optional[int] = None
     worker: str = ""
     finished_at_us: int = 0
+    #: The worker's host id (``worker.host``); empty from workers before fleets.
+    host: str = ""
 
     @classmethod
     def from_body(cls, body: bytes) -> "Result":
@@ -88,6 +90,7 @@ class Result:
             context=value.get("context"), error=value.get("error"), attempt=int(value.get("attempt") or 1),
             vm=value.get("vm"), timing=dict(value.get("timing_us") or {}), predicted_us=value.get("predicted_us"),
             worker=str(value.get("worker", "")), finished_at_us=int(value.get("finished_at_us") or 0),
+            host=str(value.get("host", "")),
         )
 
     def raise_for_status(self) -> "Result":
