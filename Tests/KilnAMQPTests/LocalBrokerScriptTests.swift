@@ -46,37 +46,21 @@ struct LocalBrokerScriptTests {
     /// a quorum queue declared through any node has a member on each; `cluster stop` ends them.
     @Test(.timeLimit(.minutes(5)))
     func aClusterOfThreeNodesHoldsQuorumQueuesOnEveryNode() async throws {
-        var base = 0
-        for _ in 0..<200 {
-            let candidate = Int.random(in: 15_000..<25_000)
-            if (0..<3).flatMap({ [candidate + $0, candidate + $0 + 20_000] }).allSatisfy(PrivateBroker.isFree) {
-                base = candidate
-                break
-            }
-        }
-        #expect(base != 0, "no free ports")
-        let root = PrivateBroker().root
-        let variables = ["KILN_CLUSTER_PORT=\(base)"]
-        defer {
-            _ = try? runToCompletion("/usr/bin/env", variables + [script, "cluster", "stop"])
-            for port in base..<(base + 3) { try? FileManager.default.removeItem(at: root.appendingPathComponent(".local/rabbitmq-\(port)")) }
-            try? FileManager.default.removeItem(at: root.appendingPathComponent(".local/rabbitmq-cluster-\(base)"))
-        }
-        let (status, output) = try runToCompletion("/usr/bin/env", variables + [script, "cluster", "start", "3"])
+        let cluster = try LocalCluster(size: 3)
+        defer { cluster.remove() }
+        let (status, output) = try cluster.cluster(["start", "3"])
         #expect(status == 0, "\(output)")
         let urls = output.split(separator: "\n").filter { $0.hasPrefix("amqp://") }.map(String.init)
-        #expect(urls == (base..<(base + 3)).map { "amqp://guest:guest@127.0.0.1:\($0)/%2f" }, "\(output)")
+        #expect(urls == cluster.urls, "\(output)")
 
         // A quorum queue declared through the last node spans all three.
         let connection = AMQPConnection(configuration: try AMQPConfiguration(url: urls.last ?? ""), logger: TestBroker.logger)
         try await connection.connect()
         try await connection.declare(AMQPTopology(queues: [.init(name: "spread", arguments: ["x-queue-type": .string("quorum")])]))
         await connection.close(grace: .zero)
-        let node = ["KILN_AMQP_PORT=\(base)", "KILN_RABBITMQ_NODENAME=kiln-\(base)@localhost",
-                    "KILN_RABBITMQ_STATE=\(root.appendingPathComponent(".local/rabbitmq-\(base)").path)"]
-        let (_, queues) = try runToCompletion("/usr/bin/env", node + [script, "ctl", "list_queues", "name", "members", "--no-table-headers", "--quiet"])
+        let (_, queues) = try cluster.ctl(0, ["list_queues", "name", "members", "--no-table-headers", "--quiet"])
         let members = queues.split(separator: "\n").first { $0.hasPrefix("spread") } ?? ""
-        #expect((base..<(base + 3)).allSatisfy { members.contains("kiln-\($0)@localhost") }, "\(queues)")
+        #expect((0..<3).allSatisfy { members.contains(cluster.nodeName($0)) }, "\(queues)")
 
         // A connection to the cluster moves to another node when its node dies, and the quorum
         // queue, with two of its three members, still takes and gives messages.
@@ -84,9 +68,7 @@ struct LocalBrokerScriptTests {
             endpoints: try urls.map { try AMQPConfiguration(url: $0) }, logger: TestBroker.logger)
         try await failover.connect()
         try await failover.publish(AMQPMessage(exchange: "", routingKey: "spread", body: [1]))
-        let firstPID = try String(contentsOfFile: root.appendingPathComponent(".local/rabbitmq-\(base)/rabbit.pid").path, encoding: .utf8)
-            .trimmingCharacters(in: .whitespacesAndNewlines)
-        kill(pid_t(firstPID) ?? 0, SIGKILL)
+        try cluster.killNode(0)
         let deadline = ContinuousClock.now + .seconds(120)
         while failover.connectionCount < 2, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(100)) }
         #expect(failover.connectionCount == 2, "the connection did not move to another node")
@@ -100,8 +82,8 @@ struct LocalBrokerScriptTests {
         #expect(received == [[1], [2]])
         await failover.close(grace: .seconds(1))
 
-        let (stopped, stopOutput) = try runToCompletion("/usr/bin/env", variables + [script, "cluster", "stop"])
+        let (stopped, stopOutput) = try cluster.cluster(["stop"])
         #expect(stopped == 0, "\(stopOutput)")
-        #expect((base..<(base + 3)).allSatisfy(PrivateBroker.isFree), "a node still listens")
+        #expect((0..<3).allSatisfy { portIsFree(cluster.base + $0) }, "a node still listens")
     }
 }

@@ -32,6 +32,8 @@ state=${KILN_RABBITMQ_STATE:-$root/.local/rabbitmq$suffix}
 node=${KILN_RABBITMQ_NODENAME:-kiln$suffix@localhost}
 management=${KILN_RABBITMQ_MANAGEMENT:-0}
 tls_dir=${KILN_RABBITMQ_TLS_DIR:-}
+# What a cluster node does when it loses sight of the others: pause_minority for cluster nodes.
+partition_handling=${KILN_RABBITMQ_PARTITION_HANDLING:-}
 tls_port=${KILN_AMQPS_PORT:-$((port - 1))}
 pidfile=$state/rabbit.pid
 bin=/usr/lib/rabbitmq/bin
@@ -116,12 +118,20 @@ start() {
             echo "ssl_options.verify = verify_peer"
             echo "ssl_options.fail_if_no_peer_cert = false"
         fi
+        if [[ -n $partition_handling ]]; then
+            echo "cluster_partition_handling = $partition_handling"
+        fi
         if [[ $management == 1 ]]; then
             echo "management.tcp.ip = 127.0.0.1"
             echo "management.tcp.port = $((port + 10000))"
         fi
     } >"$state/rabbitmq.conf"
-    if [[ $management == 1 ]]; then echo "[rabbitmq_management]." >"$state/enabled_plugins"; else echo "[]." >"$state/enabled_plugins"; fi
+    # The consistent-hash exchange carries cross-host affinity (affinity.cross_host).
+    if [[ $management == 1 ]]; then
+        echo "[rabbitmq_consistent_hash_exchange,rabbitmq_management]." >"$state/enabled_plugins"
+    else
+        echo "[rabbitmq_consistent_hash_exchange]." >"$state/enabled_plugins"
+    fi
     # Remember whether epmd was already running: `stop` ends it only if this start began it.
     pgrep -x epmd >/dev/null || echo started >"$state/epmd.ours"
 
@@ -179,7 +189,7 @@ cluster_ports() {
 
 cluster_node() {
     KILN_AMQP_PORT=$1 KILN_RABBITMQ_NODENAME=kiln-$1@localhost KILN_RABBITMQ_STATE=$root/.local/rabbitmq-$1 \
-        KILN_RABBITMQ_TLS_DIR="" "$0" "${@:2}"
+        KILN_RABBITMQ_TLS_DIR="" KILN_RABBITMQ_PARTITION_HANDLING=pause_minority "$0" "${@:2}"
 }
 
 cluster_start() {
