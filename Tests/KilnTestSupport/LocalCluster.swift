@@ -67,6 +67,24 @@ public struct LocalCluster: Sendable {
         while kill(pid, 0) == 0 { usleep(10_000) }
     }
 
+    /// Cuts node `index` off from the others (`rabbitmq.sh cluster partition`): with
+    /// pause_minority, a node alone against two pauses.
+    public func partition(_ index: Int) throws {
+        let (status, output) = try cluster(["partition", "\(base + index)"])
+        guard status == 0 else { throw HelperFailure("cluster partition exited with \(status): \(output)") }
+    }
+
+    /// Lets node `index` reach the others again (`rabbitmq.sh cluster heal`).
+    public func heal(_ index: Int) throws {
+        let (status, output) = try cluster(["heal", "\(base + index)"])
+        guard status == 0 else { throw HelperFailure("cluster heal exited with \(status): \(output)") }
+    }
+
+    /// Whether node `index` runs RabbitMQ (false while it is paused, or down).
+    public func isServing(_ index: Int) -> Bool {
+        (try? ctl(index, ["eval", "rabbit:is_running()."]))?.output.trimmingCharacters(in: .whitespacesAndNewlines) == "true"
+    }
+
     /// Stops every node and removes their state.
     public func remove() {
         _ = try? cluster(["stop"])

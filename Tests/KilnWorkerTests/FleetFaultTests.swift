@@ -70,6 +70,68 @@ struct FleetFaultTests {
     }
 }
 
+extension FleetFaultTests {
+    /// A partition as far as one host can make one: a node stops trusting the others' Erlang
+    /// cookie, so neither side reaches the other. With `pause_minority` the node alone pauses (its
+    /// clients are cut off, its port closes), the worker on it moves to a node of the majority and
+    /// serves on; healed, the node starts again and rejoins. Nothing is lost.
+    @Test(.timeLimit(.minutes(10)))
+    func aPartitionedNodePausesAndItsWorkerMovesToTheMajority() async throws {
+        let cluster = try LocalCluster(size: 3)
+        defer { cluster.remove() }
+        try cluster.start()
+        let names = KilnNames(prefix: "split-\(UUID().uuidString.prefix(6).lowercased())")
+        let workers = try [0, 2].map { first in
+            try WorkerProcess(names: names, environment: [
+                "KILN_AMQP_URL": (0..<3).map { cluster.urls[(first + $0) % 3] }.joined(separator: ","),
+                "KILN_WORKER_HOST": "host-\(first)", "KILN_VM_BACKEND": "process",
+            ])
+        }
+        defer { for worker in workers { worker.stop() } }
+        for worker in workers { try await worker.waitUntilReady(timeout: .seconds(300)) }
+
+        let producer = try await ClusterProducer(names: names, endpoints: cluster.urls)
+        func batch(_ name: String, _ count: Int) -> [Invocation] {
+            (0..<count).map { Invocation(id: "\(name)-\($0)-\(UUID().uuidString.prefix(6))", method: "echo", args: ["i": .int(Int64($0))], deadlineMs: 120_000) }
+        }
+        let before = batch("before", 500)
+        try await producer.publish(before)
+        try await producer.waitForResults(atLeast: before.count, timeout: .seconds(300))
+
+        try cluster.partition(2)
+        let deadline = ContinuousClock.now + .seconds(120)
+        while cluster.isServing(2) || !portIsFree(cluster.base + 2) {
+            guard ContinuousClock.now < deadline else { throw HarnessError("node 2 did not pause") }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(cluster.isServing(0) && cluster.isServing(1), "the majority serves on")
+        // Work sent during the partition: the worker that was on node 2 takes its share through
+        // the majority.
+        let during = batch("during", 1_000)
+        try await producer.publish(during)
+        try await producer.waitForResults(atLeast: before.count + during.count, timeout: .seconds(300))
+        let hostsDuring = producer.hosts(of: Set(during.map(\.id)))
+        #expect(hostsDuring["host-2", default: 0] > 0 && hostsDuring["host-0", default: 0] > 0, "\(hostsDuring)")
+
+        try cluster.heal(2)
+        let healDeadline = ContinuousClock.now + .seconds(120)
+        while !cluster.isServing(2) {
+            guard ContinuousClock.now < healDeadline else { throw HarnessError("node 2 did not start again after the heal") }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        let running = try cluster.ctl(0, ["eval", "rabbit_nodes:all_running()."]).output
+        #expect((0..<3).allSatisfy { running.contains(cluster.nodeName($0)) }, "\(running)")
+        let after = batch("after", 500)
+        try await producer.publish(after)
+        try await producer.waitForResults(atLeast: before.count + during.count + after.count, timeout: .seconds(300))
+
+        let attempts = producer.attempts
+        #expect(!attempts.values.contains { $0.filter { $0 == 1 }.count > 1 }, "a result of attempt 1 given twice")
+        #expect(producer.failures.isEmpty, "results not ok: \(producer.failures.prefix(3))")
+        await producer.close()
+    }
+}
+
 /// A producer of the test's own on the cluster: publishes with confirms through a connection
 /// that moves between nodes, and reads results from a quorum queue of its own (a classic one
 /// would be lost with its node).
@@ -80,7 +142,7 @@ final class ClusterProducer: @unchecked Sendable {
     private let lock = NSLock()
     private var seen: [String: [UInt32]] = [:]
     private var notOK: [String] = []
-    private var seenHosts: Set<String> = []
+    private var ranOn: [String: Set<String>] = [:]
     private var reader: Task<Void, any Error>?
     static let logger = Logger(label: "kiln.fault-test") { _ in SwiftLogNoOpLogHandler() }
 
@@ -102,8 +164,8 @@ final class ClusterProducer: @unchecked Sendable {
                 let result = try decoder.decode(InvocationResult.self, from: delivery.body)
                 lock.withLock {
                     seen[result.id, default: []].append(result.attempt)
+                    if let host = result.host { ranOn[result.id, default: []].insert(host) }
                     if result.status != .ok { notOK.append("\(result.id): \(result.status) \(result.error?.message ?? "")") }
-                    if let host = result.host { seenHosts.insert(host) }
                 }
                 try delivery.ack()
             }
@@ -131,7 +193,14 @@ final class ClusterProducer: @unchecked Sendable {
     var resultCount: Int { lock.withLock { seen.count } }
     var attempts: [String: [UInt32]] { lock.withLock { seen } }
     var failures: [String] { lock.withLock { notOK } }
-    var hosts: Set<String> { lock.withLock { seenHosts } }
+    var hosts: Set<String> { lock.withLock { ranOn.values.reduce(into: []) { $0.formUnion($1) } } }
+    /// How many of `ids` each host ran.
+    func hosts(of ids: Set<String>) -> [String: Int] {
+        lock.withLock {
+            ids.reduce(into: [:]) { counts, id in for host in ranOn[id] ?? [] { counts[host, default: 0] += 1 } }
+        }
+    }
+
     var duplicates: Int { lock.withLock { seen.values.reduce(0) { $0 + $1.count - 1 } } }
 
     /// Waits until results for `count` distinct ids came in.

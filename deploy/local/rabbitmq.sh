@@ -241,6 +241,28 @@ cluster_stop() {
     rm -f "$cluster_state/size"
 }
 
+# A network partition on one host: node PORT stops trusting the others' Erlang cookie and drops
+# its links to them, so neither side can reach the other (the CLI, which uses the node's own
+# cookie, still can); with pause_minority the node, alone against two, pauses. `heal` restores
+# the cookie and reconnects; the paused node then starts again.
+cluster_peers() {
+    local p list=""
+    for p in $(cluster_ports); do [[ $p == "$1" ]] || list+="${list:+,}'kiln-$p@localhost'"; done
+    echo "[$list]"
+}
+
+cluster_partition() {
+    [[ -n ${1:-} ]] && cluster_ports | grep -qx "$1" || { say "cluster partition PORT: PORT is one of $(cluster_ports | tr '\n' ' ')"; return 2; }
+    cluster_node "$1" ctl eval "Peers = $(cluster_peers "$1"), [erlang:set_cookie(N, kiln_partitioned) || N <- Peers], [erlang:disconnect_node(N) || N <- Peers], ok." >/dev/null
+    say "kiln-$1@localhost is cut off from the other nodes"
+}
+
+cluster_heal() {
+    [[ -n ${1:-} ]] && cluster_ports | grep -qx "$1" || { say "cluster heal PORT: PORT is one of $(cluster_ports | tr '\n' ' ')"; return 2; }
+    cluster_node "$1" ctl eval "Peers = $(cluster_peers "$1"), [erlang:set_cookie(N, erlang:get_cookie()) || N <- Peers], [net_adm:ping(N) || N <- Peers], ok." >/dev/null
+    say "kiln-$1@localhost reaches the other nodes again"
+}
+
 cluster_urls() {
     local p
     for p in $(cluster_ports); do echo "amqp://guest:guest@127.0.0.1:$p/%2f"; done
@@ -252,8 +274,10 @@ case ${1:-status} in
             start) cluster_start "${3:-3}" ;;
             stop) cluster_stop ;;
             urls) cluster_urls ;;
+            partition) cluster_partition "${3:-}" ;;
+            heal) cluster_heal "${3:-}" ;;
             status) for p in $(cluster_ports); do echo "kiln-$p@localhost: $(cluster_node "$p" status || true)"; done ;;
-            *) echo "usage: $0 cluster start [N]|stop|status|urls" >&2; exit 2 ;;
+            *) echo "usage: $0 cluster start [N]|stop|status|urls|partition PORT|heal PORT" >&2; exit 2 ;;
         esac
         exit
         ;;
