@@ -132,7 +132,7 @@ extension AMQPTopology {
             bindings: [
                 Binding(queue: names.invocationsQueue, exchange: names.invokeExchange, routingKey: "#"),
                 Binding(queue: names.deadQueue, exchange: names.deadExchange, routingKey: ""),
-                Binding(queue: names.fleetStream, exchange: names.telemetryExchange, routingKey: "host.sample.*"),
+                Binding(queue: names.fleetStream, exchange: names.telemetryExchange, routingKey: "host.sample.#"),
             ]
         )
     }
