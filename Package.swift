@@ -79,6 +79,7 @@ let package = Package(
             name: "KilnWorker",
             dependencies: [
                 "KilnWire",
+                "KilnDigest",
                 "KilnAMQP",
                 "KilnVM",
                 "KilnPool",

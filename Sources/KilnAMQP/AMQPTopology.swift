@@ -3,6 +3,9 @@
 public struct AMQPTopology: Sendable, Equatable {
     public enum ExchangeType: String, Sendable {
         case direct, fanout, topic, headers
+        /// The `rabbitmq_consistent_hash_exchange` plugin's: each message to one bound queue, by
+        /// a hash of its routing key (or of a header), queues weighted by their binding keys.
+        case consistentHash = "x-consistent-hash"
     }
 
     public struct Exchange: Sendable, Equatable {
@@ -98,6 +101,14 @@ public struct KilnNames: Sendable, Equatable {
     /// The stream that keeps every worker's `host.sample` events for an hour: what `kiln fleet
     /// status` reads back, so that it knows workers that stopped reporting before it started.
     public var fleetStream: String { "\(prefix).fleet" }
+    /// Consistent-hash exchange of cross-host affinity: an invocation forwarded there reaches
+    /// the worker queue its affinity key hashes to.
+    public var affinityExchange: String { "\(prefix).affinity" }
+    /// The queue of the worker on `host`, bound to ``affinityExchange``.
+    public func workerQueue(host: String) -> String { "\(prefix).worker.\(host)" }
+    /// The header that carries a forwarded invocation's affinity key (what the exchange hashes);
+    /// an invocation that has it is never forwarded again.
+    public static let affinityHeader = "x-kiln-affinity"
     /// Fanout exchange (and its queue) for messages Kiln could not take.
     public var deadExchange: String { "\(prefix).dead" }
     public var deadQueue: String { "\(prefix).dead" }
@@ -135,6 +146,27 @@ extension AMQPTopology {
                 Binding(queue: names.fleetStream, exchange: names.telemetryExchange, routingKey: "host.sample.#"),
             ]
         )
+    }
+
+    /// Cross-host affinity for the worker on `host`: the consistent-hash exchange (hashing the
+    /// affinity header, so that the routing key stays the method) and the worker's own quorum
+    /// queue bound to it, whose invocations go back to the invoke exchange — and so to the shared
+    /// queue — after `holdMs` without being taken (at least once: the worker may be gone).
+    public static func crossHostAffinity(_ names: KilnNames, host: String, holdMs: Int, deliveryLimit: Int = 5) -> AMQPTopology {
+        let queue = names.workerQueue(host: host)
+        return AMQPTopology(
+            exchanges: [Exchange(name: names.affinityExchange, type: .consistentHash, arguments: ["hash-header": .string(KilnNames.affinityHeader)])],
+            queues: [Queue(name: queue, arguments: [
+                "x-queue-type": "quorum",
+                "x-message-ttl": .int(Int64(holdMs)),
+                "x-dead-letter-exchange": .string(names.invokeExchange),
+                "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish",
+                "x-delivery-limit": .int(Int64(deliveryLimit)),
+            ])],
+            // The binding key is the queue's number of points on the hash ring: every worker the
+            // same, and enough points that the shares come out near equal.
+            bindings: [Binding(queue: queue, exchange: names.affinityExchange, routingKey: "100")])
     }
 
     /// The fleet stream's retention: an hour of samples (a worker sends one a second, ~300 bytes),

@@ -178,6 +178,12 @@ public actor VMPool: Service {
         Borrowing(profiles: profiles) { [lines] in lines.count(.profile($0)) }
     }
 
+    /// Whether a VM of this pool, idle or lent, last served `affinityKey`.
+    public func hasServed(affinityKey: String) -> Bool {
+        busy.values.contains { $0.lastAffinity == affinityKey }
+            || profiles.values.contains { $0.idle.contains { $0.lastAffinity == affinityKey } }
+    }
+
     /// Whether the saturation gate holds invocations, with the host at `sample`.
     func saturated(_ sample: HostSample) -> Bool {
         gate.holds(sample, working: busy.count + profiles.values.reduce(0) { $0 + $1.resetting })

@@ -101,12 +101,18 @@ public struct InvocationPipeline: Sendable {
     let backend: String
     let metrics: WorkerMetrics
     let history: HistoryRecorder?
+    /// Cross-host affinity's forwarding, when the worker takes part in it.
+    let forwarder: AffinityForwarder?
     let logger: Logger
 
+    /// - Parameter affinityExchange: The consistent-hash exchange keyed invocations go to when
+    ///   another worker should run them (`affinity.cross_host`); nil runs every one here.
     public init(
         settings: Settings, catalog: MethodCatalog, pool: VMPool, publisher: AMQPConnection,
-        scorer: SuitabilityScorer, backend: String, metrics: WorkerMetrics, history: HistoryRecorder?, logger: Logger
+        scorer: SuitabilityScorer, backend: String, metrics: WorkerMetrics, history: HistoryRecorder?,
+        affinityExchange: String? = nil, logger: Logger
     ) {
+        self.forwarder = affinityExchange.map { AffinityForwarder(exchange: $0, publisher: publisher, pool: pool, logger: logger) }
         self.settings = settings
         self.catalog = catalog
         self.pool = pool
@@ -147,6 +153,10 @@ public struct InvocationPipeline: Sendable {
                 .rejected, kind: "invalid_deadline",
                 message: "deadline_ms must be 1 to \(settings.maxDeadlineMs) (limits.max_deadline_ms), not \(deadlineMs)")
             await finish(&run, lease: nil)
+            return
+        }
+
+        if let forwarder, await forwarder.forwarded(invocation, delivery: delivery, attempt: run.attempt, poolKey: affinityKey(invocation)) {
             return
         }
 

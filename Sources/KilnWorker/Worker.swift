@@ -97,7 +97,7 @@ public struct Worker: Sendable {
                 decoder: MessagePackDecoder(limits: WireLimits(maxBodyBytes: configuration.limits.maxBodyBytes, maxDepth: configuration.limits.maxDepth)),
                 localQueue: configuration.limits.localQueue, maxDeadlineMs: configuration.limits.maxDeadlineMs),
             catalog: catalog, pool: pool, publisher: publisher, scorer: scorer, backend: backend.name, metrics: metrics,
-            history: recorder, logger: logger)
+            history: recorder, affinityExchange: configuration.affinity.crossHost ? names.affinityExchange : nil, logger: logger)
         let prefetch = configuration.amqp.prefetch > 0
             ? UInt16(configuration.amqp.prefetch) : UInt16(clamping: max(1, await pool.capacity * 2))
 
@@ -110,6 +110,8 @@ public struct Worker: Sendable {
                 address: address, routes: statusRoutes(pool: pool, consumer: consumer, catalog: catalog, predictor: scorer.predictor), logger: logger))
         }
         services.append(InvocationConsumer(connection: consumer, queue: names.invocationsQueue, prefetch: prefetch, pipeline: pipeline, logger: logger))
+        let affinityConsumer = try await crossHostAffinityConsumer(names: names, host: hostName, workerName: workerName, prefetch: prefetch, pipeline: pipeline)
+        if let affinityConsumer { services.append(affinityConsumer.service) }
 
         let group = ServiceGroup(configuration: .init(
             services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
@@ -122,7 +124,32 @@ public struct Worker: Sendable {
         logger.info("destroying VMs and closing connections")
         await pool.shutdown()
         await consumer.close(grace: .seconds(2))
+        await affinityConsumer?.connection.close(grace: .seconds(2))
         await publisher.close(grace: .seconds(5))
+    }
+
+    /// With `affinity.cross_host`: the worker's own queue bound to the consistent-hash exchange,
+    /// declared and consumed on a connection of its own (one consumer per connection). Its binding
+    /// stays when the worker stops, so that a restarted worker finds its keys again; what waits in
+    /// it meanwhile goes back to the shared queue after `affinity.hold_ms`.
+    private func crossHostAffinityConsumer(
+        names: KilnNames, host: String, workerName: String, prefetch: UInt16, pipeline: InvocationPipeline
+    ) async throws -> (connection: AMQPConnection, service: InvocationConsumer)? {
+        guard configuration.affinity.crossHost else { return nil }
+        let connection = AMQPConnection(endpoints: try amqpEndpoints("\(workerName) affinity"), logger: logger)
+        try await connection.connect()
+        do {
+            try await connection.declare(AMQPTopology.crossHostAffinity(
+                names, host: host, holdMs: configuration.affinity.holdMs, deliveryLimit: configuration.amqp.deliveryLimit))
+        } catch AMQPError.connectionClosed(503, let text) where text.contains("x-consistent-hash") {
+            await connection.close(grace: .zero)
+            throw ConfigurationError(
+                field: "affinity.cross_host",
+                problem: "the broker has no consistent-hash exchange: enable it with `rabbitmq-plugins enable rabbitmq_consistent_hash_exchange` (\(text))")
+        }
+        let queue = names.workerQueue(host: host)
+        logger.info("cross-host affinity: keyed invocations without a warm VM here go to \(names.affinityExchange); this worker's share arrives in \(queue)")
+        return (connection, InvocationConsumer(connection: connection, queue: queue, prefetch: prefetch, pipeline: pipeline, logger: logger))
     }
 
     /// The latency model, trained from the history when there is one, in the scorer that places

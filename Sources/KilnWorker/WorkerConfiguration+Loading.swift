@@ -215,6 +215,10 @@ extension WorkerConfiguration {
         try require(configuration.adaptive.degradationRatio > 1, "adaptive.degradation_ratio", "must be above 1")
         try require(configuration.adaptive.sustained >= 1, "adaptive.sustained", "must be at least 1")
         try require(configuration.adaptive.cpuStep > 0, "adaptive.cpu_step", "must be positive")
+        try require((100...600_000).contains(configuration.affinity.holdMs), "affinity.hold_ms", "must be 100 to 600000")
+        // It ends telemetry routing keys and names the worker's affinity queue.
+        try require(configuration.worker.host.utf8.count <= 100 && configuration.worker.host.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) },
+                    "worker.host", "must be at most 100 letters, digits, '-', '_' or '.'")
         try require(configuration.history.maxRecords >= 100, "history.max_records", "must be at least 100")
         try require(configuration.history.maxAgeDays > 0, "history.max_age_days", "must be positive")
         try require(configuration.limits.localQueue >= 0, "limits.local_queue", "must not be negative")

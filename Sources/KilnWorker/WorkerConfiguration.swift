@@ -181,6 +181,23 @@ public struct WorkerConfiguration: Codable, Sendable, Equatable {
         }
     }
 
+    /// Cross-host affinity: invocations with the same `affinity.key` go to the same worker of a
+    /// fleet, through RabbitMQ's consistent-hash exchange (the `rabbitmq_consistent_hash_exchange`
+    /// plugin must be enabled on the broker).
+    public struct Affinity: Codable, Sendable, Equatable {
+        /// Whether this worker takes part: it binds a queue of its own (`<prefix>.worker.<host>`)
+        /// to `<prefix>.affinity` and forwards keyed invocations it has no VM warm for there.
+        public var crossHost = false
+        /// How long a forwarded invocation waits in its worker's queue before it goes back to the
+        /// shared queue, where any worker runs it (its worker is gone, or too busy), ms.
+        public var holdMs = 5_000
+
+        enum CodingKeys: String, CodingKey {
+            case crossHost = "cross_host"
+            case holdMs = "hold_ms"
+        }
+    }
+
     public struct History: Codable, Sendable, Equatable {
         /// The SQLite database of finished invocations; empty keeps no history.
         public var path = ".local/history.sqlite"
@@ -239,6 +256,7 @@ public struct WorkerConfiguration: Codable, Sendable, Equatable {
     public var lifecycle = Lifecycle()
     public var methodLifecycles: [String: Lifecycle] = [:]
     public var adaptive = Adaptive()
+    public var affinity = Affinity()
     public var history = History()
     public var predict = Predict()
     public var metrics = Metrics()
@@ -247,7 +265,7 @@ public struct WorkerConfiguration: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case worker, amqp, vm, profiles, pool, lifecycle
         case methodLifecycles = "method_lifecycles"
-        case adaptive, history, predict, metrics, limits
+        case adaptive, affinity, history, predict, metrics, limits
     }
 
     public init() {}
