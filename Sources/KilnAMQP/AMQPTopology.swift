@@ -150,8 +150,9 @@ extension AMQPTopology {
 
     /// Cross-host affinity for the worker on `host`: the consistent-hash exchange (hashing the
     /// affinity header, so that the routing key stays the method) and the worker's own quorum
-    /// queue bound to it, whose invocations go back to the invoke exchange — and so to the shared
-    /// queue — after `holdMs` without being taken (at least once: the worker may be gone).
+    /// queue bound to it, whose invocations go back to the shared queue after `holdMs` without
+    /// being taken (at least once: the worker may be gone), straight through the default exchange
+    /// (a worker may not publish to the invoke exchange).
     public static func crossHostAffinity(_ names: KilnNames, host: String, holdMs: Int, deliveryLimit: Int = 5) -> AMQPTopology {
         let queue = names.workerQueue(host: host)
         return AMQPTopology(
@@ -159,7 +160,8 @@ extension AMQPTopology {
             queues: [Queue(name: queue, arguments: [
                 "x-queue-type": "quorum",
                 "x-message-ttl": .int(Int64(holdMs)),
-                "x-dead-letter-exchange": .string(names.invokeExchange),
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": .string(names.invocationsQueue),
                 "x-dead-letter-strategy": "at-least-once",
                 "x-overflow": "reject-publish",
                 "x-delivery-limit": .int(Int64(deliveryLimit)),

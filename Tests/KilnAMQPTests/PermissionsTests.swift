@@ -58,6 +58,16 @@ struct PermissionsTests {
         try await asWorker.publish(AMQPMessage(exchange: names.telemetryExchange, routingKey: "vm.created.test", body: [3]))
         try await asWorker.publish(AMQPMessage(exchange: names.deadExchange, routingKey: "echo", body: [4]))
         try await asWorker.publish(AMQPMessage(exchange: "", routingKey: replies, body: [5], mandatory: true))
+        // Cross-host affinity: its own queue on the consistent-hash exchange, a forward, the take.
+        let affinity = try await connect(worker, passwords[worker]!, "perm worker affinity")
+        try await affinity.declare(.crossHostAffinity(names, host: "perm-host", holdMs: 5_000))
+        try await asWorker.publish(AMQPMessage(
+            exchange: names.affinityExchange, routingKey: "echo", body: [6],
+            properties: AMQPProperties(headers: [KilnNames.affinityHeader: "user-1"]), mandatory: true))
+        let forwarded = try await affinity.consume(queue: names.workerQueue(host: "perm-host"), prefetch: 1).take(1)
+        #expect(forwarded.map(\.body) == [[6]])
+        for delivery in forwarded { try delivery.ack() }
+        await affinity.close(grace: .zero)
         // The producer reads what came back: the result through kiln.results, and the reply.
         let answers = try await asProducer.consume(queue: replies, prefetch: 10).take(2)
         #expect(Set(answers.map(\.body)) == [[2], [5]])
