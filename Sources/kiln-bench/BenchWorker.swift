@@ -78,10 +78,10 @@ struct BenchWorker {
 
     /// Removes the queues and exchanges of the worker's prefix, and `queues`.
     func deleteTopology(alsoDeleting queues: [String] = []) async throws {
-        let connection = AMQPConnection(configuration: try AMQPConfiguration(url: url), logger: Logger(label: "kiln-bench") { _ in SwiftLogNoOpLogHandler() })
+        let connection = AMQPConnection(endpoints: try AMQPConfiguration.endpoints(url), logger: Logger(label: "kiln-bench") { _ in SwiftLogNoOpLogHandler() })
         try await connection.connect()
-        for queue in [names.invocationsQueue, names.deadQueue] + queues { try await connection.deleteQueue(queue) }
-        for exchange in [names.invokeExchange, names.resultsExchange, names.telemetryExchange, names.deadExchange] {
+        for queue in [names.invocationsQueue, names.deadQueue, names.fleetStream] + queues { try await connection.deleteQueue(queue) }
+        for exchange in [names.invokeExchange, names.resultsExchange, names.telemetryExchange, names.deadExchange, names.affinityExchange] {
             try await connection.deleteExchange(exchange)
         }
         await connection.close(grace: .zero)
