@@ -2,7 +2,7 @@
 SWIFT ?= swift
 FUZZ_SECONDS ?= 60
 
-.PHONY: test demo deps build release bench-wire bench-amqp bench-vm bench-e2e bench-python bench-client bench-predict bench-peers guest-binaries image fuzz broker-start broker-stop vectors clean
+.PHONY: test demo deps build release bench-wire bench-amqp bench-vm bench-e2e bench-python bench-client bench-predict bench-fleet bench-peers guest-binaries image fuzz broker-start broker-stop vectors clean
 
 test:
 	Tests/run-all.sh
@@ -67,6 +67,12 @@ bench-client: release image bench-peers
 bench-python: release image bench-peers
 	deploy/local/rabbitmq.sh start
 	.build/release/kiln-bench python
+
+# Three workers as a fleet: cross-host affinity's warm hits, and 1-3 workers on a 3-node cluster
+# (started and stopped here) against 3 on one node, with the brokers' CPU per invocation.
+bench-fleet: release image
+	deploy/local/rabbitmq.sh start
+	.build/release/kiln-bench fleet
 
 # The latency model scored live: a worker (release build) on the local broker under a mixed,
 # varied workload; every prediction made at placement against what the invocation took.

@@ -115,17 +115,33 @@ public final class AMQPConnection: Sendable {
     }
 
     /// Deletes a queue (for tests and tools).
-    public func deleteQueue(_ name: String) async throws {
-        try await withCheckedThrowingContinuation { continuation in
-            post(.maintenance(.deleteQueue(name), continuation), orFail: continuation)
+    /// - Parameter ifEmpty: Only when it holds no message (else a 406 `channelClosed`).
+    public func deleteQueue(_ name: String, ifEmpty: Bool = false) async throws {
+        _ = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<AMQPQueueState?, any Error>) in
+            post(.maintenance(.deleteQueue(name, ifEmpty: ifEmpty), continuation), orFail: continuation)
         }
     }
 
     /// Deletes an exchange (for tests and tools).
     public func deleteExchange(_ name: String) async throws {
-        try await withCheckedThrowingContinuation { continuation in
+        _ = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<AMQPQueueState?, any Error>) in
             post(.maintenance(.deleteExchange(name), continuation), orFail: continuation)
         }
+    }
+
+    /// Removes a binding.
+    public func unbind(_ binding: AMQPTopology.Binding) async throws {
+        _ = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<AMQPQueueState?, any Error>) in
+            post(.maintenance(.unbind(binding), continuation), orFail: continuation)
+        }
+    }
+
+    /// A queue's messages and consumers now (a 404 `channelClosed` when there is no such queue).
+    public func queueState(_ name: String) async throws -> AMQPQueueState {
+        let state = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<AMQPQueueState?, any Error>) in
+            post(.maintenance(.inspectQueue(name), continuation), orFail: continuation)
+        }
+        return state ?? AMQPQueueState(messages: 0, consumers: 0)
     }
 
     /// Closes cleanly: cancels the consumer, lets unsettled deliveries and unconfirmed publishes
@@ -138,7 +154,7 @@ public final class AMQPConnection: Sendable {
         }
     }
 
-    private func post(_ command: ConnectionCommand, orFail continuation: CheckedContinuation<Void, any Error>) {
+    private func post<Answer>(_ command: ConnectionCommand, orFail continuation: CheckedContinuation<Answer, any Error>) {
         if !loop.mailbox.post(command) { continuation.resume(throwing: AMQPError.closed) }
     }
 }

@@ -181,3 +181,15 @@ extension AMQPTopology {
         "x-stream-max-segment-size-bytes": .int(1_000_000),
     ]
 }
+
+/// What a passive declare tells of a queue.
+public struct AMQPQueueState: Sendable, Equatable {
+    /// Messages ready for delivery (not those delivered and unsettled).
+    public var messages: Int
+    public var consumers: Int
+
+    public init(messages: Int, consumers: Int) {
+        self.messages = messages
+        self.consumers = consumers
+    }
+}

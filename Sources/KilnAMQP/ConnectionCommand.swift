@@ -4,7 +4,7 @@ enum ConnectionCommand: Sendable {
     case settle(tag: UInt64, epoch: Int, Settlement)
     case declare(AMQPTopology, CheckedContinuation<Void, any Error>)
     case consume(ConsumerRequest)
-    case maintenance(Maintenance, CheckedContinuation<Void, any Error>)
+    case maintenance(Maintenance, CheckedContinuation<AMQPQueueState?, any Error>)
     case cancelConsumer(CheckedContinuation<Void, Never>)
     case close(grace: Duration, CheckedContinuation<Void, Never>)
     /// A task's job, for ``AMQPConnectionExecutor``.
@@ -13,8 +13,11 @@ enum ConnectionCommand: Sendable {
 
 /// One-off broker calls that are not part of the topology.
 enum Maintenance: Sendable {
-    case deleteQueue(String)
+    case deleteQueue(String, ifEmpty: Bool)
     case deleteExchange(String)
+    case unbind(AMQPTopology.Binding)
+    /// A passive declare: the queue's counts, or a 404 when it does not exist.
+    case inspectQueue(String)
 }
 
 /// A message waiting to be sent or confirmed, and the task waiting for its confirm.

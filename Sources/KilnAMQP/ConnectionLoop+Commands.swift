@@ -74,10 +74,14 @@ extension ConnectionLoop {
         case .maintenance(let operation, let done):
             do {
                 switch operation {
-                case .deleteQueue(let name): try session.deleteQueue(name)
+                case .deleteQueue(let name, let ifEmpty): try session.deleteQueue(name, ifEmpty: ifEmpty)
                 case .deleteExchange(let name): try session.deleteExchange(name)
+                case .unbind(let binding): try session.unbind(binding)
+                case .inspectQueue(let name):
+                    done.resume(returning: try session.inspectQueue(name))
+                    return
                 }
-                done.resume()
+                done.resume(returning: nil)
             } catch {
                 done.resume(throwing: error)
                 throw error
@@ -109,7 +113,8 @@ extension ConnectionLoop {
         switch command {
         case .publish(let pending): pending.continuation.resume(throwing: error)
         case .settle: break
-        case .declare(_, let done), .maintenance(_, let done): done.resume(throwing: error)
+        case .declare(_, let done): done.resume(throwing: error)
+        case .maintenance(_, let done): done.resume(throwing: error)
         case .cancelConsumer(let done): done.resume()
         case .consume(let request):
             request.started.resume(throwing: error)

@@ -209,10 +209,25 @@ final class RabbitMQSession {
         try check("queue.bind \(binding.queue) to \(binding.exchange)")
     }
 
-    func deleteQueue(_ name: String) throws(AMQPError) {
+    func deleteQueue(_ name: String, ifEmpty: Bool = false) throws(AMQPError) {
         let arena = CArena()
-        amqp_queue_delete(state, channel, arena.bytes(name), 0, 0)
+        amqp_queue_delete(state, channel, arena.bytes(name), 0, ifEmpty ? 1 : 0)
         try check("queue.delete \(name)")
+    }
+
+    func unbind(_ binding: AMQPTopology.Binding) throws(AMQPError) {
+        let arena = CArena()
+        amqp_queue_unbind(
+            state, channel, arena.bytes(binding.queue), arena.bytes(binding.exchange), arena.bytes(binding.routingKey),
+            arena.table(binding.arguments))
+        try check("queue.unbind \(binding.queue) from \(binding.exchange)")
+    }
+
+    func inspectQueue(_ name: String) throws(AMQPError) -> AMQPQueueState {
+        let arena = CArena()
+        let ok = amqp_queue_declare(state, channel, arena.bytes(name), 1, 0, 0, 0, amqp_empty_table)
+        try check("queue.declare (passive) \(name)")
+        return AMQPQueueState(messages: Int(ok?.pointee.message_count ?? 0), consumers: Int(ok?.pointee.consumer_count ?? 0))
     }
 
     func deleteExchange(_ name: String) throws(AMQPError) {

@@ -9,7 +9,7 @@ import Logging
 /// `kiln.telemetry`, kept for an hour in the fleet stream.
 struct FleetCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "fleet", abstract: "See the workers of a fleet.", subcommands: [Status.self])
+        commandName: "fleet", abstract: "See the workers of a fleet.", subcommands: [Status.self, Forget.self])
 
     struct Status: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -69,6 +69,74 @@ struct FleetCommand: AsyncParsableCommand {
             for entry in entries { print(FleetFormatter.row(entry)) }
             let live = entries.filter { $0.state == .live }.count
             print("\(live) live, \(entries.count - live) gone")
+        }
+    }
+}
+
+extension FleetCommand {
+    /// `kiln fleet forget HOST`: a host that left the fleet for good gives up its share of
+    /// cross-host affinity keys. Its queue is unbound (new keyed invocations hash to the others),
+    /// waits until what it holds has gone back to the shared queue (after `affinity.hold_ms`),
+    /// and is deleted once empty: nothing is lost.
+    struct Forget: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Hand a departed host's cross-host affinity keys to the rest of the fleet (its worker must be stopped).")
+
+        @OptionGroup var broker: BrokerOptions
+
+        @Argument(help: "The host id (worker.host) of the worker that left.")
+        var host: String
+
+        @Option(help: "How long to wait for its queue to empty.")
+        var timeout = HumanDuration(.seconds(600))
+
+        func run() async throws {
+            Kiln.bootstrapLogging()
+            let (url, prefix) = try broker.endpoint()
+            let names = KilnNames(prefix: prefix)
+            let queue = names.workerQueue(host: host)
+            let endpoints = try AMQPConfiguration.endpoints(url).map { endpoint in
+                var named = endpoint
+                named.connectionName = "kiln fleet forget"
+                return named
+            }
+            let connection = AMQPConnection(endpoints: endpoints, logger: Logger(label: "kiln.fleet"))
+            try await connection.connect()
+            do {
+                try await forget(queue: queue, names: names, on: connection)
+                await connection.close(grace: .seconds(1))
+            } catch {
+                await connection.close(grace: .zero)
+                throw error
+            }
+        }
+
+        private func forget(queue: String, names: KilnNames, on connection: AMQPConnection) async throws {
+            let state: AMQPQueueState
+            do {
+                state = try await connection.queueState(queue)
+            } catch AMQPError.channelClosed(404, _) {
+                throw CommandFailure("there is no queue \(queue): \(host) never took part in cross-host affinity here, or was forgotten already")
+            }
+            guard state.consumers == 0 else {
+                throw CommandFailure("a worker still consumes \(queue) (\(state.consumers) consumer\(state.consumers == 1 ? "" : "s")): stop the worker on \(host) first")
+            }
+            try await connection.unbind(AMQPTopology.crossHostAffinity(names, host: host, holdMs: 0).bindings[0])
+            print("\(queue) unbound: new keyed invocations hash to the other workers")
+            let deadline = ContinuousClock.now + timeout.duration
+            var waiting = state.messages
+            while waiting > 0 {
+                guard ContinuousClock.now < deadline else {
+                    throw CommandFailure("\(queue) still holds \(waiting) invocations after \(timeout.description); run this again to wait longer")
+                }
+                print("waiting for \(waiting) invocations to go back to the shared queue")
+                try await Task.sleep(for: .milliseconds(500))
+                waiting = try await connection.queueState(queue).messages
+            }
+            // Unbound, without a consumer and empty, nothing can reach it any more (quorum queues
+            // do not take queue.delete's if-empty).
+            try await connection.deleteQueue(queue)
+            print("forgot \(host): its queue is deleted, its keys belong to the other workers")
         }
     }
 }

@@ -52,6 +52,23 @@ struct CrossHostAffinityTests {
         for invocation in after { try await client.submit(invocation) }
         let (fallback, _) = try await client.collect(Set(after.map(\.id)), timeout: .seconds(180))
         #expect(fallback.values.allSatisfy { $0.status == .ok && $0.host != gone }, "\(fallback.values.map { $0.host ?? "-" })")
+
+        // The host is gone for good: `kiln fleet forget` hands its keys to the others (a live
+        // host's queue it refuses to touch).
+        let environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("KILN_") }
+            .merging(["KILN_AMQP_URL": WorkerProcess.brokerURL, "KILN_AMQP_PREFIX": names.prefix]) { $1 }
+        let live = try #require(owner.values.first { $0 != gone })
+        let refused = try runToCompletion(WorkerProcess.binary, ["fleet", "forget", live], environment: environment)
+        #expect(refused.status == 1 && refused.output.contains("stop the worker on \(live) first"), "\(refused.output)")
+        let forgot = try runToCompletion(WorkerProcess.binary, ["fleet", "forget", gone], environment: environment)
+        #expect(forgot.status == 0 && forgot.output.contains("forgot \(gone)"), "\(forgot.output)")
+        #expect(try BrokerAdmin.queueCounts(names.workerQueue(host: gone)) == nil, "its queue is still there")
+        let afterForget = keyed("user-0", 5)
+        for invocation in afterForget { try await client.submit(invocation) }
+        let (settled, _) = try await client.collect(Set(afterForget.map(\.id)), timeout: .seconds(180))
+        // (Both live hosts ran user-0 during the fallback: each has a VM warm for it and runs it
+        // where it arrives.)
+        #expect(settled.values.allSatisfy { $0.status == .ok && $0.host != gone })
         await client.close()
     }
 }
