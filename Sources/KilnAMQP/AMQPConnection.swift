@@ -115,10 +115,9 @@ public final class AMQPConnection: Sendable {
     }
 
     /// Deletes a queue (for tests and tools).
-    /// - Parameter ifEmpty: Only when it holds no message (else a 406 `channelClosed`).
-    public func deleteQueue(_ name: String, ifEmpty: Bool = false) async throws {
+    public func deleteQueue(_ name: String) async throws {
         _ = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<AMQPQueueState?, any Error>) in
-            post(.maintenance(.deleteQueue(name, ifEmpty: ifEmpty), continuation), orFail: continuation)
+            post(.maintenance(.deleteQueue(name), continuation), orFail: continuation)
         }
     }
 

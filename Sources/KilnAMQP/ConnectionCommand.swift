@@ -13,7 +13,7 @@ enum ConnectionCommand: Sendable {
 
 /// One-off broker calls that are not part of the topology.
 enum Maintenance: Sendable {
-    case deleteQueue(String, ifEmpty: Bool)
+    case deleteQueue(String)
     case deleteExchange(String)
     case unbind(AMQPTopology.Binding)
     /// A passive declare: the queue's counts, or a 404 when it does not exist.

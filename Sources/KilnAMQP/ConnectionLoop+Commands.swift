@@ -74,7 +74,7 @@ extension ConnectionLoop {
         case .maintenance(let operation, let done):
             do {
                 switch operation {
-                case .deleteQueue(let name, let ifEmpty): try session.deleteQueue(name, ifEmpty: ifEmpty)
+                case .deleteQueue(let name): try session.deleteQueue(name)
                 case .deleteExchange(let name): try session.deleteExchange(name)
                 case .unbind(let binding): try session.unbind(binding)
                 case .inspectQueue(let name):

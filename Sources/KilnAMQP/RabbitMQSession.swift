@@ -209,9 +209,9 @@ final class RabbitMQSession {
         try check("queue.bind \(binding.queue) to \(binding.exchange)")
     }
 
-    func deleteQueue(_ name: String, ifEmpty: Bool = false) throws(AMQPError) {
+    func deleteQueue(_ name: String) throws(AMQPError) {
         let arena = CArena()
-        amqp_queue_delete(state, channel, arena.bytes(name), 0, ifEmpty ? 1 : 0)
+        amqp_queue_delete(state, channel, arena.bytes(name), 0, 0)
         try check("queue.delete \(name)")
     }
 
