@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KilnAMQP
 import KilnWorker
 
 /// The worker's configuration, read by every command as the worker reads it: `--config` or
@@ -47,6 +48,18 @@ struct BrokerOptions: ParsableArguments {
     func endpoint() throws -> (url: String, prefix: String) {
         let configuration = try settings.load()
         return (url ?? configuration.amqp.url, prefix ?? configuration.amqp.prefix)
+    }
+
+    /// The broker's nodes, each connection named `connectionName` (what the broker's management
+    /// shows), and the topology's names.
+    func endpoints(connectionName: String) throws -> (endpoints: [AMQPConfiguration], names: KilnNames) {
+        let (url, prefix) = try endpoint()
+        let endpoints = try AMQPConfiguration.endpoints(url).map { endpoint in
+            var named = endpoint
+            named.connectionName = connectionName
+            return named
+        }
+        return (endpoints, KilnNames(prefix: prefix))
     }
 }
 

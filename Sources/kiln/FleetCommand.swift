@@ -36,13 +36,7 @@ struct FleetCommand: AsyncParsableCommand {
 
         func run() async throws {
             Kiln.bootstrapLogging()
-            let (url, prefix) = try broker.endpoint()
-            let names = KilnNames(prefix: prefix)
-            let endpoints = try AMQPConfiguration.endpoints(url).map { endpoint in
-                var named = endpoint
-                named.connectionName = "kiln fleet status"
-                return named
-            }
+            let (endpoints, names) = try broker.endpoints(connectionName: "kiln fleet status")
             let connection = AMQPConnection(endpoints: endpoints, logger: Logger(label: "kiln.fleet"))
             try await connection.connect()
             let view: FleetView
@@ -52,7 +46,7 @@ struct FleetCommand: AsyncParsableCommand {
                 await connection.close(grace: .seconds(1))
                 throw CommandFailure(
                     "the broker at \(endpoints[0].redactedURL) has no stream \(names.fleetStream): no worker of this version has declared "
-                        + "Kiln's topology with prefix '\(prefix)' there (or load deploy/rabbitmq/definitions.json)")
+                        + "Kiln's topology with prefix '\(names.prefix)' there (or load deploy/rabbitmq/definitions.json)")
             }
             await connection.close(grace: .seconds(1))
             let now = UInt64(Date().timeIntervalSince1970 * 1_000_000)
@@ -92,14 +86,8 @@ extension FleetCommand {
 
         func run() async throws {
             Kiln.bootstrapLogging()
-            let (url, prefix) = try broker.endpoint()
-            let names = KilnNames(prefix: prefix)
+            let (endpoints, names) = try broker.endpoints(connectionName: "kiln fleet forget")
             let queue = names.workerQueue(host: host)
-            let endpoints = try AMQPConfiguration.endpoints(url).map { endpoint in
-                var named = endpoint
-                named.connectionName = "kiln fleet forget"
-                return named
-            }
             let connection = AMQPConnection(endpoints: endpoints, logger: Logger(label: "kiln.fleet"))
             try await connection.connect()
             do {

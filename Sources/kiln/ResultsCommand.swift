@@ -34,13 +34,8 @@ struct Results: AsyncParsableCommand {
 
     func run() async throws {
         Kiln.bootstrapLogging()
-        let (url, prefix) = try broker.endpoint()
-        let names = KilnNames(prefix: prefix)
-        let endpoints = try AMQPConfiguration.endpoints(url).map { endpoint in
-            var named = endpoint
-            named.connectionName = "kiln results"
-            return named
-        }
+        let (endpoints, names) = try broker.endpoints(connectionName: "kiln results")
+        let prefix = names.prefix
         let configuration = endpoints[0]
         let connection = AMQPConnection(endpoints: endpoints, logger: Logger(label: "kiln.results"))
         try await connection.connect()

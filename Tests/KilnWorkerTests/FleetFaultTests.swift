@@ -9,7 +9,9 @@ import Testing
 /// process backend, one on QEMU) started at the same moment, each connected to another node,
 /// 10,000 invocations in flight; one broker node and one worker are SIGKILLed mid-burst and
 /// started again. Every invocation gets a result, a second result only ever as a redelivery
-/// (`attempt > 1`), and nothing is dead-lettered.
+/// (`attempt > 1`), and nothing is dead-lettered. (A result can also arrive twice as the same
+/// message: a worker whose node died resends the publishes the dead node never confirmed, and
+/// some of them had got through. Such copies are one result.)
 @Suite("Fleet under faults", .serialized)
 struct FleetFaultTests {
     static let invocations = 10_000
@@ -65,7 +67,8 @@ struct FleetFaultTests {
         #expect(dead.map { $0.split(whereSeparator: \.isWhitespace).last == "0" } ?? false, "dead letters: \(String(describing: dead))")
         let hosts = Set(producer.hosts)
         #expect(hosts == ["host-0", "host-1", "host-2"], "\(hosts)")
-        print("fleet under faults: \(ids.count) results, \(redelivered) redelivered, \(producer.duplicates) duplicates, hosts \(hosts.sorted())")
+        print("fleet under faults: \(ids.count) results, \(redelivered) redelivered, \(producer.duplicates) duplicates, "
+            + "\(producer.resent) copies of a result resent, hosts \(hosts.sorted())")
         await producer.close()
     }
 }
@@ -143,6 +146,8 @@ final class ClusterProducer: @unchecked Sendable {
     private var seen: [String: [UInt32]] = [:]
     private var notOK: [String] = []
     private var ranOn: [String: Set<String>] = [:]
+    private var distinct: Set<ResultIdentity> = []
+    private var copies = 0
     private var reader: Task<Void, any Error>?
     static let logger = Logger(label: "kiln.fault-test") { _ in SwiftLogNoOpLogHandler() }
 
@@ -163,6 +168,12 @@ final class ClusterProducer: @unchecked Sendable {
             for try await delivery in results {
                 let result = try decoder.decode(InvocationResult.self, from: delivery.body)
                 lock.withLock {
+                    // The same result message twice (a resent publish) is one result.
+                    guard distinct.insert(ResultIdentity(id: result.id, attempt: result.attempt, worker: result.worker,
+                                                         finishedAtUs: result.finishedAtUs)).inserted else {
+                        copies += 1
+                        return
+                    }
                     seen[result.id, default: []].append(result.attempt)
                     if let host = result.host { ranOn[result.id, default: []].insert(host) }
                     if result.status != .ok { notOK.append("\(result.id): \(result.status) \(result.error?.message ?? "")") }
@@ -201,7 +212,10 @@ final class ClusterProducer: @unchecked Sendable {
         }
     }
 
+    /// Second (and later) results of an id, each from another run of it.
     var duplicates: Int { lock.withLock { seen.values.reduce(0) { $0 + $1.count - 1 } } }
+    /// Result messages that arrived again, the same.
+    var resent: Int { lock.withLock { copies } }
 
     /// Waits until results for `count` distinct ids came in.
     func waitForResults(atLeast count: Int, timeout: Duration) async throws {
@@ -217,4 +231,12 @@ final class ClusterProducer: @unchecked Sendable {
         await publisher.close(grace: .seconds(1))
         await consumer.close(grace: .seconds(1))
     }
+}
+
+/// What tells two runs' results apart: a resent copy has all of it the same.
+struct ResultIdentity: Hashable {
+    let id: String
+    let attempt: UInt32
+    let worker: String
+    let finishedAtUs: UInt64
 }
