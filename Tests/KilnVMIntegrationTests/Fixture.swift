@@ -25,14 +25,19 @@ enum Fixture {
         try QEMUDriver(image: try image(), configuration: qemuConfiguration, logger: logger)
     }
 
-    /// The default driver's, with boot, restore and template-save limits as hang guards: on a
-    /// loaded CI host four tests' guests share two emulated cores, and a template's Python
-    /// runtimes took over half a minute to import there (they take seconds alone).
+    /// The default driver's, with the host's limits as hang guards: on a loaded CI host four
+    /// tests' guests share two emulated cores, a template's Python runtimes took over half a
+    /// minute to import there (they take seconds alone), and a guest that ended a method at its
+    /// 300 ms deadline did not answer within the default 5 s grace. The tests about deadlines
+    /// check that the agent ended the method (its answer says so), which a long grace leaves
+    /// intact; the host's own give-up is tested with a driver of its own (QEMUDriverTests).
     static var qemuConfiguration: QEMUDriver.Configuration {
         var configuration = QEMUDriver.Configuration()
         configuration.timeouts.boot = .seconds(300)
         configuration.timeouts.restore = .seconds(60)
         configuration.timeouts.save = .seconds(120)
+        configuration.timeouts.request = .seconds(60)
+        configuration.timeouts.execGrace = .seconds(60)
         return configuration
     }
 
@@ -40,7 +45,11 @@ enum Fixture {
     static func qemu() throws -> QEMUDriver { try qemuDriver.get() }
 
     private static let processDriver: Result<ProcessSandboxDriver, any Error> = Result {
-        try ProcessSandboxDriver(image: try image(), logger: logger)
+        var configuration = ProcessSandboxDriver.Configuration()
+        configuration.start = .seconds(60)
+        configuration.request = .seconds(60)
+        configuration.execGrace = .seconds(60)
+        return try ProcessSandboxDriver(image: try image(), configuration: configuration, logger: logger)
     }
 
     /// The process-sandbox driver every test in this process shares.
