@@ -80,7 +80,8 @@ struct KilnClientTests {
         await #expect(throws: KilnClientError.self) { try await kiln.submit(String(repeating: "x", count: 65)) }
 
         // A connection the broker closes: awaited results fail at once (the client reconnects).
-        let pending = try await kiln.submit("sleep", args: ["ms": 3_000])
+        // The sleep outlasts the two rabbitmqctl calls that close it, however slow the host.
+        let pending = try await kiln.submit("sleep", args: ["ms": 20_000], options: .init(deadlineMs: 60_000))
         let listing = try BrokerAdmin.ctl(["list_connections", "pid", "client_properties", "--no-table-headers", "--quiet"])
         let ours = listing.split(separator: "\n").filter { $0.contains("kiln-client (swift)") }.map { String($0.split(separator: "\t")[0]) }
         #expect(!ours.isEmpty, "\(listing)")
