@@ -52,11 +52,14 @@ def main():
     parser.add_argument("--task", default="noop")
     parser.add_argument("--args", help="a file holding the task's argument as MessagePack (default: none)")
     parser.add_argument("--start-only", action="store_true", help="time the worker's start to its first task's result")
+    parser.add_argument("--quorum", action="store_true", help="a quorum queue with confirmed publishes (celery_noop only)")
     options = parser.parse_args()
 
     queue = f"kiln-bench-celery-{uuid.uuid4().hex[:8]}"
     os.environ["KILN_BENCH_CELERY_BROKER"] = options.url
     os.environ["KILN_BENCH_CELERY_QUEUE"] = queue
+    if options.quorum:
+        os.environ["KILN_BENCH_CELERY_QUORUM"] = "1"
     sys.path.insert(0, HERE)
     from celery.result import ResultSet
     module = __import__(options.app)
@@ -101,7 +104,8 @@ def main():
             with app.connection_for_write() as connection:
                 connection.default_channel.queue_delete(queue)
     print(json.dumps({"latency_us": latencies, "throughput": options.count / elapsed,
-                      "celery": __import__("celery").__version__, "concurrency": options.concurrency}))
+                      "celery": __import__("celery").__version__, "concurrency": options.concurrency,
+                      "queue_type": "quorum" if options.quorum else "classic"}))
 
 
 if __name__ == "__main__":
