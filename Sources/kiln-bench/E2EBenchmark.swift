@@ -112,6 +112,14 @@ struct E2EBenchmark: AsyncParsableCommand {
         print("\nRound trips are sequential (submit, wait for the result); throughput is a burst submitted at once, first submit to last result.")
         print(rows.render())
         print("\n" + overhead.render())
+        var cpu = TextTable("CPU per invocation during the burst, µs", "worker", "VMs (QEMU + guest, or sandboxes)", "broker", "producer", "total", "bound on \(cores) cores, /s")
+        for figures in warm.methods {
+            guard let spent = figures.cpu else { continue }
+            let total = spent.worker + spent.vms + (spent.broker.isNaN ? 0 : spent.broker) + spent.producer
+            cpu.add(figures.method, formatted(spent.worker), formatted(spent.vms), spent.broker.isNaN ? "-" : formatted(spent.broker),
+                    formatted(spent.producer), formatted(total), formatted(Double(cores) * 1e6 / total))
+        }
+        print("\n" + cpu.render())
         let compared = warm.methods[0]
         print("\nWhere a sequential round trip of \(method) goes (medians): producer to worker \(ms(compared.toWorker)) ms (through the quorum queue), "
             + "in the worker \(ms(compared.inWorker)) ms (the method in the VM \(ms(compared.inVM)) ms), "
@@ -145,6 +153,9 @@ struct E2EBenchmark: AsyncParsableCommand {
         var toWorker = 0.0
         var inWorker = 0.0
         var inVM = 0.0
+        /// CPU per invocation during the burst, µs: the worker process, its VMs (QEMU with the
+        /// guest in it, or the sandboxes), the broker, the producer (this process).
+        var cpu: (worker: Double, vms: Double, broker: Double, producer: Double)?
     }
 
     /// Starts a worker with the defaults plus `extraConfiguration` and times each method of
@@ -225,7 +236,16 @@ struct E2EBenchmark: AsyncParsableCommand {
 
         try await Task.sleep(for: .seconds(1))
         let createdBefore = try await vmsCreated(worker)
+        let broker = bench.url.contains("127.0.0.1:5672/") ? try? ProcessCPU.localBrokerPID() : nil
+        let before = (worker: ProcessCPU.microseconds(worker.pid), vms: ProcessCPU.snapshot(ProcessCPU.descendants(of: worker.pid)),
+                      broker: broker.map(ProcessCPU.microseconds) ?? 0, producer: ProcessCPU.microseconds(getpid()))
         let (seconds, results) = try await client.burst(burst)
+        let vmsAfter = ProcessCPU.snapshot(ProcessCPU.descendants(of: worker.pid))
+        let spent = (worker: ProcessCPU.microseconds(worker.pid) - before.worker, vms: ProcessCPU.spent(from: before.vms, to: vmsAfter),
+                     broker: (broker.map(ProcessCPU.microseconds) ?? 0) - before.broker, producer: ProcessCPU.microseconds(getpid()) - before.producer)
+        let count = Double(burst)
+        figures.cpu = (Double(spent.worker) / count, Double(spent.vms) / count, broker == nil ? .nan : Double(spent.broker) / count,
+                       Double(spent.producer) / count)
         figures.throughput = Double(burst) / seconds
         figures.vmsCreatedInBurst = try await vmsCreated(worker) - createdBefore
         figures.overheadBurst = Summary(results.map(\.workerOverheadUs))

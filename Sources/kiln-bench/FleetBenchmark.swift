@@ -60,7 +60,7 @@ struct FleetBenchmark: AsyncParsableCommand {
             let run = try await burstRun(url: cluster.urls.joined(separator: ","), brokerPIDs: cluster.pids, workers: workers, folder: folder)
             table.add("", "3-node cluster", "\(workers)", formatted(run.rate), formatted(run.brokerUs))
         }
-        let single = try await burstRun(url: bench.url, brokerPIDs: [try Self.localBrokerPID()], workers: 3, folder: folder)
+        let single = try await burstRun(url: bench.url, brokerPIDs: [try ProcessCPU.localBrokerPID()], workers: 3, folder: folder)
         table.add("", "one node", "3", formatted(single.rate), formatted(single.brokerUs))
         print("\n" + table.render())
     }
@@ -120,9 +120,9 @@ struct FleetBenchmark: AsyncParsableCommand {
         defer { for worker in workers { worker.stop() } }
         let client = try await BenchClient(url: url, names: names, method: method, args: ["text": "fleet"])
         _ = try await client.burst(200)  // warm: pools at size, connections busy
-        let cpuBefore = brokerPIDs.map(Self.cpuMicroseconds).reduce(0, +)
+        let cpuBefore = brokerPIDs.map(ProcessCPU.microseconds).reduce(0, +)
         let (seconds, _) = try await client.burst(burst)
-        let cpuAfter = brokerPIDs.map(Self.cpuMicroseconds).reduce(0, +)
+        let cpuAfter = brokerPIDs.map(ProcessCPU.microseconds).reduce(0, +)
         await client.close()
         try? await workers[0].deleteTopology()
         return (Double(burst) / seconds, Double(cpuAfter - cpuBefore) / Double(burst))
@@ -151,25 +151,6 @@ struct FleetBenchmark: AsyncParsableCommand {
         }
         guard fd >= 0, bound else { throw BenchmarkError("no free port: \(String(cString: strerror(errno)))") }
         return Int(UInt16(bigEndian: address.sin_port))
-    }
-
-    /// A process's CPU time (user + system) so far, µs.
-    static func cpuMicroseconds(_ pid: pid_t) -> UInt64 {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return 0 }
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        // utime and stime are fields 14 and 15 of the line; 12 and 13 after the command's ")".
-        guard fields.count > 13, let user = UInt64(fields[11]), let system = UInt64(fields[12]) else { return 0 }
-        return (user + system) * 1_000_000 / UInt64(sysconf(Int32(_SC_CLK_TCK)))
-    }
-
-    /// The PID of the broker `deploy/local/rabbitmq.sh start` runs.
-    static func localBrokerPID() throws -> pid_t {
-        guard let text = try? String(contentsOfFile: ".local/rabbitmq/rabbit.pid", encoding: .utf8),
-              let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
-            throw BenchmarkError("no local broker: run `deploy/local/rabbitmq.sh start`")
-        }
-        return pid
     }
 }
 
