@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KilnAMQP
+import KilnClient
 import KilnPool
 import KilnTools
 import KilnVM
@@ -30,6 +31,7 @@ struct Demo: AsyncParsableCommand {
 
     func run() async throws {
         Kiln.bootstrapLogging()
+        let started = ContinuousClock.now
         let logger = Logger(label: "kiln.demo")
         let (url, prefix) = try broker.endpoint()
         let names = KilnNames(prefix: prefix)
@@ -75,6 +77,8 @@ struct Demo: AsyncParsableCommand {
         print("")
         for pool in try await PoolCommand.fetch(status) { print(PoolCommand.render(pool)) }
         print("")
+        try await showFleet(amqp, names: names, since: started.duration(to: .now) + .seconds(2), logger: logger)
+        print("")
 
         step("stopping the worker (SIGTERM: drain, then destroy the VMs)")
         kill(worker.processIdentifier, SIGTERM)
@@ -82,6 +86,19 @@ struct Demo: AsyncParsableCommand {
         step("worker exited with status \(worker.terminationStatus)")
         reading.cancel()
         for open in [connection, resultsConnection, telemetryConnection] { await open.close(grace: .seconds(1)) }
+    }
+
+    /// The fleet as `kiln fleet status` shows it, from the samples since the demo began (the
+    /// stream also holds the workers of earlier demos, gone now).
+    private func showFleet(_ amqp: AMQPConfiguration, names: KilnNames, since: Duration, logger: Logger) async throws {
+        let connection = AMQPConnection(configuration: amqp, logger: logger)
+        try await connection.connect()
+        let view = try await FleetReader.read(from: connection, names: names, lookBack: since, window: .seconds(1))
+        await connection.close(grace: .zero)
+        print("the fleet (kiln fleet status):")
+        print(FleetFormatter.header)
+        let now = UInt64(Date().timeIntervalSince1970 * 1_000_000)
+        for entry in view.entries(nowUs: now, goneAfterUs: 5_000_000) { print(FleetFormatter.row(entry)) }
     }
 
     private func step(_ text: String) {
