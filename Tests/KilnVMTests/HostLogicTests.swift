@@ -76,6 +76,9 @@ struct QEMUCommandLineTests {
         #expect(append.contains("tsc_early_khz=2596150"))
         #expect(append.split(separator: " ").contains("kiln.memory_mb=256"))
         #expect(append.split(separator: " ").contains("kiln.warm_wait_ms=45000"))
+        // Three quarters of the boot timeout, never more than 90 s.
+        #expect(QEMULauncher.warmWait(bootTimeout: .seconds(60)) == .seconds(45))
+        #expect(QEMULauncher.warmWait(bootTimeout: .seconds(300)) == .seconds(90))
         #expect(append.contains("console=ttyS0"))
         #expect(!append.contains("acpi=off"))
         #expect(!append.contains("rtc=off"))

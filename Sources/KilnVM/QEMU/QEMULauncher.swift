@@ -35,9 +35,11 @@ struct QEMULauncher: Sendable {
     }
 
     /// How long a booting guest's warm runtimes may take to get ready: three quarters of the
-    /// boot timeout, the rest left for the kernel and the agent before and the greeting after.
+    /// boot timeout (the rest left for the kernel and the agent before and the greeting after),
+    /// and at most 90 s: a runtime that never says it is ready must not hold a boot for longer
+    /// (its first call then starts it), however long the host lets a boot take.
     static func warmWait(bootTimeout: Duration) -> Duration {
-        bootTimeout * 3 / 4
+        min(bootTimeout * 3 / 4, .seconds(90))
     }
 
     /// Starts QEMU and brings it to `hello`.
