@@ -42,6 +42,17 @@ public struct VMLease: Sendable {
     let dependencies: Set<String>
 }
 
+extension VMLease {
+    /// The lease as the call at `position` of a batch on it sees it (0 is the call that
+    /// acquired it): warm, and after the calls before it.
+    public func riding(position: Int) -> VMLease {
+        guard position > 0 else { return self }
+        return VMLease(
+            vm: vm, profile: profile, cold: false, reuseCount: reuseCount + position, provisionDuration: .zero, leasedAt: leasedAt,
+            demandProfile: demandProfile, dependencies: dependencies)
+    }
+}
+
 /// A VM lent by ``VMPool/acquire(_:policy:maxWaiting:)``, with the placement policy's decision.
 public struct Placed<Decision: Sendable>: Sendable {
     public let lease: VMLease

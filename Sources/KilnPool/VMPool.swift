@@ -218,7 +218,10 @@ public actor VMPool: Service {
         profiles[request.profile]!.demand.recordColdStart()
         let started = ContinuousClock.now
         do {
-            let vm = try await driver.provision(profile)
+            // Not cancelled with its invocation (one that rides in another's batch leaves its
+            // own wait): a boot half done is wasted, a finished one serves the next.
+            let driver = driver
+            let vm = try await Task { try await driver.provision(profile) }.value
             let took = ContinuousClock.now - started
             profiles[request.profile]!.provisioning -= 1
             provisioned(vm, profile: profile, reason: "cold start for \(request.method) (\(request.invocationID))")
@@ -265,14 +268,15 @@ public actor VMPool: Service {
     /// pool, or destroyed. Returns once the VM is idle again or gone.
     /// - Parameter resetInGuest: The agent answered that it resets the guest right after this
     ///   call (`reset_pending`, for an exec with `reset_after`): the VM needs no reset of its own.
+    /// - Parameter calls: The invocations the VM ran under this lease (more than one for a batch).
     public func release(
         _ lease: VMLease, method: String, affinityKey: String?, outcome: ExecOutcome, lifecycle: LifecyclePolicy,
-        resetInGuest: Bool = false
+        resetInGuest: Bool = false, calls: Int = 1
     ) async {
         guard var entry = busy.removeValue(forKey: lease.vm.id) else { return }
         let profile = entry.profile
         profiles[profile]!.busy -= 1
-        entry.uses += 1
+        entry.uses += max(1, calls)
         entry.lastMethod = method
         entry.lastAffinity = affinityKey
         entry.loadedDependencies.formUnion(lease.dependencies)
@@ -307,6 +311,20 @@ public actor VMPool: Service {
             }
         }
         replenish()
+    }
+
+    /// Takes back a VM that ran nothing under `lease` (its invocation went with another's
+    /// batch): it is idle again at once, with no reset.
+    public func giveBack(_ lease: VMLease) async {
+        guard let entry = busy.removeValue(forKey: lease.vm.id) else { return }
+        profiles[entry.profile]!.busy -= 1
+        guard !closed else {
+            await destroy(entry, reason: "shutdown")
+            return
+        }
+        profiles[entry.profile]!.idle.append(entry)
+        wakeWaiter(entry.profile, idle: true)
+        report(entry.profile)
     }
 
     func destroy(_ entry: PoolEntry, reason: String) async {

@@ -31,28 +31,22 @@ struct WaiterQueue {
         }
     }
 
-    /// Wakes the first in line; false when nobody waits.
-    @discardableResult
-    mutating func resumeFirst() -> Bool {
-        guard !waiting.isEmpty else { return false }
-        waiting.removeFirst().continuation.resume()
-        return true
+    /// Takes the first in line out of it, to be woken; nil when nobody waits.
+    mutating func takeFirst() -> CheckedContinuation<Void, Never>? {
+        waiting.isEmpty ? nil : waiting.removeFirst().continuation
     }
 
-    /// Wakes the waiter holding `ticket`, wherever it is in line; false when it is not in line
-    /// (already woken, or not yet in it).
-    @discardableResult
-    mutating func resume(_ ticket: Ticket) -> Bool {
-        guard let index = waiting.firstIndex(where: { $0.ticket == ticket }) else { return false }
-        waiting.remove(at: index).continuation.resume()
-        return true
+    /// Takes the waiter holding `ticket` out of line, wherever it is, to be woken; nil when it
+    /// is not in line (already woken, or not yet in it).
+    mutating func take(_ ticket: Ticket) -> CheckedContinuation<Void, Never>? {
+        guard let index = waiting.firstIndex(where: { $0.ticket == ticket }) else { return nil }
+        return waiting.remove(at: index).continuation
     }
 
-    /// Wakes everyone (at shutdown, or when the host is no longer saturated).
-    mutating func resumeAll() {
-        let woken = waiting
-        waiting.removeAll()
-        for waiter in woken { waiter.continuation.resume() }
+    /// Takes everyone out of line, to be woken (at shutdown, or when the host is no longer saturated).
+    mutating func takeAll() -> [CheckedContinuation<Void, Never>] {
+        defer { waiting.removeAll() }
+        return waiting.map(\.continuation)
     }
 }
 
@@ -84,32 +78,38 @@ final class WaitingLines: Sendable {
         let ticket = lines.withLock { $0[line, default: WaiterQueue()].issueTicket() }
         await withTaskCancellationHandler(operation: {
             await withCheckedContinuation(isolation: isolation) { continuation in
-                lines.withLock { queues in
+                let cancelledBeforeInLine = lines.withLock { queues in
                     queues[line, default: WaiterQueue()].enqueue(ticket, continuation, atFront: atFront)
                     // Cancelled before it was in line: the handler found nothing to resume.
-                    if Task.isCancelled { queues[line]!.resume(ticket) }
+                    return Task.isCancelled ? queues[line]!.take(ticket) : nil
                 }
+                cancelledBeforeInLine?.resume()
             }
         }, onCancel: {
-            _ = lines.withLock { $0[line]?.resume(ticket) }
+            lines.withLock { $0[line]?.take(ticket) }?.resume()
         }, isolation: isolation)
     }
 
     /// Wakes the first in `line`; false when nobody waits there.
+    ///
+    /// Continuations are resumed outside the lock, here and everywhere: resuming one takes its
+    /// task's status lock, which a task being cancelled holds while its handler above waits for
+    /// this lock.
     @discardableResult
     func resumeFirst(_ line: Line) -> Bool {
-        lines.withLock { $0[line]?.resumeFirst() ?? false }
+        guard let first = lines.withLock({ $0[line]?.takeFirst() }) else { return false }
+        first.resume()
+        return true
     }
 
     /// Wakes everyone in every line.
     func resumeAll() {
-        lines.withLock { queues in
-            for line in Array(queues.keys) { queues[line]!.resumeAll() }
-        }
+        let everyone = lines.withLock { queues in Array(queues.keys).flatMap { queues[$0]!.takeAll() } }
+        for waiter in everyone { waiter.resume() }
     }
 
     /// Wakes everyone in `line`.
     func resumeAll(_ line: Line) {
-        lines.withLock { $0[line]?.resumeAll() }
+        for waiter in lines.withLock({ $0[line]?.takeAll() ?? [] }) { waiter.resume() }
     }
 }

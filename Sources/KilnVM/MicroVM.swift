@@ -24,6 +24,13 @@ public protocol MicroVM: AnyObject, Sendable {
     ///   (it is killed then), dies, or answers nonsense.
     func exec(_ request: GuestFrame.ExecRequest) async throws -> GuestFrame.ExecResult
 
+    /// Runs several calls in one request to the agent, one after another (see
+    /// ``GuestFrame/ExecBatch``). `each` gets every call's outcome in order, as it ends; after a
+    /// failure (which ``exec(_:)`` would throw) the calls that follow get none, for they did not run.
+    func execBatch(
+        _ requests: [GuestFrame.ExecRequest], each: @Sendable (Int, Result<GuestFrame.ExecResult, any Error>) async -> Void
+    ) async
+
     /// Kills what the last method left running and wipes the scratch space, for reuse.
     /// - Parameter keepingServeRuntime: keep the serve-mode runtime of the method that ran last
     ///   (and what it started), so that its next call skips the start-up; the agent kills it
@@ -46,6 +53,20 @@ public protocol MicroVM: AnyObject, Sendable {
 }
 
 extension MicroVM {
+    /// One ``exec(_:)`` after another: for VMs whose agent takes no batch.
+    public func execOneByOne(
+        _ requests: [GuestFrame.ExecRequest], each: @Sendable (Int, Result<GuestFrame.ExecResult, any Error>) async -> Void
+    ) async {
+        for (index, request) in requests.enumerated() {
+            do {
+                await each(index, .success(try await exec(request)))
+            } catch {
+                await each(index, .failure(error))
+                return
+            }
+        }
+    }
+
     /// Kills everything the last method left running, serve-mode runtimes included, and wipes the
     /// scratch space.
     public func reset() async throws {

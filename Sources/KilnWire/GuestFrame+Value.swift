@@ -19,12 +19,9 @@ extension GuestFrame {
             add("vcpus", .uint(UInt64(hello.vcpus)))
             add("memory_mb", .uint(UInt64(hello.memoryMB)))
         case .exec(let exec):
-            add("id", .string(exec.id))
-            add("method", .string(exec.method))
-            add("entry", .array(exec.entry.map { .string($0) }))
-            add("payload", .binary(exec.payload))
-            add("deadline_ms", .uint(exec.deadlineMs))
-            if exec.resetAfter { add("reset_after", .bool(true)) }
+            entries += exec.messagePackEntries
+        case .execBatch(let batch):
+            add("calls", .array(batch.calls.map { .map($0.messagePackEntries) }))
         case .result(let result):
             add("id", .string(result.id))
             add("status", .string(result.status.rawValue))
@@ -38,6 +35,7 @@ extension GuestFrame {
             if result.outOfMemory { add("oom", .bool(true)) }
             if let methodError = result.methodError { add("method_error", .string(methodError)) }
             if result.runtimeStarted { add("runtime_started", .bool(true)) }
+            if result.notRun { add("not_run", .bool(true)) }
         case .pong(let pong):
             add("uptime_us", .uint(pong.uptimeUs))
             add("load1", .double(pong.load1))
@@ -64,10 +62,19 @@ extension GuestFrame {
                 agentVersion: try fields.string("agent_version"), uptimeUs: try fields.integer("uptime_us", UInt64.self),
                 vcpus: try fields.integer("vcpus", UInt32.self), memoryMB: try fields.integer("memory_mb", UInt32.self)))
         case "exec":
-            self = .exec(ExecRequest(
-                id: try fields.string("id"), method: try fields.string("method"), entry: try fields.strings("entry"),
-                payload: try fields.bytes("payload"), deadlineMs: try fields.integer("deadline_ms", UInt64.self),
-                resetAfter: try fields.optionalBool("reset_after") ?? false))
+            self = .exec(try ExecRequest(fields))
+        case "exec-batch":
+            let calls = try fields.array("calls")
+            guard calls.count <= ExecBatch.maxCalls else {
+                throw .invalidValue("a batch holds at most \(ExecBatch.maxCalls) calls, not \(calls.count)", path: "calls")
+            }
+            var requests: [ExecRequest] = []
+            requests.reserveCapacity(calls.count)
+            for (index, call) in calls.enumerated() {
+                guard case .map = call else { throw .typeMismatch(expected: "map", found: call.typeName, path: "calls[\(index)]") }
+                requests.append(try ExecRequest(FrameFields(call)))
+            }
+            self = .execBatch(ExecBatch(calls: requests))
         case "result":
             let statusText = try fields.string("status")
             guard let status = ExecStatus(rawValue: statusText) else {
@@ -79,7 +86,7 @@ extension GuestFrame {
                 execUs: try fields.integer("exec_us", UInt64.self), maxrssKB: try fields.integer("maxrss_kb", UInt64.self),
                 resetPending: try fields.optionalBool("reset_pending") ?? false, crashed: try fields.optionalBool("crashed") ?? false,
                 outOfMemory: try fields.optionalBool("oom") ?? false, methodError: try fields.optionalString("method_error"),
-                runtimeStarted: try fields.optionalBool("runtime_started") ?? false))
+                runtimeStarted: try fields.optionalBool("runtime_started") ?? false, notRun: try fields.optionalBool("not_run") ?? false))
         case "ping": self = .ping
         case "pong":
             self = .pong(Pong(
@@ -103,6 +110,26 @@ extension GuestFrame {
         body: [UInt8], decoder: MessagePackDecoder = MessagePackDecoder()
     ) throws(WireError) -> GuestFrame {
         try GuestFrame(messagePackValue: decoder.decodeValue(from: body))
+    }
+}
+
+extension GuestFrame.ExecRequest {
+    /// The request's keys, in the order the Codable path writes them.
+    fileprivate var messagePackEntries: [(key: MessagePackValue, value: MessagePackValue)] {
+        var entries: [(key: MessagePackValue, value: MessagePackValue)] = [
+            (key: "id", value: .string(id)), (key: "method", value: .string(method)),
+            (key: "entry", value: .array(entry.map { .string($0) })), (key: "payload", value: .binary(payload)),
+            (key: "deadline_ms", value: .uint(deadlineMs)),
+        ]
+        if resetAfter { entries.append((key: "reset_after", value: .bool(true))) }
+        return entries
+    }
+
+    fileprivate init(_ fields: FrameFields) throws(WireError) {
+        self.init(
+            id: try fields.string("id"), method: try fields.string("method"), entry: try fields.strings("entry"),
+            payload: try fields.bytes("payload"), deadlineMs: try fields.integer("deadline_ms", UInt64.self),
+            resetAfter: try fields.optionalBool("reset_after") ?? false)
     }
 }
 
@@ -134,6 +161,12 @@ private struct FrameFields {
         let found = try value(key)
         guard case .binary(let bytes) = found else { throw .typeMismatch(expected: "bin", found: found.typeName, path: key) }
         return bytes
+    }
+
+    func array(_ key: String) throws(WireError) -> [MessagePackValue] {
+        let found = try value(key)
+        guard case .array(let elements) = found else { throw .typeMismatch(expected: "array", found: found.typeName, path: key) }
+        return elements
     }
 
     func strings(_ key: String) throws(WireError) -> [String] {

@@ -5,6 +5,9 @@ public enum GuestFrame: Sendable, Equatable {
     case hello(Hello)
     /// Host → agent: run a method program.
     case exec(ExecRequest)
+    /// Host → agent: run several calls one after another, answered by one `result` each, in
+    /// order, as each finishes.
+    case execBatch(ExecBatch)
     /// Agent → host: how an `exec` ended.
     case result(ExecResult)
     /// Host → agent: are you there?
@@ -25,6 +28,7 @@ public enum GuestFrame: Sendable, Equatable {
         switch self {
         case .hello: return "hello"
         case .exec: return "exec"
+        case .execBatch: return "exec-batch"
         case .result: return "result"
         case .ping: return "ping"
         case .pong: return "pong"
@@ -115,6 +119,34 @@ extension GuestFrame {
         }
     }
 
+    /// Calls the agent runs in order, as if each came in an `exec` frame of its own (scratch
+    /// wiped between them when they ask for `reset_after`), in one frame: under load, one wake of
+    /// the guest for several invocations instead of one each. A call that ends the VM's use (a
+    /// timeout, a crash, or a reset that fails) ends the batch: the calls after it are answered
+    /// `not_run`, and the host runs them elsewhere.
+    public struct ExecBatch: Codable, Sendable, Equatable {
+        public var calls: [ExecRequest]
+
+        public init(calls: [ExecRequest]) {
+            self.calls = calls
+        }
+
+        /// The most calls one batch carries; a longer one is refused.
+        public static let maxCalls = 64
+
+        enum CodingKeys: String, CodingKey {
+            case calls
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            calls = try container.decode([ExecRequest].self, forKey: .calls)
+            guard calls.count <= Self.maxCalls else {
+                throw WireError.invalidValue("a batch holds at most \(Self.maxCalls) calls, not \(calls.count)", path: "calls")
+            }
+        }
+    }
+
     /// How an exec ended inside the guest.
     public enum ExecStatus: String, Codable, Sendable, CaseIterable {
         /// Exited 0.
@@ -158,11 +190,15 @@ extension GuestFrame {
         /// (not started warm, or ended since), or it had not yet said it was ready; false when a
         /// ready one took it. Optional on the wire (`runtime_started`), written only when true.
         public var runtimeStarted: Bool
+        /// The call came in a batch whose VM an earlier call ended (a timeout, a crash): the
+        /// agent did not run it, and it may run elsewhere. Optional on the wire (`not_run`),
+        /// written only when true.
+        public var notRun: Bool
 
         public init(
             id: String, status: ExecStatus, output: [UInt8], exitCode: Int32, stderr: String,
             execUs: UInt64, maxrssKB: UInt64, resetPending: Bool = false, crashed: Bool = false, outOfMemory: Bool = false,
-            methodError: String? = nil, runtimeStarted: Bool = false
+            methodError: String? = nil, runtimeStarted: Bool = false, notRun: Bool = false
         ) {
             self.id = id
             self.status = status
@@ -176,6 +212,13 @@ extension GuestFrame {
             self.outOfMemory = outOfMemory
             self.methodError = methodError
             self.runtimeStarted = runtimeStarted
+            self.notRun = notRun
+        }
+
+        /// The answer to a batch's call the agent did not run.
+        public static func notRun(_ id: String) -> ExecResult {
+            ExecResult(id: id, status: .error, output: [], exitCode: -1,
+                       stderr: "not run: an earlier call of its batch ended the VM's use", execUs: 0, maxrssKB: 0, notRun: true)
         }
 
         enum CodingKeys: String, CodingKey {
@@ -189,6 +232,7 @@ extension GuestFrame {
             case outOfMemory = "oom"
             case methodError = "method_error"
             case runtimeStarted = "runtime_started"
+            case notRun = "not_run"
         }
 
         public init(from decoder: any Decoder) throws {
@@ -205,6 +249,7 @@ extension GuestFrame {
             outOfMemory = try container.decodeIfPresent(Bool.self, forKey: .outOfMemory) ?? false
             methodError = try container.decodeIfPresent(String.self, forKey: .methodError)
             runtimeStarted = try container.decodeIfPresent(Bool.self, forKey: .runtimeStarted) ?? false
+            notRun = try container.decodeIfPresent(Bool.self, forKey: .notRun) ?? false
         }
 
         public func encode(to encoder: any Encoder) throws {
@@ -221,6 +266,7 @@ extension GuestFrame {
             if outOfMemory { try container.encode(true, forKey: .outOfMemory) }
             if let methodError { try container.encode(methodError, forKey: .methodError) }
             if runtimeStarted { try container.encode(true, forKey: .runtimeStarted) }
+            if notRun { try container.encode(true, forKey: .notRun) }
         }
     }
 
@@ -293,6 +339,7 @@ extension GuestFrame: Codable {
         switch type {
         case "hello": self = .hello(try Hello(from: decoder))
         case "exec": self = .exec(try ExecRequest(from: decoder))
+        case "exec-batch": self = .execBatch(try ExecBatch(from: decoder))
         case "result": self = .result(try ExecResult(from: decoder))
         case "ping": self = .ping
         case "pong": self = .pong(try Pong(from: decoder))
@@ -311,6 +358,7 @@ extension GuestFrame: Codable {
         switch self {
         case .hello(let fields): try fields.encode(to: encoder)
         case .exec(let fields): try fields.encode(to: encoder)
+        case .execBatch(let fields): try fields.encode(to: encoder)
         case .result(let fields): try fields.encode(to: encoder)
         case .pong(let fields): try fields.encode(to: encoder)
         case .error(let fields): try fields.encode(to: encoder)

@@ -80,15 +80,19 @@ public struct InvocationPipeline: Sendable {
         public var localQueue: Int
         /// The longest deadline an invocation may run under, ms.
         public var maxDeadlineMs: UInt64
+        /// The most invocations of one method sent to a VM in one frame, when they wait for VMs
+        /// together (`pool.batch_calls`); 1 sends each alone.
+        public var batchCalls: Int
 
         public init(names: KilnNames, worker: String, host: String, decoder: MessagePackDecoder, localQueue: Int,
-                    maxDeadlineMs: UInt64 = 900_000) {
+                    maxDeadlineMs: UInt64 = 900_000, batchCalls: Int = 1) {
             self.names = names
             self.worker = worker
             self.host = host
             self.decoder = decoder
             self.localQueue = localQueue
             self.maxDeadlineMs = maxDeadlineMs
+            self.batchCalls = batchCalls
         }
     }
 
@@ -103,6 +107,8 @@ public struct InvocationPipeline: Sendable {
     let history: HistoryRecorder?
     /// Cross-host affinity's forwarding, when the worker takes part in it.
     let forwarder: AffinityForwarder?
+    /// The lines in which invocations wait for VMs to leave in batches; nil sends each alone.
+    let batches: BatchFormation?
     let logger: Logger
 
     /// - Parameter affinityExchange: The consistent-hash exchange keyed invocations go to when
@@ -112,6 +118,7 @@ public struct InvocationPipeline: Sendable {
         scorer: SuitabilityScorer, backend: String, metrics: WorkerMetrics, history: HistoryRecorder?,
         affinityExchange: String? = nil, logger: Logger
     ) {
+        self.batches = settings.batchCalls > 1 ? BatchFormation(maxCalls: settings.batchCalls) : nil
         self.forwarder = affinityExchange.map { AffinityForwarder(exchange: $0, publisher: publisher, pool: pool, logger: logger) }
         self.settings = settings
         self.catalog = catalog
@@ -160,108 +167,265 @@ public struct InvocationPipeline: Sendable {
             return
         }
 
+        let call: GuestFrame.ExecRequest
+        do {
+            call = try execRequest(invocation, method: method, deadlineMs: deadlineMs)
+        } catch {
+            run.result = run.failure(.error, kind: "encode", message: "cannot encode the method's input: \(error)")
+            await finish(&run, lease: nil)
+            return
+        }
         let request = PlacementRequest(
             invocationID: invocation.id, method: invocation.method, profile: method.profile, affinityKey: affinityKey(invocation),
             dependencies: method.dependencies.names)
         let traits = InvocationTraits(
             method: invocation.method, args: invocation.args, argsBytes: delivery.body.count,
             deadlineMs: deadlineMs, dependencies: method.dependencies)
-        let lease: VMLease
-        let decision: PlacementDecision
-        do {
-            let placed = try await pool.acquire(
-                request, policy: InvocationPlacement(scorer: scorer, invocation: traits, backend: backend), maxWaiting: settings.localQueue)
-            (lease, decision) = (placed.lease, placed.decision)
-        } catch PoolError.saturated(let profile, let waiting) {
-            logger.warning("pool \(profile) saturated with \(waiting) waiting; requeueing \(invocation.id)")
-            try? delivery.nack(requeue: true)
-            return
-        } catch PoolError.shutDown {
-            try? delivery.nack(requeue: true)
-            return
-        } catch {
-            run.scheduleUs = (ContinuousClock.now - received).inMicroseconds
-            run.result = run.failure(.error, kind: "provision_failed", message: "no VM could be provisioned: \(error)")
-            await finish(&run, lease: nil)
-            return
+        let placement = InvocationPlacement(scorer: scorer, invocation: traits, backend: backend)
+        // A method whose VM must not outlive one call, or one error, runs alone.
+        var batchKey = batches != nil && !method.lifecycle.freshVM && !method.lifecycle.destroyOnError
+            ? BatchFormation.Key(method: invocation.method, affinityKey: affinityKey(invocation)) : nil
+        while true {
+            switch await place(request, placement: placement, call: call, batchKey: batchKey) {
+            case .failed(PoolError.saturated(let profile, let waiting)):
+                logger.warning("pool \(profile) saturated with \(waiting) waiting; requeueing \(invocation.id)")
+                try? delivery.nack(requeue: true)
+                return
+            case .failed(PoolError.shutDown):
+                try? delivery.nack(requeue: true)
+                return
+            case .failed(let error):
+                run.scheduleUs = (ContinuousClock.now - received).inMicroseconds
+                run.result = run.failure(.error, kind: "provision_failed", message: "no VM could be provisioned: \(error)")
+                await finish(&run, lease: nil)
+                return
+            case .leads(let placed, let ticket):
+                run.scheduleUs = (ContinuousClock.now - received).inMicroseconds - placed.lease.provisionDuration.inMicroseconds
+                let riders = ticket == nil ? [] : await batches!.board(
+                    batchKey!, lease: placed.lease, decision: placed.decision,
+                    room: method.lifecycle.maxUses - placed.lease.reuseCount - 1)
+                await lead(call, riders: riders, ticket: ticket ?? 0, placed: placed, method: method, run: &run)
+                return
+            case .rides(let boarding, let ticket):
+                guard case .answered(let answer, let elapsedUs) = await batches!.outcome(of: ticket) else {
+                    // A call before it ended the batch's VM: once more, alone.
+                    logger.debug("\(invocation.id) did not run in its batch; placing it again")
+                    batchKey = nil
+                    continue
+                }
+                // Its wait for a VM, and for the calls before it in the batch.
+                let sinceReceived = (ContinuousClock.now - received).inMicroseconds
+                run.scheduleUs = sinceReceived - min(elapsedUs, sinceReceived)
+                run.result = interpret(answer, elapsedUs: elapsedUs, call: call, memoryMB: boarding.lease.profile.memoryMB, run: &run)
+                let decision = placement.riding(boarding.decision, vm: boarding.lease.vm.id, position: boarding.position)
+                await finish(&run, lease: boarding.lease, decision: decision)
+                learn(from: run, lease: boarding.lease, decision: decision)
+                await observeResources(run, lease: boarding.lease, decision: decision)
+                return
+            }
         }
-        run.scheduleUs = (ContinuousClock.now - received).inMicroseconds - lease.provisionDuration.inMicroseconds
-        run.result = await execute(invocation, method: method, deadlineMs: deadlineMs, on: lease, run: &run)
-        // The VM is reset (or destroyed) while the result is published: it is free for the next
-        // invocation without waiting for the broker's confirm.
-        let execOutcome = run.outcome
-        let resetInGuest = run.resetPending
-        async let released: Void = pool.release(
-            lease, method: invocation.method, affinityKey: affinityKey(invocation), outcome: execOutcome,
-            lifecycle: method.lifecycle, resetInGuest: resetInGuest)
-        await finish(&run, lease: lease, decision: decision)
-        await released
-        // After the result is out: how the VM fared against the prediction may change its resources.
-        if run.outcome.ranToEnd {
-            await pool.allocator?.observe(
-                vm: lease.vm.id, predictedUs: decision.winner.prediction.execUs, actualUs: Double(run.execUs),
-                peakMemoryKB: run.peakMemoryKB)
+    }
+
+    /// How an invocation came out of waiting for a VM.
+    private enum Placing {
+        /// It was lent a VM (and, when it may batch, left its line under `ticket`).
+        case leads(Placed<PlacementDecision>, ticket: BatchFormation.Ticket?)
+        /// Another invocation's batch took it.
+        case rides(BatchFormation.Boarding, ticket: BatchFormation.Ticket)
+        case failed(any Error)
+    }
+
+    /// Waits for a VM; with a batch key, in that key's line too, so that the first of the line
+    /// to be lent a VM takes the others along.
+    private func place(
+        _ request: PlacementRequest, placement: InvocationPlacement, call: GuestFrame.ExecRequest, batchKey: BatchFormation.Key?
+    ) async -> Placing {
+        let (pool, localQueue) = (pool, settings.localQueue)
+        guard let batchKey, let batches else {
+            do {
+                return .leads(try await pool.acquire(request, policy: placement, maxWaiting: localQueue), ticket: nil)
+            } catch {
+                return .failed(error)
+            }
         }
+        let acquiring = Task { try await pool.acquire(request, policy: placement, maxWaiting: localQueue) }
+        let ticket = await batches.enlist(batchKey, request: call) { acquiring.cancel() }
+        let acquired = await withTaskCancellationHandler { await acquiring.result } onCancel: { acquiring.cancel() }
+        if let boarding = await batches.leave(ticket) {
+            // Lent a VM just as a batch took it: the VM ran nothing, and serves the next.
+            if case .success(let placed) = acquired { await pool.giveBack(placed.lease) }
+            return .rides(boarding, ticket: ticket)
+        }
+        switch acquired {
+        case .success(let placed): return .leads(placed, ticket: ticket)
+        case .failure(let error): return .failed(error)
+        }
+    }
+
+    /// Runs the invocation on the VM it was lent, with the riders its batch took (each gets its
+    /// outcome as it ends), publishes its result and gives the VM back.
+    private func lead(
+        _ call: GuestFrame.ExecRequest, riders: [(ticket: BatchFormation.Ticket, request: GuestFrame.ExecRequest)],
+        ticket: BatchFormation.Ticket, placed: Placed<PlacementDecision>, method: MethodCatalog.Method, run: inout Run
+    ) async {
+        let (lease, decision) = (placed.lease, placed.decision)
+        let execution: ExecutionSummary
+        if riders.isEmpty {
+            let started = ContinuousClock.now
+            let answer: Result<GuestFrame.ExecResult, any Error>
+            do { answer = .success(try await lease.vm.exec(call)) } catch { answer = .failure(error) }
+            run.result = interpret(answer, elapsedUs: (ContinuousClock.now - started).inMicroseconds, call: call,
+                                   memoryMB: lease.profile.memoryMB, run: &run)
+            execution = ExecutionSummary(calls: 1, outcome: run.outcome, resetPending: run.resetPending)
+            // The VM is reset (or destroyed) while the result is published: it is free for the
+            // next invocation without waiting for the broker's confirm.
+            let invocation = run.invocation
+            async let released: Void = release(lease, execution, method: method, invocation: invocation)
+            await finish(&run, lease: lease, decision: decision)
+            await released
+        } else {
+            let tickets = [ticket] + riders.map(\.ticket)
+            logger.debug("\(call.method) on \(lease.vm.id): a batch of \(tickets.count)")
+            metrics.batchSent(calls: tickets.count)
+            async let ran = runBatch([call] + riders.map(\.request), tickets: tickets, on: lease)
+            guard case .answered(let answer, let elapsedUs) = await batches!.outcome(of: ticket) else {
+                preconditionFailure("a batch's first call always runs")
+            }
+            run.result = interpret(answer, elapsedUs: elapsedUs, call: call, memoryMB: lease.profile.memoryMB, run: &run)
+            await finish(&run, lease: lease, decision: decision)
+            execution = await ran
+            await release(lease, execution, method: method, invocation: run.invocation)
+        }
+        learn(from: run, lease: lease, decision: decision)
+        await observeResources(run, lease: lease, decision: decision)
+    }
+
+    /// What a VM did under one lease, as its release needs it.
+    private struct ExecutionSummary: Sendable {
+        var calls: Int
+        /// How the last call that ran left the VM.
+        var outcome: ExecOutcome
+        var resetPending: Bool
+    }
+
+    /// Sends a batch, hands each call's outcome to its invocation as it ends, and tells those
+    /// after a failure that they did not run.
+    private func runBatch(
+        _ requests: [GuestFrame.ExecRequest], tickets: [BatchFormation.Ticket], on lease: VMLease
+    ) async -> ExecutionSummary {
+        let batches = batches!
+        let progress = BatchProgress()
+        await lease.vm.execBatch(requests) { index, answer in
+            guard let elapsedUs = await progress.record(answer, resetAfter: requests[index].resetAfter) else {
+                await batches.deliver(.notRun, to: tickets[index])
+                return
+            }
+            await batches.deliver(.answered(answer, elapsedUs: elapsedUs), to: tickets[index])
+        }
+        // The VM failed during a call: the agent answered none of those after it.
+        for ticket in tickets.dropFirst(await progress.answered) {
+            await batches.deliver(.notRun, to: ticket)
+        }
+        return await progress.summary
+    }
+
+    /// Each call's time and how the last one that ran left the VM, as a batch's answers arrive.
+    private actor BatchProgress {
+        private var last = ContinuousClock.now
+        private(set) var answered = 0
+        private(set) var summary = ExecutionSummary(calls: 0, outcome: .completed, resetPending: false)
+
+        /// Notes a call's answer; returns the host's time for it, or nil when the agent did not run it.
+        func record(_ answer: Result<GuestFrame.ExecResult, any Error>, resetAfter: Bool) -> UInt64? {
+            answered += 1
+            if case .success(let result) = answer, result.notRun { return nil }
+            let now = ContinuousClock.now
+            defer { last = now }
+            summary.calls += 1
+            switch answer {
+            case .success(let result):
+                summary.outcome = ExecOutcome(result)
+                summary.resetPending = result.resetPending && resetAfter
+            case .failure(let error):
+                summary.outcome = ExecOutcome(failure: error)
+                summary.resetPending = false
+            }
+            return (now - last).inMicroseconds
+        }
+    }
+
+    /// The release of a lease: by lifecycle, the VM is reset and kept, or destroyed.
+    private func release(_ lease: VMLease, _ execution: ExecutionSummary, method: MethodCatalog.Method, invocation: Invocation) async {
+        await pool.release(
+            lease, method: invocation.method, affinityKey: affinityKey(invocation), outcome: execution.outcome,
+            lifecycle: method.lifecycle, resetInGuest: execution.resetPending, calls: execution.calls)
+    }
+
+    /// The model learns the invocation's time, and the history keeps it.
+    private func learn(from run: Run, lease: VMLease, decision: PlacementDecision) {
         let outcome = ExecutionOutcome(
             features: decision.winner.features, provisionUs: Double(lease.provisionDuration.inMicroseconds),
             execUs: Double(run.execUs), succeeded: run.outcome.ranToEnd)
         scorer.predictor.observe(outcome)
         history?.record(ExecutionRecord(
-            invocationID: invocation.id, recordedAtUs: TelemetrySink.nowMicroseconds(), outcome: outcome,
+            invocationID: run.invocation.id, recordedAtUs: TelemetrySink.nowMicroseconds(), outcome: outcome,
             predictedUs: decision.winner.prediction.totalUs, predictor: scorer.predictor.name,
             baselineUs: decision.baselineUs, placement: decision.explanation.joined(separator: "\n")))
     }
 
-    /// Runs the method in the VM and makes its result.
-    private func execute(
-        _ invocation: Invocation, method: MethodCatalog.Method, deadlineMs deadline: UInt64, on lease: VMLease, run: inout Run
-    ) async -> InvocationResult {
-        let payload: [UInt8]
-        do {
-            payload = try MessagePackEncoder().encode(MethodInput(args: invocation.args, context: invocation.context))
-        } catch {
-            return run.failure(.error, kind: "encode", message: "cannot encode the method's input: \(error)")
-        }
+    /// After the result is out: how the VM fared against the prediction may change its resources.
+    private func observeResources(_ run: Run, lease: VMLease, decision: PlacementDecision) async {
+        guard run.outcome.ranToEnd else { return }
+        await pool.allocator?.observe(
+            vm: lease.vm.id, predictedUs: decision.winner.prediction.execUs, actualUs: Double(run.execUs),
+            peakMemoryKB: run.peakMemoryKB)
+    }
+
+    /// The exec frame for an invocation.
+    private func execRequest(_ invocation: Invocation, method: MethodCatalog.Method, deadlineMs: UInt64) throws -> GuestFrame.ExecRequest {
+        let payload = try MessagePackEncoder().encode(MethodInput(args: invocation.args, context: invocation.context))
         // A VM that will be reused resets itself right after answering: the pool then skips the
         // reset's own round trip.
-        let request = GuestFrame.ExecRequest(
-            id: invocation.id, method: invocation.method, entry: method.entry, payload: payload, deadlineMs: deadline,
+        return GuestFrame.ExecRequest(
+            id: invocation.id, method: invocation.method, entry: method.entry, payload: payload, deadlineMs: deadlineMs,
             resetAfter: !method.lifecycle.freshVM)
-        let started = ContinuousClock.now
+    }
+
+    /// Makes the invocation's result from the agent's answer (or the VM's failure).
+    private func interpret(
+        _ outcome: Result<GuestFrame.ExecResult, any Error>, elapsedUs: UInt64, call: GuestFrame.ExecRequest, memoryMB: Int,
+        run: inout Run
+    ) -> InvocationResult {
+        let deadline = call.deadlineMs
         let answer: GuestFrame.ExecResult
-        do {
-            answer = try await lease.vm.exec(request)
-        } catch {
-            run.execUs = (ContinuousClock.now - started).inMicroseconds
-            run.outcome = .vmFailed("\(error)")
-            if case VMError.timedOut = error {
-                // The host's own deadline ended the call (the agent did not answer in time, as on
-                // a loaded host): a timeout, whichever side saw it first.
-                run.outcome = .timedOut
+        switch outcome {
+        case .success(let result):
+            answer = result
+        case .failure(let error):
+            run.execUs = elapsedUs
+            run.outcome = ExecOutcome(failure: error)
+            if run.outcome == .timedOut {
                 return run.failure(.timeout, kind: "deadline", message: "VM did not answer within the deadline of \(deadline) ms; it was destroyed")
             }
             return run.failure(.error, kind: "vm_failed", message: "\(error)")
         }
         run.execUs = answer.execUs
         run.peakMemoryKB = answer.maxrssKB
-        run.resetPending = answer.resetPending && request.resetAfter
+        run.resetPending = answer.resetPending && call.resetAfter
+        run.outcome = ExecOutcome(answer)
         switch answer.status {
         case .timeout:
-            run.outcome = .timedOut
             return run.failure(.timeout, kind: "deadline", message: "deadline of \(deadline) ms exceeded; the VM was destroyed",
                                exitCode: answer.exitCode, stderr: answer.stderr)
         case .error where answer.outOfMemory:
             // Not a crash: the reset clears what it left, and the allocator may give the VM more.
-            run.outcome = .failed
             return run.failure(.error, kind: "out_of_memory",
-                               message: "the method ran out of memory: it needs more than the \(lease.profile.memoryMB) MiB of its VM",
+                               message: "the method ran out of memory: it needs more than the \(memoryMB) MiB of its VM",
                                exitCode: answer.exitCode, stderr: answer.stderr)
         case .error where answer.crashed:
-            run.outcome = .crashed
             return run.failure(.error, kind: "crash", message: "method crashed (exit code \(answer.exitCode))",
                                exitCode: answer.exitCode, stderr: answer.stderr)
         case .error:
-            run.outcome = .failed
             if let reported = answer.methodError {
                 // A serve-mode runtime answered with an error: nothing exited, it serves on.
                 return run.failure(.error, kind: "method_error", message: "the method reported an error: \(reported.prefix(2_000))",
@@ -377,5 +541,24 @@ public struct InvocationPipeline: Sendable {
             logger.error("could not dead-letter (\(error)); rejecting to the queue's dead-letter exchange")
             try? delivery.reject(requeue: false)
         }
+    }
+}
+
+extension ExecOutcome {
+    /// How an answered call left its VM.
+    init(_ answer: GuestFrame.ExecResult) {
+        switch answer.status {
+        case .ok: self = .completed
+        case .timeout: self = .timedOut
+        // Out of memory is not a crash: the reset clears what it left.
+        case .error where answer.crashed && !answer.outOfMemory: self = .crashed
+        case .error: self = .failed
+        }
+    }
+
+    /// How a call the VM failed during left it: the host's own deadline ending the call (the
+    /// agent did not answer in time, as on a loaded host) is a timeout, whichever side saw it first.
+    init(failure error: any Error) {
+        if case VMError.timedOut = error { self = .timedOut } else { self = .vmFailed("\(error)") }
     }
 }

@@ -125,3 +125,32 @@ extension LatencyPrediction {
     /// Whether every figure is a finite number.
     var isFinite: Bool { provisionUs.isFinite && execUs.isFinite && uncertaintyUs.isFinite }
 }
+
+extension InvocationPlacement {
+    /// The decision for this invocation when it rides at `position` of a batch on the VM `vm`
+    /// that `leader` chose: that VM alone, warm for the method after the calls before it, scored
+    /// on this invocation's own features, so that its prediction (and what the model learns from
+    /// its time) is its own.
+    public func riding(_ leader: PlacementDecision, vm: String, position: Int) -> PlacementDecision {
+        let led = leader.winner
+        var candidate = led.candidate
+        candidate.kind = .idle(vm: vm)
+        candidate.lastMethod = invocation.method
+        candidate.uses += position
+        candidate.loadedDependencies.formUnion(invocation.dependencies.names)
+        let past = CandidateVM.Past(lastMethod: invocation.method, uses: candidate.uses, loadedDependencies: candidate.loadedDependencies)
+        let vmFeatures = CandidateVM(
+            profile: candidate.profile.name, vcpus: candidate.profile.vcpus, memoryMB: candidate.profile.memoryMB, backend: backend, past: past)
+        let seen = led.features
+        let load = HostLoad(
+            cpu: seen.hostCPU, memoryPressure: seen.memoryPressure, cpuPressure: seen.cpuPressure, networkBps: seen.networkBps,
+            concurrentExecutions: seen.concurrentExecutions, queueDepth: seen.queueDepth, idleVMs: seen.idleVMs,
+            provisionsInFlight: seen.provisionsInFlight)
+        // An idle VM's score reads nothing of the host: its resources are already spent.
+        let host = HostSample(
+            cpuUtilization: seen.hostCPU, cpuCount: 1, memoryTotalMB: 0, memoryAvailableMB: 0, memoryPressure: seen.memoryPressure,
+            networkReceiveBps: 0, networkTransmitBps: 0, cpuPressure: seen.cpuPressure)
+        let features = PlacementFeatures(invocation: invocation, vm: vmFeatures, load: load)
+        return scorer.choose(from: [(candidate: candidate, features: features)], host: host) ?? leader
+    }
+}

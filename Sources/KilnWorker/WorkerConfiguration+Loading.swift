@@ -1,5 +1,6 @@
 import Foundation
 import KilnVM
+import KilnWire
 import Yams
 
 extension WorkerConfiguration {
@@ -221,6 +222,8 @@ extension WorkerConfiguration {
                     "worker.host", "must be at most 100 letters, digits, '-', '_' or '.'")
         try require(configuration.history.maxRecords >= 100, "history.max_records", "must be at least 100")
         try require(configuration.history.maxAgeDays > 0, "history.max_age_days", "must be positive")
+        try require((1...GuestFrame.ExecBatch.maxCalls).contains(configuration.pool.batchCalls), "pool.batch_calls",
+                    "must be 1 to \(GuestFrame.ExecBatch.maxCalls)")
         try require(configuration.limits.localQueue >= 0, "limits.local_queue", "must not be negative")
         try require(configuration.limits.maxBodyBytes >= 1_024, "limits.max_body_bytes", "must be at least 1024")
         try require((1...31).contains(configuration.limits.maxDepth), "limits.max_depth", "must be 1 to 31")

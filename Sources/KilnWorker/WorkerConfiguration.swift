@@ -125,6 +125,9 @@ public struct WorkerConfiguration: Codable, Sendable, Equatable {
         /// VMs working at once (running or being reset) while the host's CPU is 90% busy or
         /// more; 0: one per host core.
         public var saturatedBusyLimit = 0
+        /// The most invocations of one method sent to one VM in one frame, when they wait for
+        /// VMs together: one wake of the guest for all of them. 1 sends each alone.
+        public var batchCalls = 8
 
         enum CodingKeys: String, CodingKey {
             case memoryReserveMB = "memory_reserve_mb"
@@ -133,6 +136,7 @@ public struct WorkerConfiguration: Codable, Sendable, Equatable {
             case demandWindowSeconds = "demand_window_s"
             case provisionConcurrency = "provision_concurrency"
             case saturatedBusyLimit = "saturated_busy_limit"
+            case batchCalls = "batch_calls"
         }
     }
 

@@ -27,6 +27,12 @@ public struct WorkerMetrics: Sendable {
         Timer(label: "kiln_overhead_seconds", preferredDisplayUnit: .seconds).recordMicroseconds(overheadUs)
     }
 
+    /// A batch of `calls` invocations went to one VM in one frame.
+    func batchSent(calls: Int) {
+        Counter(label: "kiln_batches_total").increment()
+        Counter(label: "kiln_batched_invocations_total").increment(by: calls)
+    }
+
     /// Makes the model's counters exist from the start, at zero, so that a dashboard sees them
     /// before the first refusal.
     static func registerModelMetrics() {

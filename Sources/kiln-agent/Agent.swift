@@ -105,31 +105,64 @@ struct Agent {
             guard let body else { return }
             let reply: GuestFrame?
             do {
-                reply = try handle(GuestFrame.decodeValue(body: body), body: body)
+                let frame = try GuestFrame.decodeValue(body: body)
+                if case .execBatch(let batch) = frame {
+                    entropy.mix(body.prefix(256))
+                    guard serve(batch) else { return }
+                    continue
+                }
+                reply = handle(frame, body: body)
             } catch {
                 reply = .error(.init(message: "malformed frame: \(error)"))
             }
             if let reply, !port.send(reply) { return }
-            if resetAfterReply {
-                resetAfterReply = false
-                if !reset(keepingRuntime: true) {
-                    // Nobody can be told: the next call must not meet what outlived the kill.
-                    AgentLog.write("kiln-agent: the last method's processes outlived the reset; powering off")
-                    housekeeping.powerOff()
-                }
-            }
+            resetIfAsked()
         }
+    }
+
+    /// Runs a batch's calls in order, each answered as it ends and followed by the reset it
+    /// asked for; once one ends the VM's use (a timeout or a crash), the rest are answered
+    /// `not_run`. False when the host went away.
+    private mutating func serve(_ batch: GuestFrame.ExecBatch) -> Bool {
+        var ended = false
+        for request in batch.calls {
+            guard !ended else {
+                guard port.send(.result(.notRun(request.id))) else { return false }
+                continue
+            }
+            let result = answer(request)
+            guard port.send(.result(result)) else { return false }
+            resetIfAsked()
+            ended = result.status == .timeout || result.crashed
+        }
+        return true
+    }
+
+    /// The reset the exec just answered asked for (`reset_after`).
+    private mutating func resetIfAsked() {
+        guard resetAfterReply else { return }
+        resetAfterReply = false
+        if !reset(keepingRuntime: true) {
+            // Nobody can be told: the next call must not meet what outlived the kill.
+            AgentLog.write("kiln-agent: the last method's processes outlived the reset; powering off")
+            housekeeping.powerOff()
+        }
+    }
+
+    /// Runs one call, and notes the reset it asks for once its result is sent.
+    private mutating func answer(_ request: GuestFrame.ExecRequest) -> GuestFrame.ExecResult {
+        var result = execute(request)
+        for orphan in housekeeping.reapOrphans() { runtimes.noteReaped(pid: orphan.pid, status: orphan.status) }
+        resetAfterReply = request.resetAfter
+        result.resetPending = request.resetAfter
+        return result
     }
 
     private mutating func handle(_ frame: GuestFrame, body: [UInt8]) -> GuestFrame? {
         switch frame {
         case .exec(let request):
             entropy.mix(body.prefix(256))
-            var result = execute(request)
-            for orphan in housekeeping.reapOrphans() { runtimes.noteReaped(pid: orphan.pid, status: orphan.status) }
-            resetAfterReply = request.resetAfter
-            result.resetPending = request.resetAfter
-            return .result(result)
+            return .result(answer(request))
         case .ping:
             return .pong(Housekeeping.pong())
         case .reset(let scope):
@@ -141,6 +174,9 @@ struct Agent {
             runtimes.killAll()
             port.close()
             housekeeping.powerOff()
+        case .execBatch(let batch):
+            // Served by the loop, which answers each call as it ends.
+            return .error(.init(message: "a batch of \(batch.calls.count) calls reached the single-frame path"))
         case .hello, .result, .pong, .resetOK, .error:
             return .error(.init(message: "unexpected '\(frame.type)' frame from the host"))
         }

@@ -16,6 +16,9 @@ struct CallBenchmark {
         var guest: [Double]
         /// Wall time of all measured calls, seconds.
         var elapsed: Double
+        /// CPU time the VM's host process (QEMU with its guest, or the sandbox) spent per
+        /// measured call, µs.
+        var vmCPUPerCall: Double
     }
 
     let image: GuestImage
@@ -25,12 +28,15 @@ struct CallBenchmark {
     let execCalls: Int
 
     /// How a row resets the VM after each call.
-    enum Reset {
+    enum Reset: Equatable {
         case none
         /// A `reset` frame of its own after the call.
         case roundTrip
         /// `reset_after` in the exec frame: the agent resets after answering.
         case afterAnswering
+        /// `reset_after`, and calls sent in `exec-batch` frames of this many: one wake of the
+        /// guest per batch. Host times are per call (the batch's time over its size).
+        case batched(Int)
     }
 
     /// Measures every row on `vm`.
@@ -53,6 +59,10 @@ struct CallBenchmark {
             ("echo-sdk + reset_after (the pool's way)", "serve", "echo-serve", sdk, calls, .afterAnswering),
             ("kiln:noop + reset", "builtin", "noop", noop, calls, .roundTrip),
             ("kiln:noop + reset_after (the pool's way)", "builtin", "noop", noop, calls, .afterAnswering),
+            // What a worker under load sends when invocations of one method wait for the same VM.
+            ("echo-sdk + reset_after, batches of 4", "serve", "echo-serve", sdk, calls, .batched(4)),
+            ("echo-sdk + reset_after, batches of 8", "serve", "echo-serve", sdk, calls, .batched(8)),
+            ("kiln:noop + reset_after, batches of 8", "builtin", "noop", noop, calls, .batched(8)),
         ]
         var rows: [Row] = []
         for plan in plans {
@@ -73,25 +83,66 @@ struct CallBenchmark {
     ) async throws -> Row {
         let payload = try MessagePackEncoder().encode(["args": ["text": "ping", "n": 1]] as MessagePackValue)
         let clock = ContinuousClock()
+        let size: Int
+        if case .batched(let calls) = reset { size = calls } else { size = 1 }
+        let warmUp = 20
         var host: [Double] = []
         var guest: [Double] = []
         var started = clock.now
-        for round in 0..<(count + 20) {
-            if round == 20 { started = clock.now }
-            let request = GuestFrame.ExecRequest(
-                id: "\(method)-\(round)", method: method, entry: entry, payload: payload, deadlineMs: 5_000,
-                resetAfter: reset == .afterAnswering)
+        var cpuAtStart: UInt64 = 0
+        var sent = 0
+        var measuring = false
+        while sent < count + warmUp {
+            if sent >= warmUp && !measuring {
+                measuring = true
+                started = clock.now
+                cpuAtStart = try await vm.stats().cpuTimeUs
+            }
+            let requests = (sent..<(sent + size)).map { round in
+                GuestFrame.ExecRequest(
+                    id: "\(method)-\(round)", method: method, entry: entry, payload: payload, deadlineMs: 5_000,
+                    resetAfter: reset != .none && reset != .roundTrip)
+            }
             let start = clock.now
-            let result = try await vm.exec(request)
-            if reset == .roundTrip { try await vm.reset(keepingServeRuntime: true) }
-            let elapsed = start.duration(to: clock.now)
-            guard result.status == .ok else { throw BenchError.callFailed(method, result.stderr) }
-            if round >= 20 {
-                host.append(elapsed.microseconds)
-                guest.append(Double(result.execUs))
+            let results: [GuestFrame.ExecResult]
+            if size == 1 {
+                results = [try await vm.exec(requests[0])]
+                if reset == .roundTrip { try await vm.reset(keepingServeRuntime: true) }
+            } else {
+                results = try await Self.batch(requests, on: vm)
+            }
+            let perCall = start.duration(to: clock.now).microseconds / Double(size)
+            for result in results {
+                guard result.status == .ok else { throw BenchError.callFailed(method, result.stderr) }
+                if measuring {
+                    host.append(perCall)
+                    guest.append(Double(result.execUs))
+                }
+                sent += 1
             }
         }
-        return Row(what: what, mode: mode, host: host, guest: guest, elapsed: started.duration(to: clock.now).seconds)
+        let cpu = try await vm.stats().cpuTimeUs
+        return Row(what: what, mode: mode, host: host, guest: guest, elapsed: started.duration(to: clock.now).seconds,
+                   vmCPUPerCall: Double(cpu &- cpuAtStart) / Double(max(1, host.count)))
+    }
+
+    /// One `exec-batch`, its results in order.
+    private static func batch(_ requests: [GuestFrame.ExecRequest], on vm: any MicroVM) async throws -> [GuestFrame.ExecResult] {
+        let collected = Collected()
+        await vm.execBatch(requests) { _, outcome in await collected.add(outcome) }
+        return try await collected.results(expected: requests.count)
+    }
+
+    private actor Collected {
+        private var outcomes: [Result<GuestFrame.ExecResult, any Error>] = []
+
+        func add(_ outcome: Result<GuestFrame.ExecResult, any Error>) { outcomes.append(outcome) }
+
+        func results(expected: Int) throws -> [GuestFrame.ExecResult] {
+            let results = try outcomes.map { try $0.get() }
+            guard results.count == expected else { throw BenchError.callFailed("exec-batch", "\(results.count) of \(expected) answered") }
+            return results
+        }
     }
 }
 
@@ -114,6 +165,6 @@ extension TextTable {
         let host = Summary(row.host)
         let guest = Summary(row.guest)
         add(backend, row.what, row.mode, "\(host.count)", formatted(host.median), formatted(host.p99),
-            formatted(guest.median), formatted(guest.p99), formatted(Double(host.count) / row.elapsed))
+            formatted(guest.median), formatted(guest.p99), formatted(Double(host.count) / row.elapsed), formatted(row.vmCPUPerCall))
     }
 }

@@ -55,7 +55,7 @@ struct VMBenchmark: AsyncParsableCommand {
         var provisioning = TextTable("backend", "provision", "n", "min ms", "median ms", "p99 ms")
         var roundTrip = TextTable("backend", "round trip", "n", "min µs", "median µs", "p99 µs")
         var memory = TextTable("backend", "idle VMs", "RSS MiB (median)", "PSS MiB (median)", "RSS MiB (max)")
-        var perCall = TextTable("backend", "call", "mode", "n", "host p50 µs", "host p99 µs", "agent p50 µs", "agent p99 µs", "calls/s")
+        var perCall = TextTable("backend", "call", "mode", "n", "host p50 µs", "host p99 µs", "agent p50 µs", "agent p99 µs", "calls/s", "VM CPU µs/call")
         let callBench = CallBenchmark(image: guestImage, calls: calls, execCalls: roundTrips)
 
         if backend != .process && callsOnly {

@@ -57,6 +57,12 @@ actor FakeVM: MicroVM {
         throw VMError.unsupported("a fake VM runs nothing")
     }
 
+    func execBatch(
+        _ requests: [GuestFrame.ExecRequest], each: @Sendable (Int, Result<GuestFrame.ExecResult, any Error>) async -> Void
+    ) async {
+        await execOneByOne(requests, each: each)
+    }
+
     func reset(keepingServeRuntime: Bool) async throws {
         if destroyed { throw VMError.destroyed(vm: id) }
         if failingResets { throw VMError.protocolViolation(vm: id, detail: "reset failed: processes left") }

@@ -55,6 +55,49 @@ public actor AgentSession {
         }
     }
 
+    /// Runs calls in one `exec-batch` frame; `each` gets every call's outcome in order as its
+    /// result arrives. The host waits for each result at most its call's `deadline + grace` after
+    /// the one before. A failure (the VM timed out, died or broke the protocol) is the outcome of
+    /// the call it happened in, and the calls after it get none: they did not run.
+    /// - Returns: the failure that ended the batch, if one did.
+    @discardableResult
+    public func execBatch(
+        _ requests: [GuestFrame.ExecRequest], grace: Duration,
+        each: @Sendable (Int, Result<GuestFrame.ExecResult, VMError>) async -> Void
+    ) async -> VMError? {
+        guard !requests.isEmpty else { return nil }
+        do throws(VMError) {
+            try await exclusive { () async throws(VMError) in
+                let step = "exec-batch \(requests[0].method) ×\(requests.count)"
+                for (index, request) in requests.enumerated() {
+                    let timeout = Duration.milliseconds(Int64(clamping: request.deadlineMs)) + grace
+                    let deadline = ContinuousClock.now + timeout
+                    do throws(VMError) {
+                        if index == 0 {
+                            try await send(.execBatch(.init(calls: requests)), until: deadline, timeout: timeout, step: step)
+                        }
+                        let frame = try await receive(until: deadline, timeout: timeout, step: step)
+                        switch frame {
+                        case .result(let result) where result.id == request.id:
+                            await each(index, .success(result))
+                        case .error(let error):
+                            throw .agentError(vm: vmID, message: error.message)
+                        default:
+                            throw .protocolViolation(vm: vmID, detail: "expected the result of \(request.id), got \(frame.type)")
+                        }
+                    } catch {
+                        await each(index, .failure(error))
+                        throw error
+                    }
+                }
+            }
+        } catch {
+            // Reported to `each` as well, as the outcome of the call it ended.
+            return error
+        }
+        return nil
+    }
+
     /// Asks the agent to kill leftovers and wipe scratch space.
     /// - Parameter keepRuntime: keep the serve-mode runtime of the method that ran last.
     public func reset(keepRuntime: Bool = false, timeout: Duration) async throws(VMError) {

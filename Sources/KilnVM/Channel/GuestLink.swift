@@ -20,6 +20,15 @@ struct GuestLink: Sendable {
         try await killingOnFailure { () async throws(VMError) in try await session.exec(request, grace: execGrace) }
     }
 
+    func execBatch(
+        _ requests: [GuestFrame.ExecRequest], each: @Sendable (Int, Result<GuestFrame.ExecResult, any Error>) async -> Void
+    ) async {
+        let failure = await session.execBatch(requests, grace: execGrace) { index, outcome in
+            await each(index, outcome.mapError { $0 })
+        }
+        if let failure { _ = try? await killingOnFailure { () async throws(VMError) in throw failure } }
+    }
+
     func reset(keepingServeRuntime: Bool) async throws {
         try await killingOnFailure { () async throws(VMError) in try await session.reset(keepRuntime: keepingServeRuntime, timeout: requestTimeout) }
     }

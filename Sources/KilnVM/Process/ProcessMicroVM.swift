@@ -43,6 +43,18 @@ public actor ProcessMicroVM: MicroVM {
         return try await link.exec(request)
     }
 
+    public func execBatch(
+        _ requests: [GuestFrame.ExecRequest], each: @Sendable (Int, Result<GuestFrame.ExecResult, any Error>) async -> Void
+    ) async {
+        do {
+            try checkAlive()
+        } catch {
+            if !requests.isEmpty { await each(0, .failure(error)) }
+            return
+        }
+        await link.execBatch(requests, each: each)
+    }
+
     public func reset(keepingServeRuntime: Bool) async throws {
         try checkAlive()
         try await link.reset(keepingServeRuntime: keepingServeRuntime)
