@@ -83,9 +83,11 @@ public struct InvocationPipeline: Sendable {
         /// The most invocations of one method sent to a VM in one frame, when they wait for VMs
         /// together (`pool.batch_calls`); 1 sends each alone.
         public var batchCalls: Int
+        /// The predicted run time of a batch's calls together at most, ms (`pool.batch_window_ms`).
+        public var batchWindowMs: UInt64
 
         public init(names: KilnNames, worker: String, host: String, decoder: MessagePackDecoder, localQueue: Int,
-                    maxDeadlineMs: UInt64 = 900_000, batchCalls: Int = 1) {
+                    maxDeadlineMs: UInt64 = 900_000, batchCalls: Int = 1, batchWindowMs: UInt64 = 50) {
             self.names = names
             self.worker = worker
             self.host = host
@@ -93,6 +95,7 @@ public struct InvocationPipeline: Sendable {
             self.localQueue = localQueue
             self.maxDeadlineMs = maxDeadlineMs
             self.batchCalls = batchCalls
+            self.batchWindowMs = batchWindowMs
         }
     }
 
@@ -203,7 +206,7 @@ public struct InvocationPipeline: Sendable {
                 run.scheduleUs = (ContinuousClock.now - received).inMicroseconds - placed.lease.provisionDuration.inMicroseconds
                 let riders = ticket == nil ? [] : await batches!.board(
                     batchKey!, lease: placed.lease, decision: placed.decision,
-                    room: method.lifecycle.maxUses - placed.lease.reuseCount - 1)
+                    room: min(method.lifecycle.maxUses - placed.lease.reuseCount, batchCalls(predictedExecUs: placed.decision.winner.prediction.execUs)) - 1)
                 await lead(call, riders: riders, ticket: ticket ?? 0, placed: placed, method: method, run: &run)
                 return
             case .rides(let boarding, let ticket):
@@ -379,6 +382,14 @@ public struct InvocationPipeline: Sendable {
         await pool.allocator?.observe(
             vm: lease.vm.id, predictedUs: decision.winner.prediction.execUs, actualUs: Double(run.execUs),
             peakMemoryKB: run.peakMemoryKB)
+    }
+
+    /// The calls a batch holds at most when each is predicted to run `predictedExecUs`: as many as
+    /// fit in `pool.batch_window_ms` of predicted time, for that is the most a call waits behind
+    /// the others of its batch; at least one.
+    private func batchCalls(predictedExecUs: Double) -> Int {
+        guard predictedExecUs.isFinite, predictedExecUs > 0 else { return 1 }
+        return max(1, Int(min(Double(settings.batchCalls), (Double(settings.batchWindowMs) * 1_000 / predictedExecUs).rounded(.down))))
     }
 
     /// The exec frame for an invocation.

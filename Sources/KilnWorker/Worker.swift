@@ -96,7 +96,7 @@ public struct Worker: Sendable {
                 names: names, worker: workerName, host: hostName,
                 decoder: MessagePackDecoder(limits: WireLimits(maxBodyBytes: configuration.limits.maxBodyBytes, maxDepth: configuration.limits.maxDepth)),
                 localQueue: configuration.limits.localQueue, maxDeadlineMs: configuration.limits.maxDeadlineMs,
-                batchCalls: configuration.pool.batchCalls),
+                batchCalls: configuration.pool.batchCalls, batchWindowMs: configuration.pool.batchWindowMs),
             catalog: catalog, pool: pool, publisher: publisher, scorer: scorer, backend: backend.name, metrics: metrics,
             history: recorder, affinityExchange: configuration.affinity.crossHost ? names.affinityExchange : nil, logger: logger)
         let prefetch = configuration.amqp.prefetch > 0

@@ -224,6 +224,7 @@ extension WorkerConfiguration {
         try require(configuration.history.maxAgeDays > 0, "history.max_age_days", "must be positive")
         try require((1...GuestFrame.ExecBatch.maxCalls).contains(configuration.pool.batchCalls), "pool.batch_calls",
                     "must be 1 to \(GuestFrame.ExecBatch.maxCalls)")
+        try require((1...60_000).contains(configuration.pool.batchWindowMs), "pool.batch_window_ms", "must be 1 to 60000")
         try require(configuration.limits.localQueue >= 0, "limits.local_queue", "must not be negative")
         try require(configuration.limits.maxBodyBytes >= 1_024, "limits.max_body_bytes", "must be at least 1024")
         try require((1...31).contains(configuration.limits.maxDepth), "limits.max_depth", "must be 1 to 31")

@@ -128,6 +128,9 @@ public struct WorkerConfiguration: Codable, Sendable, Equatable {
         /// The most invocations of one method sent to one VM in one frame, when they wait for
         /// VMs together: one wake of the guest for all of them. 1 sends each alone.
         public var batchCalls = 8
+        /// The predicted run time of one batch's calls together at most, ms: the longest a call
+        /// waits behind the others of its batch. Methods predicted to run longer than this go alone.
+        public var batchWindowMs: UInt64 = 50
 
         enum CodingKeys: String, CodingKey {
             case memoryReserveMB = "memory_reserve_mb"
@@ -137,6 +140,7 @@ public struct WorkerConfiguration: Codable, Sendable, Equatable {
             case provisionConcurrency = "provision_concurrency"
             case saturatedBusyLimit = "saturated_busy_limit"
             case batchCalls = "batch_calls"
+            case batchWindowMs = "batch_window_ms"
         }
     }
 

@@ -96,14 +96,17 @@ struct E2EBenchmark: AsyncParsableCommand {
         rows.add("Kiln, \(method), cold: empty pool, a VM restored per call", isolation(empty.backend), ms(coldStarts.median), ms(coldStarts.p99), "-", "-")
 
         var celeryThroughput = (classic: Double.nan, quorum: Double.nan)
+        var celeryRoundTrip = (classic: Double.nan, quorum: Double.nan)
         if !kilnOnly {
             let celery = try measureCelery(folder: folder, cores: cores, quorum: false)
             celeryThroughput.classic = celery.throughput
+            celeryRoundTrip.classic = celery.roundTrips.median
             rows.add("Celery \(celery.version), prefork ×\(cores), rpc:// results, classic queue", "process", ms(celery.roundTrips.median), ms(celery.roundTrips.p99), formatted(celery.throughput), "-")
             // Kiln's queue is a quorum queue (replicated, written to disk) and its producers wait
             // for confirms: Celery on the same.
             let quorum = try measureCelery(folder: folder, cores: cores, quorum: true)
             celeryThroughput.quorum = quorum.throughput
+            celeryRoundTrip.quorum = quorum.roundTrips.median
             rows.add("Celery \(quorum.version), the same on a quorum queue, confirmed publishes", "process", ms(quorum.roundTrips.median), ms(quorum.roundTrips.p99), formatted(quorum.throughput), "-")
             let boot = try await measureBootPerInvocation(lanes: cores)
             rows.add("\(execMethod.isEmpty ? method : execMethod) in a VM booted per call", "VM (\(boot.backend))", ms(boot.latencies.median), ms(boot.latencies.p99), formatted(boot.throughput, decimals: 2), "\(boots)")
@@ -120,6 +123,10 @@ struct E2EBenchmark: AsyncParsableCommand {
                     formatted(spent.producer), formatted(total), formatted(Double(cores) * 1e6 / total))
         }
         print("\n" + cpu.render())
+        for figures in warm.methods where figures.batchesInBurst.batches > 0 {
+            let (batches, invocations) = figures.batchesInBurst
+            print("\(figures.method) during the burst: \(batches) batches holding \(invocations) invocations (\(formatted(Double(invocations) / Double(batches), decimals: 1)) each)")
+        }
         let compared = warm.methods[0]
         print("\nWhere a sequential round trip of \(method) goes (medians): producer to worker \(ms(compared.toWorker)) ms (through the quorum queue), "
             + "in the worker \(ms(compared.inWorker)) ms (the method in the VM \(ms(compared.inVM)) ms), "
@@ -131,6 +138,9 @@ struct E2EBenchmark: AsyncParsableCommand {
             let ratio = compared.throughput / celeryThroughput.quorum
             print("goal: throughput ≥ 1.5× Celery's on the same queue type (quorum): \(formatted(ratio, decimals: 2))×, \(ratio >= 1.5 ? "met" : "NOT met")"
                 + "; against Celery on a classic queue: \(formatted(compared.throughput / celeryThroughput.classic, decimals: 2))×")
+            let roundTrip = compared.roundTrips.median
+            print("goal: sequential round trip p50 ≤ Celery's (quorum queue): \(ms(roundTrip)) against \(ms(celeryRoundTrip.quorum)) ms, "
+                + "\(roundTrip <= celeryRoundTrip.quorum ? "met" : "NOT met"); against the classic queue's \(ms(celeryRoundTrip.classic)) ms")
         }
     }
 
@@ -149,6 +159,8 @@ struct E2EBenchmark: AsyncParsableCommand {
         var throughput = Double.nan
         /// VMs the worker created during the burst.
         var vmsCreatedInBurst = 0
+        /// Batches sent during the burst, and the invocations in them.
+        var batchesInBurst = (batches: 0, invocations: 0)
         /// Medians of the sequential round trips' parts: to the worker, in it, in the VM.
         var toWorker = 0.0
         var inWorker = 0.0
@@ -236,6 +248,7 @@ struct E2EBenchmark: AsyncParsableCommand {
 
         try await Task.sleep(for: .seconds(1))
         let createdBefore = try await vmsCreated(worker)
+        let batchedBefore = try await batched(worker)
         let broker = bench.url.contains("127.0.0.1:5672/") ? try? ProcessCPU.localBrokerPID() : nil
         let before = (worker: ProcessCPU.microseconds(worker.pid), vms: ProcessCPU.snapshot(ProcessCPU.descendants(of: worker.pid)),
                       broker: broker.map(ProcessCPU.microseconds) ?? 0, producer: ProcessCPU.microseconds(getpid()))
@@ -248,6 +261,8 @@ struct E2EBenchmark: AsyncParsableCommand {
                        Double(spent.producer) / count)
         figures.throughput = Double(burst) / seconds
         figures.vmsCreatedInBurst = try await vmsCreated(worker) - createdBefore
+        let batchedAfter = try await batched(worker)
+        figures.batchesInBurst = (batchedAfter.batches - batchedBefore.batches, batchedAfter.invocations - batchedBefore.invocations)
         figures.overheadBurst = Summary(results.map(\.workerOverheadUs))
         progress("\(method): a burst of \(burst), \(formatted(figures.throughput)) invocations/s, \(figures.vmsCreatedInBurst) VMs created")
         return figures
@@ -264,6 +279,15 @@ struct E2EBenchmark: AsyncParsableCommand {
             .filter { $0.hasPrefix("kiln_vm_create_seconds_count") }
             .compactMap { $0.split(separator: " ").last.flatMap { Int($0) } }
             .reduce(0, +)
+    }
+
+    /// Batches the worker has sent so far, and the invocations in them, from its /metrics.
+    private func batched(_ worker: BenchWorker) async throws -> (batches: Int, invocations: Int) {
+        let lines = try await worker.httpGet("/metrics").split(separator: "\n")
+        func counter(_ name: String) -> Int {
+            lines.first { $0.hasPrefix(name + " ") }.flatMap { $0.split(separator: " ").last.flatMap { Double($0) } }.map { Int($0) } ?? 0
+        }
+        return (counter("kiln_batches_total"), counter("kiln_batched_invocations_total"))
     }
 
     // MARK: Peers

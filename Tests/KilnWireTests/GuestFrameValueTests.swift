@@ -9,6 +9,11 @@ struct GuestFrameValueTests {
         .exec(.init(id: "inv-1", method: "echo", entry: ["/kiln/bin/kiln-examples", "echo"], payload: [0x80, 1, 2],
                     deadlineMs: 5_000)),
         .exec(.init(id: "inv-3", method: "echo", entry: ["kiln:noop"], payload: [], deadlineMs: 1, resetAfter: true)),
+        .execBatch(.init(calls: [
+            .init(id: "inv-6", method: "echo", entry: ["kiln-examples", "echo"], payload: [0x80], deadlineMs: 100, resetAfter: true),
+            .init(id: "inv-7", method: "echo", entry: ["kiln-examples", "echo"], payload: [0x81, 0xa1, 0x61, 1], deadlineMs: 5),
+        ])),
+        .result(.notRun("inv-7")),
         .result(.init(id: "inv-1", status: .timeout, output: [], exitCode: 137, stderr: "killed", execUs: 9,
                       maxrssKB: 6_800)),
         .result(.init(id: "inv-2", status: .error, output: [1], exitCode: -1, stderr: "", execUs: 0, maxrssKB: 0)),

@@ -45,6 +45,7 @@ struct InteropOutputTests {
             .result(.init(id: "i", status: .ok, output: [0x80], exitCode: 0, stderr: "", execUs: 90, maxrssKB: 900, resetPending: true)),
             .result(.init(id: "j", status: .error, output: [], exitCode: 139, stderr: "", execUs: 90, maxrssKB: 900, resetPending: true, crashed: true,
                           methodError: "boom")),
+            .execBatch(.init(calls: [.init(id: "k", method: "echo", entry: ["/methods/echo/run"], payload: [0x80], deadlineMs: 100, resetAfter: true)])),
             .ping, .pong(.init(uptimeUs: 5, load1: 0.5, memAvailableKB: 1_000)), .reset(.init(keepRuntime: true)), .resetOK, .shutdown,
             .error(.init(message: "malformed frame")),
         ]

@@ -8,8 +8,8 @@ import Testing
 /// that ends its batch's VM leaves the calls after it to run again, alone.
 @Suite("Batches through a worker", .serialized)
 struct BatchTests {
-    /// A worker with one `small` VM (so that a burst waits for it), sandboxed processes, and
-    /// room for the whole burst in flight.
+    /// A worker with one `small` VM (so that a burst waits for it), sandboxed processes, room
+    /// for the whole burst in flight, and batches of 8 whatever the model predicts of the methods.
     static func worker(_ names: KilnNames) throws -> WorkerProcess {
         let config = FileManager.default.temporaryDirectory.appendingPathComponent("kiln-batch-\(names.prefix).yaml").path
         try """
@@ -17,6 +17,7 @@ struct BatchTests {
           small: {vcpus: 1, memory_mb: 128, min_idle: 1, max_idle: 1, max_total: 1}
         pool:
           batch_calls: 8
+          batch_window_ms: 60000
         amqp:
           prefetch: 64
         """.write(toFile: config, atomically: true, encoding: .utf8)
@@ -92,6 +93,7 @@ struct BatchTests {
         }
         #expect(results[stuck.id]?.status == .timeout)
         #expect((results[stuck.id]?.timing.exec ?? 0) < 30_000_000)
+        #expect(Self.counter("kiln_batches_total", in: try await worker.httpGet("/metrics")) >= 1)
         #expect(worker.stop() == 0)
         await client.close()
     }
