@@ -62,6 +62,14 @@ extension GuestFrame {
             case vcpus
             case memoryMB = "memory_mb"
         }
+
+        /// Whether the agent takes `exec-batch` (version 0.2 on); an older agent is sent its
+        /// calls one by one.
+        public var takesBatches: Bool {
+            let parts = agentVersion.split(separator: ".").prefix(2).map { Int($0) ?? 0 }
+            guard parts.count == 2 else { return false }
+            return parts[0] > 0 || parts[1] >= 2
+        }
     }
 
     /// Run `entry` with `payload` on its stdin, under `deadlineMs`.
@@ -123,7 +131,8 @@ extension GuestFrame {
     /// wiped between them when they ask for `reset_after`), in one frame: under load, one wake of
     /// the guest for several invocations instead of one each. A call that ends the VM's use (a
     /// timeout, a crash, or a reset that fails) ends the batch: the calls after it are answered
-    /// `not_run`, and the host runs them elsewhere.
+    /// `not_run`, and the host runs them elsewhere. Agents from version 0.2 take it (see
+    /// ``Hello/takesBatches``).
     public struct ExecBatch: Codable, Sendable, Equatable {
         public var calls: [ExecRequest]
 

@@ -38,16 +38,33 @@ actor BatchFormation {
         case notRun
     }
 
+    /// How an invocation's wait for a VM ended.
+    enum Decision: Sendable {
+        /// Its own wait ended: lent a VM, or failed to be.
+        case acquired(Result<Placed<PlacementDecision>, any Error>)
+        /// A batch took it first.
+        case boarded(Boarding)
+    }
+
     private struct Waiter {
         let key: Key
         let request: GuestFrame.ExecRequest
         /// Ends the invocation's own wait for a VM once a batch took it.
-        let stopWaiting: @Sendable () -> Void
-        var boarding: Boarding?
+        var stopWaiting: (@Sendable () -> Void)?
+        var decided: Decision?
+        /// The invocation waiting for ``decided``.
+        var awaitingDecision: CheckedContinuation<Decision, Never>?
+        /// Its own wait for a VM has ended (``BatchFormation/acquired(_:_:)``).
+        var waitEnded = false
+        /// It has read ``decided``.
+        var read = false
     }
 
     /// The most calls in one batch.
     let maxCalls: Int
+    /// The most payload bytes in one batch: the agent's frame limit is 16 MiB, and a batch of
+    /// large calls gains nothing from sharing a wake.
+    let maxBytes: Int
     private var waiters: [Ticket: Waiter] = [:]
     /// The waiting invocations of each key, in arrival order.
     private var lines: [Key: [Ticket]] = [:]
@@ -55,39 +72,88 @@ actor BatchFormation {
     private var awaitingOutcome: [Ticket: CheckedContinuation<Outcome, Never>] = [:]
     private var nextTicket: Ticket = 0
 
-    init(maxCalls: Int) {
+    init(maxCalls: Int, maxBytes: Int = 1 << 20) {
         self.maxCalls = maxCalls
+        self.maxBytes = maxBytes
     }
 
     /// Puts an invocation that is about to wait for a VM in its key's line.
-    /// - Parameter stopWaiting: called when a batch takes it.
-    func enlist(_ key: Key, request: GuestFrame.ExecRequest, stopWaiting: @escaping @Sendable () -> Void) -> Ticket {
+    func enlist(_ key: Key, request: GuestFrame.ExecRequest) -> Ticket {
         nextTicket += 1
-        waiters[nextTicket] = Waiter(key: key, request: request, stopWaiting: stopWaiting)
+        waiters[nextTicket] = Waiter(key: key, request: request)
         lines[key, default: []].append(nextTicket)
         return nextTicket
     }
 
-    /// Leaves the line once the invocation's own wait ended: nil when it goes on by itself (it
-    /// was lent a VM, or failed to be), its boarding when a batch took it first.
-    func leave(_ ticket: Ticket) -> Boarding? {
-        guard let waiter = waiters.removeValue(forKey: ticket) else { return nil }
-        if waiter.boarding == nil { removeFromLine(ticket, key: waiter.key) }
-        return waiter.boarding
+    /// How to end the invocation's own wait for a VM, when a batch takes it (at once, when one
+    /// already has).
+    func track(_ ticket: Ticket, stopWaiting: @escaping @Sendable () -> Void) {
+        guard waiters[ticket] != nil else { return }
+        if case .boarded = waiters[ticket]?.decided { stopWaiting() } else { waiters[ticket]!.stopWaiting = stopWaiting }
     }
 
-    /// Takes up to `room` invocations waiting in `key`'s line into the batch of the invocation
-    /// that was lent `lease`, in arrival order, and ends their own waits.
-    func board(_ key: Key, lease: VMLease, decision: PlacementDecision, room: Int) -> [(ticket: Ticket, request: GuestFrame.ExecRequest)] {
+    /// The invocation's own wait for a VM ended with `result`. False when a batch had taken it
+    /// first: the caller gives back the VM it was lent, if any.
+    func acquired(_ ticket: Ticket, _ result: Result<Placed<PlacementDecision>, any Error>) -> Bool {
+        guard waiters[ticket] != nil else { return false }
+        waiters[ticket]!.waitEnded = true
+        if case .boarded = waiters[ticket]!.decided {
+            retireIfDone(ticket)
+            return false
+        }
+        removeFromLine(ticket, key: waiters[ticket]!.key)
+        decide(ticket, .acquired(result))
+        return true
+    }
+
+    /// Waits until the invocation was lent a VM (or failed to be), or a batch took it.
+    func decision(_ ticket: Ticket) async -> Decision {
+        if let decided = waiters[ticket]!.decided {
+            waiters[ticket]!.read = true
+            retireIfDone(ticket)
+            return decided
+        }
+        return await withCheckedContinuation { waiters[ticket]!.awaitingDecision = $0 }
+    }
+
+    /// Takes invocations waiting in `key`'s line into the batch of the invocation that was lent
+    /// `lease`, in arrival order, as many as `room` and the byte bound allow, and ends their own waits.
+    func board(
+        _ key: Key, lease: VMLease, decision: PlacementDecision, leaderBytes: Int, room: Int
+    ) -> [(ticket: Ticket, request: GuestFrame.ExecRequest)] {
         let room = min(room, maxCalls - 1)
         guard room > 0, let line = lines[key], !line.isEmpty else { return [] }
-        let taken = line.prefix(room)
-        lines[key] = line.count > room ? Array(line.dropFirst(room)) : nil
-        return taken.enumerated().map { offset, ticket in
-            waiters[ticket]!.boarding = Boarding(lease: lease.riding(position: offset + 1), decision: decision, position: offset + 1)
-            waiters[ticket]!.stopWaiting()
-            return (ticket, waiters[ticket]!.request)
+        var bytes = leaderBytes
+        var taken: [(ticket: Ticket, request: GuestFrame.ExecRequest)] = []
+        for ticket in line.prefix(room) {
+            let request = waiters[ticket]!.request
+            bytes += request.payload.count
+            guard bytes <= maxBytes else { break }
+            taken.append((ticket, request))
         }
+        guard !taken.isEmpty else { return [] }
+        lines[key] = line.count > taken.count ? Array(line.dropFirst(taken.count)) : nil
+        for (offset, rider) in taken.enumerated() {
+            let position = offset + 1
+            decide(rider.ticket, .boarded(Boarding(lease: lease.riding(position: position), decision: decision, position: position)))
+            waiters[rider.ticket]?.stopWaiting?()
+        }
+        return taken
+    }
+
+    /// Records how a wait ended, and wakes the invocation if it waits for that.
+    private func decide(_ ticket: Ticket, _ decided: Decision) {
+        waiters[ticket]!.decided = decided
+        guard let continuation = waiters[ticket]!.awaitingDecision else { return }
+        waiters[ticket]!.awaitingDecision = nil
+        waiters[ticket]!.read = true
+        retireIfDone(ticket)
+        continuation.resume(returning: decided)
+    }
+
+    /// An entry goes once both its own wait has ended and its decision was read.
+    private func retireIfDone(_ ticket: Ticket) {
+        if let waiter = waiters[ticket], waiter.waitEnded, waiter.read { waiters[ticket] = nil }
     }
 
     /// Hands a call's outcome to whichever invocation waits for it.

@@ -205,7 +205,7 @@ public struct InvocationPipeline: Sendable {
             case .leads(let placed, let ticket):
                 run.scheduleUs = (ContinuousClock.now - received).inMicroseconds - placed.lease.provisionDuration.inMicroseconds
                 let riders = ticket == nil ? [] : await batches!.board(
-                    batchKey!, lease: placed.lease, decision: placed.decision,
+                    batchKey!, lease: placed.lease, decision: placed.decision, leaderBytes: call.payload.count,
                     room: min(method.lifecycle.maxUses - placed.lease.reuseCount, batchCalls(predictedExecUs: placed.decision.winner.prediction.execUs)) - 1)
                 await lead(call, riders: riders, ticket: ticket ?? 0, placed: placed, method: method, run: &run)
                 return
@@ -239,7 +239,8 @@ public struct InvocationPipeline: Sendable {
     }
 
     /// Waits for a VM; with a batch key, in that key's line too, so that the first of the line
-    /// to be lent a VM takes the others along.
+    /// to be lent a VM takes the others along. A batch that takes the invocation ends its wait
+    /// at once, even while a VM is being provisioned for it (that VM then serves the next).
     private func place(
         _ request: PlacementRequest, placement: InvocationPlacement, call: GuestFrame.ExecRequest, batchKey: BatchFormation.Key?
     ) async -> Placing {
@@ -251,17 +252,24 @@ public struct InvocationPipeline: Sendable {
                 return .failed(error)
             }
         }
-        let acquiring = Task { try await pool.acquire(request, policy: placement, maxWaiting: localQueue) }
-        let ticket = await batches.enlist(batchKey, request: call) { acquiring.cancel() }
-        let acquired = await withTaskCancellationHandler { await acquiring.result } onCancel: { acquiring.cancel() }
-        if let boarding = await batches.leave(ticket) {
-            // Lent a VM just as a batch took it: the VM ran nothing, and serves the next.
-            if case .success(let placed) = acquired { await pool.giveBack(placed.lease) }
-            return .rides(boarding, ticket: ticket)
+        let ticket = await batches.enlist(batchKey, request: call)
+        let acquiring = Task {
+            let acquired: Result<Placed<PlacementDecision>, any Error>
+            do {
+                acquired = .success(try await pool.acquire(request, policy: placement, maxWaiting: localQueue))
+            } catch {
+                acquired = .failure(error)
+            }
+            // A batch took the invocation first: the VM ran nothing, and serves the next.
+            if await !batches.acquired(ticket, acquired), case .success(let placed) = acquired {
+                await pool.giveBack(placed.lease)
+            }
         }
-        switch acquired {
-        case .success(let placed): return .leads(placed, ticket: ticket)
-        case .failure(let error): return .failed(error)
+        await batches.track(ticket) { acquiring.cancel() }
+        switch await withTaskCancellationHandler(operation: { await batches.decision(ticket) }, onCancel: { acquiring.cancel() }) {
+        case .boarded(let boarding): return .rides(boarding, ticket: ticket)
+        case .acquired(.success(let placed)): return .leads(placed, ticket: ticket)
+        case .acquired(.failure(let error)): return .failed(error)
         }
     }
 
@@ -291,10 +299,14 @@ public struct InvocationPipeline: Sendable {
             logger.debug("\(call.method) on \(lease.vm.id): a batch of \(tickets.count)")
             metrics.batchSent(calls: tickets.count)
             async let ran = runBatch([call] + riders.map(\.request), tickets: tickets, on: lease)
-            guard case .answered(let answer, let elapsedUs) = await batches!.outcome(of: ticket) else {
-                preconditionFailure("a batch's first call always runs")
+            switch await batches!.outcome(of: ticket) {
+            case .answered(let answer, let elapsedUs):
+                run.result = interpret(answer, elapsedUs: elapsedUs, call: call, memoryMB: lease.profile.memoryMB, run: &run)
+            case .notRun:
+                // The session refuses a first call answered `not_run`; should one come through, it is the VM's failure.
+                let failure = VMError.protocolViolation(vm: lease.vm.id, detail: "the first call of a batch was not run")
+                run.result = interpret(.failure(failure), elapsedUs: 0, call: call, memoryMB: lease.profile.memoryMB, run: &run)
             }
-            run.result = interpret(answer, elapsedUs: elapsedUs, call: call, memoryMB: lease.profile.memoryMB, run: &run)
             await finish(&run, lease: lease, decision: decision)
             execution = await ran
             await release(lease, execution, method: method, invocation: run.invocation)
@@ -341,7 +353,15 @@ public struct InvocationPipeline: Sendable {
         /// Notes a call's answer; returns the host's time for it, or nil when the agent did not run it.
         func record(_ answer: Result<GuestFrame.ExecResult, any Error>, resetAfter: Bool) -> UInt64? {
             answered += 1
-            if case .success(let result) = answer, result.notRun { return nil }
+            if case .success(let result) = answer, result.notRun {
+                switch summary.outcome {
+                case .timedOut, .crashed, .vmFailed: break
+                // No call before it ended the batch (its reset failed, and the agent powers off):
+                // the VM is of no further use.
+                case .completed, .failed: summary.outcome = .vmFailed("its agent ended a batch early")
+                }
+                return nil
+            }
             let now = ContinuousClock.now
             defer { last = now }
             summary.calls += 1

@@ -4,7 +4,8 @@ import KilnWire
 /// The agent's main loop: greet, then serve one frame at a time until the host goes away; on a
 /// virtio port, wait for the next host (a restored clone's) and greet it again.
 struct Agent {
-    static let version = "0.1.0"
+    /// 0.2 takes `exec-batch`.
+    static let version = "0.2.0"
 
     private let options: AgentOptions
     private var port: GuestPort
@@ -116,7 +117,7 @@ struct Agent {
                 reply = .error(.init(message: "malformed frame: \(error)"))
             }
             if let reply, !port.send(reply) { return }
-            resetIfAsked()
+            if !resetIfAsked() { powerOffAfterFailedReset() }
         }
     }
 
@@ -125,28 +126,36 @@ struct Agent {
     /// `not_run`. False when the host went away.
     private mutating func serve(_ batch: GuestFrame.ExecBatch) -> Bool {
         var ended = false
-        for request in batch.calls {
+        for (index, request) in batch.calls.enumerated() {
             guard !ended else {
                 guard port.send(.result(.notRun(request.id))) else { return false }
                 continue
             }
             let result = answer(request)
             guard port.send(.result(result)) else { return false }
-            resetIfAsked()
+            guard resetIfAsked() else {
+                // The calls after it must not meet what outlived the kill: they go elsewhere.
+                for later in batch.calls[(index + 1)...] {
+                    guard port.send(.result(.notRun(later.id))) else { break }
+                }
+                powerOffAfterFailedReset()
+            }
             ended = result.status == .timeout || result.crashed
         }
         return true
     }
 
-    /// The reset the exec just answered asked for (`reset_after`).
-    private mutating func resetIfAsked() {
-        guard resetAfterReply else { return }
+    /// The reset the exec just answered asked for (`reset_after`); false when it failed.
+    private mutating func resetIfAsked() -> Bool {
+        guard resetAfterReply else { return true }
         resetAfterReply = false
-        if !reset(keepingRuntime: true) {
-            // Nobody can be told: the next call must not meet what outlived the kill.
-            AgentLog.write("kiln-agent: the last method's processes outlived the reset; powering off")
-            housekeeping.powerOff()
-        }
+        return reset(keepingRuntime: true)
+    }
+
+    /// Nobody can be told: the next call must not meet what outlived the kill.
+    private func powerOffAfterFailedReset() -> Never {
+        AgentLog.write("kiln-agent: the last method's processes outlived the reset; powering off")
+        housekeeping.powerOff()
     }
 
     /// Runs one call, and notes the reset it asks for once its result is sent.

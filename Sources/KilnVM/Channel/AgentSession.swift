@@ -69,6 +69,9 @@ public actor AgentSession {
         do throws(VMError) {
             try await exclusive { () async throws(VMError) in
                 let step = "exec-batch \(requests[0].method) ×\(requests.count)"
+                // Whether a call ended the batch (a timeout, a crash, a reset that failed): the
+                // agent then runs none of the rest.
+                var ended = false
                 for (index, request) in requests.enumerated() {
                     let timeout = Duration.milliseconds(Int64(clamping: request.deadlineMs)) + grace
                     let deadline = ContinuousClock.now + timeout
@@ -79,6 +82,12 @@ public actor AgentSession {
                         let frame = try await receive(until: deadline, timeout: timeout, step: step)
                         switch frame {
                         case .result(let result) where result.id == request.id:
+                            // The first call always runs; once one ended the batch, none runs.
+                            guard result.notRun ? index > 0 : !ended else {
+                                throw .protocolViolation(
+                                    vm: vmID, detail: "call \(index) of a batch answered \(result.notRun ? "not_run first" : "after the batch ended")")
+                            }
+                            ended = ended || result.notRun || result.status == .timeout || result.crashed
                             await each(index, .success(result))
                         case .error(let error):
                             throw .agentError(vm: vmID, message: error.message)

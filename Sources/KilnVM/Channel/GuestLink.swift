@@ -26,7 +26,11 @@ struct GuestLink: Sendable {
         let failure = await session.execBatch(requests, grace: execGrace) { index, outcome in
             await each(index, outcome.mapError { $0 })
         }
-        if let failure { _ = try? await killingOnFailure { () async throws(VMError) in throw failure } }
+        if let failure {
+            // Whatever the failure, the calls after it go elsewhere: the guest must not run them too.
+            logger.warning("guest failed during a batch; killing it", metadata: ["vm": "\(vmID)", "error": "\(failure)"])
+            await process.kill(timeout: .seconds(5))
+        }
     }
 
     func reset(keepingServeRuntime: Bool) async throws {
