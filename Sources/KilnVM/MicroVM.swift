@@ -57,14 +57,7 @@ extension MicroVM {
     public func execOneByOne(
         _ requests: [GuestFrame.ExecRequest], each: @Sendable (Int, Result<GuestFrame.ExecResult, any Error>) async -> Void
     ) async {
-        for (index, request) in requests.enumerated() {
-            do {
-                await each(index, .success(try await exec(request)))
-            } catch {
-                await each(index, .failure(error))
-                return
-            }
-        }
+        await execOneAfterAnother(requests, exec: exec, each: each)
     }
 
     /// Kills everything the last method left running, serve-mode runtimes included, and wipes the
@@ -201,5 +194,21 @@ public struct ResourceLimits: Sendable, Equatable {
     public init(cpus: Double, memoryMB: Int) {
         self.cpus = cpus
         self.memoryMB = memoryMB
+    }
+}
+
+/// Runs `requests` one after another with `exec`, handing `each` every outcome in order; after a
+/// failure the rest get none, as after a failure in a batch.
+func execOneAfterAnother(
+    _ requests: [GuestFrame.ExecRequest], exec: (GuestFrame.ExecRequest) async throws -> GuestFrame.ExecResult,
+    each: @Sendable (Int, Result<GuestFrame.ExecResult, any Error>) async -> Void
+) async {
+    for (index, request) in requests.enumerated() {
+        do {
+            await each(index, .success(try await exec(request)))
+        } catch {
+            await each(index, .failure(error))
+            return
+        }
     }
 }

@@ -23,6 +23,11 @@ struct GuestLink: Sendable {
     func execBatch(
         _ requests: [GuestFrame.ExecRequest], each: @Sendable (Int, Result<GuestFrame.ExecResult, any Error>) async -> Void
     ) async {
+        guard await session.hello?.takesBatches == true else {
+            // An agent older than batches: its calls one by one.
+            await execOneAfterAnother(requests, exec: exec, each: each)
+            return
+        }
         let failure = await session.execBatch(requests, grace: execGrace) { index, outcome in
             await each(index, outcome.mapError { $0 })
         }

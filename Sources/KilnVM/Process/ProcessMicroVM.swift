@@ -52,10 +52,6 @@ public actor ProcessMicroVM: MicroVM {
             if !requests.isEmpty { await each(0, .failure(error)) }
             return
         }
-        guard await session.hello?.takesBatches == true else {
-            await execOneByOne(requests, each: each)
-            return
-        }
         await link.execBatch(requests, each: each)
     }
 

@@ -57,10 +57,6 @@ public actor QEMUMicroVM: MicroVM {
             if !requests.isEmpty { await each(0, .failure(error)) }
             return
         }
-        guard await session.hello?.takesBatches == true else {
-            await execOneByOne(requests, each: each)
-            return
-        }
         await link.execBatch(requests, each: each)
     }
 
