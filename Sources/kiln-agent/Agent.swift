@@ -14,6 +14,7 @@ struct Agent {
     private let methods: MethodTable
     private var rootFilesystems: RootFilesystems
     private var housekeeping: Housekeeping
+    private let scratch: ScratchFolder
     private var entropy = EntropyMixer()
     /// The method whose code has run here since everything was last cleared: before another
     /// method's code runs, nothing of it may remain (processes, runtimes, scratch files).
@@ -27,10 +28,10 @@ struct Agent {
         self.runner = MethodRunner(scratch: options.scratch)
         self.runtimes = ServeRuntimes(scratch: options.scratch)
         self.methods = MethodTable.load(path: options.manifest)
-        self.housekeeping = Housekeeping(scratch: options.scratch, ownsMachine: self.port.reconnects, methodCgroup: options.methodCgroup)
+        self.housekeeping = Housekeeping(ownsMachine: self.port.reconnects, methodCgroup: options.methodCgroup)
         // Methods find programs by name in these folders; their working directory is scratch.
         setenv("PATH", "/kiln/bin:/bin:/sbin:/usr/bin:/usr/sbin", 1)
-        _ = mkdir(options.scratch, 0o1777)
+        self.scratch = ScratchFolder(path: options.scratch)
         _ = chdir(options.scratch)
         // A host that disappears mid-write must not kill the agent.
         signal(SIGPIPE, SIG_IGN)
@@ -160,8 +161,11 @@ struct Agent {
 
     /// Runs one call, and notes the reset it asks for once its result is sent.
     private mutating func answer(_ request: GuestFrame.ExecRequest) -> GuestFrame.ExecResult {
-        var result = execute(request)
+        // One reap before each call collects what ended since the last (orphans, and a serve
+        // runtime that died between calls, which the call must not be blamed for): the runtimes
+        // judge whether they are up from it rather than asking the kernel again.
         for orphan in housekeeping.reapOrphans() { runtimes.noteReaped(pid: orphan.pid, status: orphan.status) }
+        var result = execute(request)
         resetAfterReply = request.resetAfter
         result.resetPending = request.resetAfter
         return result
@@ -195,7 +199,7 @@ struct Agent {
     /// still running, else everything. False when not everything could be cleared.
     private mutating func reset(keepingRuntime: Bool) -> Bool {
         if keepingRuntime, let tenant, runtimes.isRunning(tenant) {
-            housekeeping.wipeScratch()
+            scratch.wipe()
             return true
         }
         return clearEverything()
@@ -227,7 +231,7 @@ struct Agent {
         runtimes.killAll()
         runner.killSpawnedGroups()
         let cleared = housekeeping.killEverything()
-        housekeeping.wipeScratch()
+        scratch.wipe()
         rootFilesystems.wipeWrites()
         tenant = nil
         return cleared

@@ -1,9 +1,8 @@
 import Glibc
 import KilnWire
 
-/// The guest's state between methods: what `hello` and `pong` report, what `reset` cleans.
+/// The guest's state between methods: what `hello` and `pong` report, the processes `reset` ends.
 struct Housekeeping {
-    let scratch: String
     /// True inside a VM: the agent is the guest's init, and `shutdown` powers the machine off.
     let ownsMachine: Bool
     /// The cgroup methods run in, when the guest made one.
@@ -101,17 +100,6 @@ struct Housekeeping {
         return true
     }
 
-    /// Empties the scratch folder.
-    func wipeScratch() {
-        let fd = open(scratch, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else {
-            _ = mkdir(scratch, 0o1777)
-            return
-        }
-        removeContents(of: fd)
-        close(fd)
-    }
-
     /// Reaps exited children that are not a method's main process (orphans re-parented to PID 1,
     /// or a serve runtime that ended between calls); returns them with their wait status.
     func reapOrphans() -> [(pid: pid_t, status: Int32)] {
@@ -139,31 +127,6 @@ struct Housekeeping {
             nanosleep(&pause, nil)
         }
         exit(0)
-    }
-
-    /// Removes everything below the directory `fd`, without following symbolic links.
-    private func removeContents(of fd: Int32) {
-        guard let directory = fdopendir(dup(fd)) else { return }
-        defer { closedir(directory) }
-        var names: [String] = []
-        while let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if name != "." && name != ".." { names.append(name) }
-        }
-        for name in names {
-            var info = stat()
-            guard fstatat(fd, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
-            if info.st_mode & S_IFMT == S_IFDIR {
-                let child = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-                if child >= 0 {
-                    removeContents(of: child)
-                    close(child)
-                }
-                _ = unlinkat(fd, name, AT_REMOVEDIR)
-            } else {
-                _ = unlinkat(fd, name, 0)
-            }
-        }
     }
 
     static func uptimeMicroseconds() -> UInt64 {

@@ -86,14 +86,9 @@ final class ServeRuntime {
     /// The wait status, once the process has exited and been reaped.
     private(set) var exitStatus: Int32?
 
-    /// Whether the process is still running; reaps it when it has exited.
-    func isRunning() -> Bool {
-        guard exitStatus == nil else { return false }
-        var status: Int32 = 0
-        guard waitpid(pid, &status, WNOHANG) == pid else { return true }
-        exitStatus = status
-        return false
-    }
+    /// Whether the process was running when it was last reaped for: the agent reaps every
+    /// exited child before each call, and ``noteReaped(status:)`` records this one's exit.
+    var isRunning: Bool { exitStatus == nil }
 
     /// Records the wait status when something else (the agent's orphan reaper) collected it.
     func noteReaped(status: Int32) {

@@ -36,16 +36,16 @@ struct ServeRuntimes {
         }
     }
 
-    /// Whether `method` has a runtime up.
-    mutating func isRunning(_ method: String) -> Bool {
-        running[method]?.isRunning() ?? false
+    /// Whether `method` has a runtime up, as of the agent's last reap.
+    func isRunning(_ method: String) -> Bool {
+        running[method]?.isRunning ?? false
     }
 
     /// Runs one call of a serve-mode method, starting its runtime when it has none (or the one it
     /// had has ended, or was started with another entry).
     mutating func call(_ request: GuestFrame.ExecRequest) -> GuestFrame.ExecResult {
         let started = monotonicMicroseconds()
-        if let runtime = running[request.method], runtime.entry != request.entry || !runtime.isRunning() {
+        if let runtime = running[request.method], runtime.entry != request.entry || !runtime.isRunning {
             _ = runtime.kill()
             running[request.method] = nil
         }

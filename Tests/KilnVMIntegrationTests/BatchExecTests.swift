@@ -52,14 +52,20 @@ struct BatchExecTests {
         }
     }
 
-    /// Each call asks for `reset_after`: the file the one before left in scratch is gone.
+    /// Each call asks for `reset_after`: what the one before left in scratch is gone, be it a
+    /// file, a hidden folder holding one, or nothing at all after a file made and removed (the
+    /// agent skips the wipe of a folder whose size says it is empty).
     @Test(arguments: Backend.allCases)
     func scratchIsWipedBetweenTheCallsOfABatch(backend: Backend) async throws {
         try await withVM(backend) { vm in
-            let script = #"if [ -e left-behind ]; then r=dirty; else r=clean; fi; touch left-behind; printf '\201\246output\245'$r"#
-            let requests = (0..<3).map { _ in Fixture.shell(script, resetAfter: true) }
+            let check = #"if [ -n "$(ls -A)" ]; then r=dirty; else r=clean; fi; "#
+            let answer = #"printf '\201\246output\245'$r"#
+            let leaves = ["touch left-behind; ", "mkdir -p .hidden/deeper && touch .hidden/deeper/f; ",
+                          "touch gone && rm gone; ", "mkdir .only; ", ""]
+            let requests = leaves.map { Fixture.shell(check + $0 + answer, resetAfter: true) }
             let results = try await Self.batch(requests, on: vm)
-            #expect(try results.map { try Fixture.output(of: $0) } == ["clean", "clean", "clean"], "\(results.map(\.stderr))")
+            #expect(try results.map { try Fixture.output(of: $0) } == Array(repeating: "clean", count: leaves.count),
+                    "\(results.map(\.stderr))")
         }
     }
 
