@@ -11,13 +11,20 @@ public struct PlacementRequest: Sendable, Equatable {
     /// Names of what the method needs beyond its code (its runtime, data files): a VM that ran
     /// it has them loaded, which the candidates report.
     public var dependencies: Set<String>
+    /// The invocation asked for a VM before and did not run (its batch ended before its call):
+    /// its arrival was counted then, and the demand figures must not count it twice.
+    public var placedAgain: Bool
 
-    public init(invocationID: String, method: String, profile: String, affinityKey: String? = nil, dependencies: Set<String> = []) {
+    public init(
+        invocationID: String, method: String, profile: String, affinityKey: String? = nil, dependencies: Set<String> = [],
+        placedAgain: Bool = false
+    ) {
         self.invocationID = invocationID
         self.method = method
         self.profile = profile
         self.affinityKey = affinityKey
         self.dependencies = dependencies
+        self.placedAgain = placedAgain
     }
 }
 

@@ -100,6 +100,9 @@ public struct PoolStatus: Sendable, Codable, Equatable {
     /// Invocations of any profile held because the host's CPU is saturated (the same figure in
     /// every profile's status).
     public var heldForSaturatedHost: Int
+    /// Invocations that asked for a VM of this profile, per second over the sizer's demand
+    /// window (absent from workers older than this field).
+    public var arrivalsPerSecond: Double?
     public var lastSizing: String
     public var vms: [VM]
 }

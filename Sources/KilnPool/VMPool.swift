@@ -112,8 +112,10 @@ public actor VMPool: Service {
         _ request: PlacementRequest, policy: Policy, maxWaiting: Int
     ) async throws -> Placed<Policy.Decision> {
         guard profiles[request.profile] != nil else { throw PoolError.unknownProfile(request.profile) }
-        profiles[request.profile]!.demand.recordArrival()
-        forecaster.recordArrival(request.method, at: .now)
+        if !request.placedAgain {
+            profiles[request.profile]!.demand.recordArrival()
+            forecaster.recordArrival(request.method, at: .now)
+        }
         methodsByProfile[request.profile, default: []].insert(request.method)
         var heldBefore = false
         var waitedBefore = false
@@ -362,6 +364,7 @@ public actor VMPool: Service {
     public func status() -> [PoolStatus] {
         let now = ContinuousClock.now
         return profiles.keys.sorted().map { name in
+            let arrivalsPerSecond = profiles[name]!.demand.snapshot(now: now).arrivalRate
             let state = profiles[name]!
             let idle = state.idle.map {
                 PoolStatus.VM(id: $0.vm.id, state: "idle", uses: $0.uses, lastMethod: $0.lastMethod, ageSeconds: (now - $0.createdAt).inSeconds)
@@ -373,7 +376,7 @@ public actor VMPool: Service {
                 profile: name, backend: backend.name, idle: state.idle.count, busy: state.busy, resetting: state.resetting,
                 provisioning: state.provisioning, targetIdle: state.targetIdle, minIdle: state.settings.minIdle,
                 maxTotal: state.settings.maxTotal, waiting: lines.count(.profile(state.settings.vm.name)),
-                heldForSaturatedHost: lines.count(.saturatedHost), lastSizing: state.lastSizing,
+                heldForSaturatedHost: lines.count(.saturatedHost), arrivalsPerSecond: arrivalsPerSecond, lastSizing: state.lastSizing,
                 vms: (idle + lent).sorted { $0.id < $1.id })
         }
     }

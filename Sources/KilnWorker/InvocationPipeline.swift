@@ -178,7 +178,7 @@ public struct InvocationPipeline: Sendable {
             await finish(&run, lease: nil)
             return
         }
-        let request = PlacementRequest(
+        var request = PlacementRequest(
             invocationID: invocation.id, method: invocation.method, profile: method.profile, affinityKey: affinityKey(invocation),
             dependencies: method.dependencies.names)
         let traits = InvocationTraits(
@@ -214,6 +214,7 @@ public struct InvocationPipeline: Sendable {
                     // A call before it ended the batch's VM: once more, alone.
                     logger.debug("\(invocation.id) did not run in its batch; placing it again")
                     batchKey = nil
+                    request.placedAgain = true
                     continue
                 }
                 // Its wait for a VM, and for the calls before it in the batch.

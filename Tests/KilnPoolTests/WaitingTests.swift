@@ -130,6 +130,27 @@ struct WaitingTests {
         await pool.shutdown()
     }
 
+    /// An invocation placed again after its batch ended before its call counted as an arrival
+    /// the first time; the demand that sizes the pool must not count it twice.
+    @Test func anInvocationPlacedAgainIsNotASecondArrival() async throws {
+        let pool = pool(FakeDriver())
+        func arrivalsPerSecond() async -> Double { await pool.status().first?.arrivalsPerSecond ?? -1 }
+        func placeAndRelease(_ request: PlacementRequest) async throws {
+            let lease = try await pool.acquire(request, policy: SaturationGateTests.FirstCandidate(), maxWaiting: 8).lease
+            await pool.release(lease, method: "echo", affinityKey: nil, outcome: .completed, lifecycle: LifecyclePolicy())
+        }
+        try await placeAndRelease(request("1"))
+        let once = await arrivalsPerSecond()
+        #expect(once > 0)
+        var again = request("1")
+        again.placedAgain = true
+        try await placeAndRelease(again)
+        #expect(await arrivalsPerSecond() == once)
+        try await placeAndRelease(request("2"))
+        #expect(await arrivalsPerSecond() == 2 * once)
+        await pool.shutdown()
+    }
+
     @Test func anIdleVMAboveTheTargetGoesOnlyAfterItsTTL() async throws {
         let driver = FakeDriver()
         let pool = VMPool(
