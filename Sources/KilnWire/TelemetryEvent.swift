@@ -217,12 +217,15 @@ extension TelemetryEvent {
         public var execUs: UInt64
         public var totalUs: UInt64
         public var predictedUs: UInt64?
+        /// The time spent provisioning a VM for it (0 on a warm VM), which the prediction
+        /// (`predicted_us`) covers with `exec_us`; absent from workers before the dashboard.
+        public var provisionUs: UInt64?
         /// How the VM was chosen: every candidate, scored.
         public var placement: Placement?
 
         public init(
             id: String, method: String, status: InvocationResult.Status, vm: String?, cold: Bool,
-            execUs: UInt64, totalUs: UInt64, predictedUs: UInt64?, placement: Placement? = nil
+            execUs: UInt64, totalUs: UInt64, predictedUs: UInt64?, provisionUs: UInt64? = nil, placement: Placement? = nil
         ) {
             self.id = id
             self.method = method
@@ -232,6 +235,7 @@ extension TelemetryEvent {
             self.execUs = execUs
             self.totalUs = totalUs
             self.predictedUs = predictedUs
+            self.provisionUs = provisionUs
             self.placement = placement
         }
 
@@ -240,6 +244,7 @@ extension TelemetryEvent {
             case execUs = "exec_us"
             case totalUs = "total_us"
             case predictedUs = "predicted_us"
+            case provisionUs = "provision_us"
             case placement
         }
     }
@@ -255,14 +260,21 @@ extension TelemetryEvent {
             public var uncertaintyUs: UInt64
             public var suitability: Double
             public var chosen: Bool
+            /// What the host's load made the candidate cost (1: nothing; an idle VM is always
+            /// 1), which divides its score; absent from workers before the dashboard.
+            public var resourceFactor: Double?
 
-            public init(place: String, warmth: String, predictedUs: UInt64, uncertaintyUs: UInt64, suitability: Double, chosen: Bool) {
+            public init(
+                place: String, warmth: String, predictedUs: UInt64, uncertaintyUs: UInt64, suitability: Double, chosen: Bool,
+                resourceFactor: Double? = nil
+            ) {
                 self.place = place
                 self.warmth = warmth
                 self.predictedUs = predictedUs
                 self.uncertaintyUs = uncertaintyUs
                 self.suitability = suitability
                 self.chosen = chosen
+                self.resourceFactor = resourceFactor
             }
 
             enum CodingKeys: String, CodingKey {
@@ -270,6 +282,7 @@ extension TelemetryEvent {
                 case predictedUs = "predicted_us"
                 case uncertaintyUs = "uncertainty_us"
                 case suitability, chosen
+                case resourceFactor = "resource_factor"
             }
         }
 

@@ -110,6 +110,8 @@ public struct InvocationPipeline: Sendable {
     let history: HistoryRecorder?
     /// Cross-host affinity's forwarding, when the worker takes part in it.
     let forwarder: AffinityForwarder?
+    /// The latency model's live error per method (`kiln_model_error_ratio`).
+    let predictionError = PredictionError()
     /// The lines in which invocations wait for VMs to leave in batches; nil sends each alone.
     let batches: BatchFormation?
     let logger: Logger
@@ -391,6 +393,10 @@ public struct InvocationPipeline: Sendable {
             features: decision.winner.features, provisionUs: Double(lease.provisionDuration.inMicroseconds),
             execUs: Double(run.execUs), succeeded: run.outcome.ranToEnd)
         scorer.predictor.observe(outcome)
+        if outcome.succeeded, let ratio = predictionError.observe(
+            method: run.invocation.method, predictedUs: decision.winner.prediction.totalUs, measuredUs: outcome.provisionUs + outcome.execUs) {
+            metrics.modelError(method: run.invocation.method, ratio: ratio)
+        }
         history?.record(ExecutionRecord(
             invocationID: run.invocation.id, recordedAtUs: TelemetrySink.nowMicroseconds(), outcome: outcome,
             predictedUs: decision.winner.prediction.totalUs, predictor: scorer.predictor.name,
@@ -532,6 +538,7 @@ public struct InvocationPipeline: Sendable {
         metrics.telemetry.emit(.invocationCompleted(.init(
             id: result.id, method: result.method, status: result.status, vm: lease?.vm.id, cold: lease?.cold ?? false,
             execUs: run.execUs, totalUs: totalUs, predictedUs: result.predictedUs,
+            provisionUs: lease.map { Self.microseconds(Double($0.provisionDuration.inMicroseconds)) },
             placement: decision.map(placementSummary))))
     }
 
@@ -546,7 +553,8 @@ public struct InvocationPipeline: Sendable {
             return .init(
                 place: place, warmth: scored.features.warmth.rawValue,
                 predictedUs: Self.microseconds(scored.prediction.totalUs), uncertaintyUs: Self.microseconds(scored.prediction.uncertaintyUs),
-                suitability: scored.suitability.isFinite ? (scored.suitability * 100).rounded() / 100 : 0, chosen: index == decision.winnerIndex)
+                suitability: scored.suitability.isFinite ? (scored.suitability * 100).rounded() / 100 : 0, chosen: index == decision.winnerIndex,
+                resourceFactor: scored.resourceFactor.isFinite ? (scored.resourceFactor * 1000).rounded() / 1000 : nil)
         })
     }
 

@@ -27,6 +27,11 @@ public struct WorkerMetrics: Sendable {
         Timer(label: "kiln_overhead_seconds", preferredDisplayUnit: .seconds).recordMicroseconds(overheadUs)
     }
 
+    /// The latency model's error for `method` after its latest run (see ``PredictionError``).
+    func modelError(method: String, ratio: Double) {
+        Gauge(label: "kiln_model_error_ratio", dimensions: [("method", method)]).record(ratio)
+    }
+
     /// A batch of `calls` invocations went to one VM in one frame.
     func batchSent(calls: Int) {
         Counter(label: "kiln_batches_total").increment()
