@@ -319,21 +319,30 @@ extension TelemetryEvent {
             public var busy: UInt32
             /// The idle count the sizer aims at.
             public var target: UInt32
+            /// Invocations waiting for a VM of this profile; absent from workers before the
+            /// dashboard.
+            public var waiting: UInt32?
 
-            public init(profile: String, idle: UInt32, busy: UInt32, target: UInt32) {
+            public init(profile: String, idle: UInt32, busy: UInt32, target: UInt32, waiting: UInt32? = nil) {
                 self.profile = profile
                 self.idle = idle
                 self.busy = busy
                 self.target = target
+                self.waiting = waiting
             }
         }
 
+        /// The host's memory; absent from workers before the dashboard.
+        public var memTotalMB: UInt64?
+
         public init(
             cpuUtil: Double, memAvailableMB: UInt64, memPressure: Double, netRxBps: UInt64,
-            netTxBps: UInt64, vmsIdle: UInt32, vmsBusy: UInt32, backend: String? = nil, pools: [Pool]? = nil
+            netTxBps: UInt64, vmsIdle: UInt32, vmsBusy: UInt32, backend: String? = nil, pools: [Pool]? = nil,
+            memTotalMB: UInt64? = nil
         ) {
             self.cpuUtil = cpuUtil
             self.memAvailableMB = memAvailableMB
+            self.memTotalMB = memTotalMB
             self.memPressure = memPressure
             self.netRxBps = netRxBps
             self.netTxBps = netTxBps
@@ -352,6 +361,7 @@ extension TelemetryEvent {
             case vmsIdle = "vms_idle"
             case vmsBusy = "vms_busy"
             case backend, pools
+            case memTotalMB = "mem_total_mb"
         }
     }
 }

@@ -45,7 +45,7 @@ struct AffinityForwarder: Sendable {
             logger.warning("could not forward \(invocation.id.loggable) to its affinity worker (\(error)); running it here")
             return false
         }
-        Counter(label: "kiln_affinity_forwarded_total").increment()
+        Counter(label: KilnMetric.affinityForwardedTotal.rawValue).increment()
         return true
     }
 }

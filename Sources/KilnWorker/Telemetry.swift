@@ -12,7 +12,7 @@ public struct TelemetrySink: Sendable {
     let host: String
     let worker: String
     let continuation: AsyncStream<TelemetryEvent>.Continuation
-    private let dropped = Counter(label: "kiln_telemetry_dropped_total")
+    private let dropped = Counter(label: KilnMetric.telemetryDroppedTotal.rawValue)
 
     /// Reports `payload`, stamped with the host, the worker and the time.
     public func emit(_ payload: TelemetryEvent.Payload) {
@@ -36,7 +36,7 @@ public final class TelemetryPublisher: Service, Sendable {
     private let exchange: String
     private let logger: Logger
     private let maxInFlight: Int
-    private let failed = Counter(label: "kiln_telemetry_publish_failures_total")
+    private let failed = Counter(label: KilnMetric.telemetryPublishFailuresTotal.rawValue)
     /// The end other components emit into.
     public let sink: TelemetrySink
 

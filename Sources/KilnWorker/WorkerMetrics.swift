@@ -19,73 +19,76 @@ public struct WorkerMetrics: Sendable {
 
     /// An invocation's result was published.
     func invocationCompleted(method: String, status: InvocationResult.Status, execUs: UInt64, totalUs: UInt64, overheadUs: UInt64, cold: Bool) {
-        Counter(label: "kiln_invocations_total", dimensions: [("method", method), ("status", status.rawValue)]).increment()
-        Timer(label: "kiln_exec_seconds", dimensions: [("method", method)], preferredDisplayUnit: .seconds)
+        Counter(label: KilnMetric.invocationsTotal.rawValue, dimensions: [("method", method), ("status", status.rawValue)]).increment()
+        Timer(label: KilnMetric.execSeconds.rawValue, dimensions: [("method", method)], preferredDisplayUnit: .seconds)
             .recordMicroseconds(execUs)
-        Timer(label: "kiln_total_seconds", dimensions: [("method", method), ("start", cold ? "cold" : "warm")], preferredDisplayUnit: .seconds)
+        Timer(label: KilnMetric.totalSeconds.rawValue, dimensions: [("method", method), ("start", cold ? "cold" : "warm")], preferredDisplayUnit: .seconds)
             .recordMicroseconds(totalUs)
-        Timer(label: "kiln_overhead_seconds", preferredDisplayUnit: .seconds).recordMicroseconds(overheadUs)
+        Timer(label: KilnMetric.overheadSeconds.rawValue, preferredDisplayUnit: .seconds).recordMicroseconds(overheadUs)
     }
 
     /// The latency model's error for `method` after its latest run (see ``PredictionError``).
     func modelError(method: String, ratio: Double) {
-        Gauge(label: "kiln_model_error_ratio", dimensions: [("method", method)]).record(ratio)
+        Gauge(label: KilnMetric.modelErrorRatio.rawValue, dimensions: [("method", method)]).record(ratio)
     }
 
     /// A batch of `calls` invocations went to one VM in one frame.
     func batchSent(calls: Int) {
-        Counter(label: "kiln_batches_total").increment()
-        Counter(label: "kiln_batched_invocations_total").increment(by: calls)
+        Counter(label: KilnMetric.batchesTotal.rawValue).increment()
+        Counter(label: KilnMetric.batchedInvocationsTotal.rawValue).increment(by: calls)
     }
 
     /// Makes the model's counters exist from the start, at zero, so that a dashboard sees them
     /// before the first refusal.
     static func registerModelMetrics() {
         for reason in LearnedPredictor.Rejection.allCases {
-            Counter(label: "kiln_model_rejected_updates_total", dimensions: [("reason", reason.rawValue)]).increment(by: 0)
+            Counter(label: KilnMetric.modelRejectedUpdatesTotal.rawValue, dimensions: [("reason", reason.rawValue)]).increment(by: 0)
         }
     }
 
     /// The latency model refused an update (see ``LearnedPredictor/Rejection``).
     static func modelRejectedUpdate(_ reason: LearnedPredictor.Rejection) {
-        Counter(label: "kiln_model_rejected_updates_total", dimensions: [("reason", reason.rawValue)]).increment()
+        Counter(label: KilnMetric.modelRejectedUpdatesTotal.rawValue, dimensions: [("reason", reason.rawValue)]).increment()
     }
 
     /// A body was dead-lettered, for `reason` (the error's kind).
     func deadLettered(reason: String) {
-        Counter(label: "kiln_dead_letters_total", dimensions: [("reason", reason)]).increment()
+        Counter(label: KilnMetric.deadLettersTotal.rawValue, dimensions: [("reason", reason)]).increment()
     }
 
     /// `kiln_worker_info{host, worker, backend} 1`: which host and worker a scrape came from,
     /// for joining a fleet's series on (the Prometheus "info" metric pattern).
     static func registerWorkerInfo(host: String, worker: String, backend: String) {
-        Gauge(label: "kiln_worker_info", dimensions: [("host", host), ("worker", worker), ("backend", backend)]).record(1)
+        Gauge(label: KilnMetric.workerInfo.rawValue, dimensions: [("host", host), ("worker", worker), ("backend", backend)]).record(1)
     }
 
     /// A host sample: gauges, and a `host.sample` event with the backend and each pool's counts.
     func hostSampled(_ sample: HostSample, backend: String, pools: [PoolStatus]) {
         let idle = pools.reduce(0) { $0 + $1.idle }
         let busy = pools.reduce(0) { $0 + $1.busy + $1.resetting }
-        Gauge(label: "kiln_host_cpu_utilization").record(sample.cpuUtilization)
-        Gauge(label: "kiln_host_memory_available_bytes").record(Double(sample.memoryAvailableMB) * 1_048_576)
-        Gauge(label: "kiln_host_memory_pressure").record(sample.memoryPressure)
-        Gauge(label: "kiln_host_cpu_pressure").record(sample.cpuPressure)
-        Gauge(label: "kiln_host_network_receive_bytes_per_second").record(Double(sample.networkReceiveBps))
-        Gauge(label: "kiln_host_network_transmit_bytes_per_second").record(Double(sample.networkTransmitBps))
+        Gauge(label: KilnMetric.hostCpuUtilization.rawValue).record(sample.cpuUtilization)
+        Gauge(label: KilnMetric.hostMemoryAvailableBytes.rawValue).record(Double(sample.memoryAvailableMB) * 1_048_576)
+        Gauge(label: KilnMetric.hostMemoryPressure.rawValue).record(sample.memoryPressure)
+        Gauge(label: KilnMetric.hostCpuPressure.rawValue).record(sample.cpuPressure)
+        Gauge(label: KilnMetric.hostNetworkReceiveBytesPerSecond.rawValue).record(Double(sample.networkReceiveBps))
+        Gauge(label: KilnMetric.hostNetworkTransmitBytesPerSecond.rawValue).record(Double(sample.networkTransmitBps))
+        for pool in pools {
+            Gauge(label: KilnMetric.poolWaitingInvocations.rawValue, dimensions: [("profile", pool.profile)]).record(pool.waiting)
+        }
         telemetry.emit(.hostSample(.init(
             cpuUtil: sample.cpuUtilization, memAvailableMB: UInt64(max(0, sample.memoryAvailableMB)), memPressure: sample.memoryPressure,
             netRxBps: sample.networkReceiveBps, netTxBps: sample.networkTransmitBps, vmsIdle: UInt32(clamping: idle), vmsBusy: UInt32(clamping: busy),
             backend: backend, pools: pools.map {
                 .init(profile: $0.profile, idle: UInt32(clamping: $0.idle), busy: UInt32(clamping: $0.busy + $0.resetting + $0.provisioning),
-                      target: UInt32(clamping: $0.targetIdle))
-            })))
+                      target: UInt32(clamping: $0.targetIdle), waiting: UInt32(clamping: $0.waiting))
+            }, memTotalMB: UInt64(max(0, sample.memoryTotalMB)))))
     }
 }
 
 extension WorkerMetrics: PoolObserver {
     public func vmCreated(_ vm: CreatedVM) {
         let provisioning = vm.provisioning
-        Timer(label: "kiln_vm_create_seconds", dimensions: [("backend", vm.backend), ("profile", vm.profile.name), ("mode", provisioning.method.rawValue)],
+        Timer(label: KilnMetric.vmCreateSeconds.rawValue, dimensions: [("backend", vm.backend), ("profile", vm.profile.name), ("mode", provisioning.method.rawValue)],
               preferredDisplayUnit: .seconds)
             .recordNanoseconds(Int64(provisioning.duration.inMicroseconds) * 1_000)
         telemetry.emit(.vmCreated(.init(
@@ -94,9 +97,11 @@ extension WorkerMetrics: PoolObserver {
     }
 
     public func vmDestroyed(id: String, backend: String, profile: String, reason: String, lifetime: Duration, uses: Int, took: Duration) {
-        Timer(label: "kiln_vm_destroy_seconds", dimensions: [("backend", backend), ("profile", profile)], preferredDisplayUnit: .seconds)
+        Timer(label: KilnMetric.vmDestroySeconds.rawValue, dimensions: [("backend", backend), ("profile", profile)], preferredDisplayUnit: .seconds)
             .recordNanoseconds(Int64(took.inMicroseconds) * 1_000)
-        Counter(label: "kiln_vm_destroyed_total", dimensions: [("profile", profile), ("reason", reason)]).increment()
+        Counter(label: KilnMetric.vmDestroyedTotal.rawValue, dimensions: [("profile", profile), ("reason", reason)]).increment()
+        Timer(label: KilnMetric.vmLifetimeSeconds.rawValue, dimensions: [("profile", profile)], preferredDisplayUnit: .seconds)
+            .recordNanoseconds(Int64(clamping: lifetime.inMicroseconds) * 1_000)
         telemetry.emit(.vmDestroyed(.init(vm: id, reason: reason, lifetimeUs: lifetime.inMicroseconds, uses: UInt32(uses))))
     }
 
@@ -105,15 +110,15 @@ extension WorkerMetrics: PoolObserver {
     }
 
     public func poolCounts(profile: String, idle: Int, busy: Int, target: Int) {
-        Gauge(label: "kiln_pool_idle_vms", dimensions: [("profile", profile)]).record(idle)
-        Gauge(label: "kiln_pool_busy_vms", dimensions: [("profile", profile)]).record(busy)
-        Gauge(label: "kiln_pool_target_idle_vms", dimensions: [("profile", profile)]).record(target)
+        Gauge(label: KilnMetric.poolIdleVms.rawValue, dimensions: [("profile", profile)]).record(idle)
+        Gauge(label: KilnMetric.poolBusyVms.rawValue, dimensions: [("profile", profile)]).record(busy)
+        Gauge(label: KilnMetric.poolTargetIdleVms.rawValue, dimensions: [("profile", profile)]).record(target)
     }
 }
 
 extension WorkerMetrics: AllocationObserver {
     public func vmReallocated(id: String, from: ResourceLimits, to: ResourceLimits, reason: String) {
-        Counter(label: "kiln_vm_reallocations_total", dimensions: [("direction", to.cpus >= from.cpus && to.memoryMB >= from.memoryMB ? "up" : "down")])
+        Counter(label: KilnMetric.vmReallocationsTotal.rawValue, dimensions: [("direction", to.cpus >= from.cpus && to.memoryMB >= from.memoryMB ? "up" : "down")])
             .increment()
         func allocation(_ limits: ResourceLimits) -> TelemetryEvent.Allocation {
             .init(memoryMB: UInt32(limits.memoryMB), cpuQuotaPercent: UInt32((limits.cpus * 100).rounded()))

@@ -27,6 +27,10 @@ struct WorkerCommand: AsyncParsableCommand {
             .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
             .milliseconds(2_500), .seconds(5), .seconds(10), .seconds(30),
         ]
+        // A VM lives from seconds (`max_uses`) to a day.
+        factory.durationHistogramBuckets[KilnMetric.vmLifetimeSeconds.rawValue] = [
+            .seconds(1), .seconds(10), .seconds(60), .seconds(300), .seconds(900), .seconds(3_600), .seconds(14_400), .seconds(86_400),
+        ]
         MetricsSystem.bootstrap(factory)
 
         let worker = Worker(

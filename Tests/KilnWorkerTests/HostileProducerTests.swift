@@ -114,6 +114,9 @@ struct HostileProducerTests {
         #expect(last[after.id]?.output == after.args)
         let metrics = try await worker.httpGet("/metrics")
         #expect(metrics.contains("kiln_dead_letters_total{reason=\"invalid_value\"}"))
+        // Every family the worker serves is one the operator's files may use (KilnMetric).
+        let served = Set(metrics.split(separator: "\n").filter { $0.hasPrefix("kiln_") }.map { String($0.prefix { $0 != "{" && $0 != " " }) })
+        #expect(served.subtracting(OperatorFilesTests.exported).isEmpty, "\(served.subtracting(OperatorFilesTests.exported))")
         #expect(!worker.logText.contains("connection lost"), "\(worker.tail())")
         #expect(worker.stop() == 0)
         await client.close()

@@ -19,6 +19,8 @@ packages=(
     openssl           # the TLS tests' certificates (deploy/local/tls-certs.sh)
     erofs-utils       # mkfs.erofs: method root file systems, packed read-only
     mmdebstrap        # root file systems from Debian package lists (the Python examples)
+    prometheus        # promtool: checks and unit-tests deploy/prometheus/kiln-rules.yml
+    chromium          # headless: the dashboard's browser test
 )
 
 missing=()
