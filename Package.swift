@@ -93,6 +93,21 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
+        // `kiln dashboard`: the fleet's telemetry in a bounded window, served live to a web page
+        // (plain HTML, CSS and JavaScript, built into the binary).
+        .target(
+            name: "KilnDashboard",
+            dependencies: [
+                "KilnWire",
+                "KilnAMQP",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            resources: [.embedInCode("Resources/index.html"), .embedInCode("Resources/app.js"), .embedInCode("Resources/app.css")]
+        ),
         // The Swift producer client: invoke, submit, map, send; typed errors.
         .target(
             name: "KilnClient",
@@ -115,6 +130,7 @@ let package = Package(
             dependencies: [
                 "KilnWire",
                 "KilnAMQP",
+                "KilnDashboard",
                 "KilnVM",
                 "KilnPool",
                 "KilnPredict",
@@ -125,6 +141,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         // The guest agent: KilnWire, the spawning shim and Glibc only, no Foundation (it is
@@ -205,6 +222,10 @@ let package = Package(
         .testTarget(
             name: "KilnWorkerTests",
             dependencies: ["KilnWorker", "KilnClient", "KilnTestSupport"]
+        ),
+        .testTarget(
+            name: "KilnDashboardTests",
+            dependencies: ["KilnDashboard", "KilnWire", "KilnAMQP", "KilnTestSupport", .product(name: "Logging", package: "swift-log")]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -65,6 +65,9 @@ public final class AMQPConnection: Sendable {
     /// after each reconnect.
     public var connectionCount: Int { loop.connections.load(ordering: .relaxed) }
 
+    /// Whether the connection is up now (false while it waits to reconnect, and once closed).
+    public var isConnected: Bool { loop.isConnected.load(ordering: .relaxed) }
+
     /// Declares `topology` now and after every reconnect.
     public func declare(_ topology: AMQPTopology) async throws {
         try await withCheckedThrowingContinuation { continuation in

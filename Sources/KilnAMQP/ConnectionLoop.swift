@@ -24,6 +24,8 @@ final class ConnectionLoop: @unchecked Sendable {
     let epoch = Atomic<Int>(0)
     /// Successful connections so far: 1 after the first, one more per reconnect.
     let connections = Atomic<Int>(0)
+    /// Whether a connection is up now.
+    let isConnected = Atomic<Bool>(false)
     /// The brokers to connect to (the nodes of a cluster), tried in turn from the current one.
     let endpoints: [AMQPConfiguration]
     /// The endpoint connected to, or tried next. Confined to the loop's thread.
@@ -137,6 +139,7 @@ final class ConnectionLoop: @unchecked Sendable {
         self.session = session
         if consumer != nil { try startConsumer(on: session) }
         connections.add(1, ordering: .relaxed)
+        isConnected.store(true, ordering: .relaxed)
         logger.info("connected to \(configuration.redactedURL)")
     }
 
@@ -182,6 +185,7 @@ final class ConnectionLoop: @unchecked Sendable {
 
     func connectionLost(_ error: AMQPError) {
         logger.warning("connection lost: \(error)")
+        isConnected.store(false, ordering: .relaxed)
         session = nil
         consumer?.tag = nil
         let (answers, next) = machine.connectionLost(error, now: .now)
@@ -336,6 +340,7 @@ final class ConnectionLoop: @unchecked Sendable {
     /// Ends the loop: everything still waiting fails with `error`, the consumer's sequence ends.
     func finish(with error: any Error) {
         finished = true
+        isConnected.store(false, ordering: .relaxed)
         session = nil
         for command in mailbox.close() { abandon(command, with: error) }
         for pending in machine.finish() { pending.continuation.resume(throwing: error) }

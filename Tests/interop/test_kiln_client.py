@@ -4,9 +4,6 @@ installs it) against a real `kiln worker` (the process backend, for speed) on th
 meets (no broker, no topology, an unroutable method, a connection lost while results are due)."""
 
 import asyncio
-import os
-import pathlib
-import signal
 import subprocess
 import tempfile
 import time
@@ -22,44 +19,18 @@ from kiln_client import (
     ResultTimeout, Unroutable,
 )
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-URL = os.environ.get("KILN_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
-KILN = os.environ.get("KILN_BINARY", str(ROOT / ".build" / "debug" / "kiln"))
+from conftest import ROOT, URL, start_worker, stop
 
 
 @pytest.fixture(scope="module")
 def worker():
     """A worker on a topology prefix of its own; yields the prefix."""
     prefix = "pyclient-" + uuid.uuid4().hex[:6]
-    folder = tempfile.mkdtemp(prefix="kiln-pyclient-")
-    config = pathlib.Path(folder, "worker.yaml")
-    config.write_text(
-        'amqp: {url: "%s", prefix: %s}\nvm: {backend: process, image_cache: "%s"}\nhistory: {path: "%s/history.sqlite"}\n'
-        "metrics: {listen: \"\"}\nworker: {host: pyclient-host}\n" % (URL, prefix, ROOT / ".local" / "images", folder))
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("KILN_")}
-    environment["KILN_CONFIG"] = str(config)
-    log = open(pathlib.Path(folder, "worker.log"), "w")
-    process = subprocess.Popen([KILN, "worker"], env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    process = start_worker(prefix, tempfile.mkdtemp(prefix="kiln-pyclient-"), host="pyclient-host")
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, pathlib.Path(folder, "worker.log").read_text()[-2000:]
-            try:
-                with Client(URL, prefix=prefix) as kiln:
-                    kiln.invoke("noop", timeout=30)
-                break
-            except KilnError:
-                assert time.monotonic() < deadline, "the worker did not serve within 120 s"
-                time.sleep(0.2)
         yield prefix
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+        stop(process)
 
 
 @pytest.fixture
