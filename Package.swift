@@ -167,6 +167,7 @@ let package = Package(
             name: "kiln-bench",
             dependencies: [
                 "KilnWire",
+                "KilnDashboard",
                 "KilnAMQP",
                 "KilnVM",
                 "KilnPool",

@@ -95,13 +95,37 @@ public struct PoolView: Codable, Sendable, Equatable {
     }
 }
 
-/// A pool's counts at one moment.
+/// A pool's counts at one moment; in JSON the array `[unix_milliseconds, idle, busy, target,
+/// waiting]` (a window of a large fleet holds tens of thousands).
 public struct PoolPoint: Codable, Sendable, Equatable {
-    public var atUs: UInt64
+    public var atMs: UInt64
     public var idle: UInt32
     public var busy: UInt32
     public var target: UInt32
     public var waiting: UInt32
+
+    public init(atMs: UInt64, idle: UInt32, busy: UInt32, target: UInt32, waiting: UInt32) {
+        self.atMs = atMs
+        self.idle = idle
+        self.busy = busy
+        self.target = target
+        self.waiting = waiting
+    }
+
+    public init(from decoder: any Decoder) throws {
+        var values = try decoder.unkeyedContainer()
+        self.init(atMs: try values.decode(UInt64.self), idle: try values.decode(UInt32.self), busy: try values.decode(UInt32.self),
+                  target: try values.decode(UInt32.self), waiting: try values.decode(UInt32.self))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var values = encoder.unkeyedContainer()
+        try values.encode(atMs)
+        try values.encode(idle)
+        try values.encode(busy)
+        try values.encode(target)
+        try values.encode(waiting)
+    }
 }
 
 /// One worker's pool of one profile over the window, oldest first.
@@ -175,11 +199,30 @@ public struct InvocationView: Codable, Sendable, Equatable {
     }
 }
 
-/// A predicted-against-measured point: the prediction covers provisioning and the run.
+/// A predicted-against-measured point: the prediction covers provisioning and the run. In JSON
+/// the array `[predicted_us, measured_us, cold (0 or 1)]`.
 public struct ScatterPoint: Codable, Sendable, Equatable {
     public var predictedUs: UInt64
     public var measuredUs: UInt64
     public var cold: Bool
+
+    public init(predictedUs: UInt64, measuredUs: UInt64, cold: Bool) {
+        self.predictedUs = predictedUs
+        self.measuredUs = measuredUs
+        self.cold = cold
+    }
+
+    public init(from decoder: any Decoder) throws {
+        var values = try decoder.unkeyedContainer()
+        self.init(predictedUs: try values.decode(UInt64.self), measuredUs: try values.decode(UInt64.self), cold: try values.decode(UInt8.self) != 0)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var values = encoder.unkeyedContainer()
+        try values.encode(predictedUs)
+        try values.encode(measuredUs)
+        try values.encode(UInt8(cold ? 1 : 0))
+    }
 }
 
 /// One method's points, oldest first.

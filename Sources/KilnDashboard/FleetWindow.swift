@@ -20,9 +20,9 @@ public struct FleetWindow: Sendable {
     public struct Limits: Sendable {
         public var seconds = 300
         public var latenciesPerSecond = 512
-        public var invocations = 100
+        public var invocations = 50
         public var methods = 32
-        public var pointsPerMethod = 300
+        public var pointsPerMethod = 200
         public var workers = 256
         public var vmEvents = 100
         /// A worker silent this long is shown as gone.
@@ -156,7 +156,7 @@ public struct FleetWindow: Sendable {
                 guard state.poolSeries.count < 32 else { continue }
                 state.poolSeries[pool.profile] = Ring(capacity: limits.seconds)
             }
-            state.poolSeries[pool.profile]!.append(PoolPoint(atUs: nowUs, idle: pool.idle, busy: pool.busy, target: pool.target, waiting: pool.waiting))
+            state.poolSeries[pool.profile]!.append(PoolPoint(atMs: nowUs / 1_000, idle: pool.idle, busy: pool.busy, target: pool.target, waiting: pool.waiting))
         }
         workers[worker] = state
     }

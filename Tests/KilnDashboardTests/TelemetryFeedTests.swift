@@ -55,3 +55,58 @@ struct TelemetryFeedTests {
         #expect(try await Self.eventually { hub.snapshot().invocations.map(\.id) == ["after", "before"] })
     }
 }
+
+/// The `kiln-dashboard` user of `deploy/rabbitmq/definitions.json`, with exactly the shipped
+/// permissions in a virtual host of its own on the test broker: the feed works as that user,
+/// which can read telemetry and nothing more.
+@Suite("The dashboard's broker user")
+struct DashboardPermissionsTests {
+    @Test(.timeLimit(.minutes(2)))
+    func theDashboardUserReadsTelemetryAndNothingMore() async throws {
+        let vhost = "kiln-dash-perm-\(UUID().uuidString.prefix(8).lowercased())"
+        let user = "kiln-dashboard-\(vhost)"
+        let passwords = try BrokerAdmin.makeVirtualHost(vhost, users: [(user, "kiln-dashboard")])
+        defer { BrokerAdmin.remove(vhost, users: [user]) }
+        let base = try AMQPConfiguration(url: ProcessInfo.processInfo.environment["KILN_AMQP_URL"] ?? "amqp://guest:guest@127.0.0.1:5672/%2f")
+        let url = "amqp://\(user):\(passwords[user]!)@\(base.host):\(base.port)/\(vhost)"
+        // The shipped patterns are for the `kiln` prefix; the workers (guest here) declared it.
+        let names = KilnNames(prefix: "kiln")
+        let guest = AMQPConnection(configuration: try AMQPConfiguration(url: "amqp://guest:guest@\(base.host):\(base.port)/\(vhost)"),
+                                   logger: TelemetryFeedTests.logger)
+        try await guest.connect()
+        try await guest.declare(.kiln(names))
+
+        let hub = DashboardHub(logger: TelemetryFeedTests.logger)
+        let feed = TelemetryFeed(endpoints: [try AMQPConfiguration(url: url)], names: names, hub: hub, logger: TelemetryFeedTests.logger)
+        let running = Task { try await feed.run() }
+        defer { running.cancel() }
+        #expect(try await TelemetryFeedTests.eventually(60) { hub.snapshot().feed.connected })
+        let event = FleetWindowTests.completed("seen")
+        try await guest.publish(AMQPMessage(exchange: names.telemetryExchange, routingKey: event.routingKey,
+                                            body: try MessagePackEncoder().encode(event)))
+        #expect(try await TelemetryFeedTests.eventually(60) { hub.snapshot().invocations.map(\.id) == ["seen"] })
+
+        // Nothing more: it cannot take invocations, submit one, or publish telemetry.
+        let asDashboard = AMQPConnection(configuration: try AMQPConfiguration(url: url), logger: TelemetryFeedTests.logger)
+        try await asDashboard.connect()
+        // Each refused by the broker's access control (403), not failed some other way.
+        func refusal(_ operation: () async throws -> Void) async -> String {
+            do {
+                try await operation()
+                return "allowed"
+            } catch {
+                return "\(error)"
+            }
+        }
+        let consumed = await refusal { _ = try await asDashboard.consume(queue: names.invocationsQueue, prefetch: 1) }
+        #expect(consumed.contains("403"), "consume kiln.invocations: \(consumed)")
+        let invoked = await refusal { try await asDashboard.publish(AMQPMessage(exchange: names.invokeExchange, routingKey: "echo", body: [1])) }
+        #expect(invoked.contains("403"), "publish to kiln.invoke: \(invoked)")
+        let emitted = await refusal {
+            try await asDashboard.publish(AMQPMessage(exchange: names.telemetryExchange, routingKey: "x", body: [1]))
+        }
+        #expect(emitted.contains("403"), "publish to kiln.telemetry: \(emitted)")
+        await asDashboard.close(grace: .zero)
+        await guest.close(grace: .zero)
+    }
+}

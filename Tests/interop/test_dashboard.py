@@ -6,6 +6,7 @@ candidates with the chosen VM, a method's predicted-against-measured points, the
 and it saves a screenshot ($KILN_INTEROP_OUT/dashboard.png)."""
 
 import base64
+import fcntl
 import json
 import os
 import pathlib
@@ -30,8 +31,10 @@ class Browser:
     and events on its fd 4, each a JSON message ended by a NUL byte."""
 
     def __init__(self, folder):
-        to_browser_read, self._to_browser = os.pipe()
-        self._from_browser, from_browser_write = os.pipe()
+        # Above fd 4, so that placing them on 3 and 4 in the child never overwrites one with the
+        # other (and dup2 to another number clears close-on-exec).
+        to_browser_read, self._to_browser = (self._above_four(fd) for fd in os.pipe())
+        self._from_browser, from_browser_write = (self._above_four(fd) for fd in os.pipe())
 
         def wire_pipes():
             os.dup2(to_browser_read, 3)
@@ -49,6 +52,12 @@ class Browser:
         self._buffer = b""
         self._next_id = 0
         self.session = None
+
+    @staticmethod
+    def _above_four(fd):
+        moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 5)
+        os.close(fd)
+        return moved
 
     def call(self, method, params=None, session=True, timeout=60):
         self._next_id += 1

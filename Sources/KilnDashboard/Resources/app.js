@@ -73,7 +73,8 @@ function scatterChart(canvas, points) {
   const context = canvas.getContext("2d");
   const width = canvas.width, height = canvas.height, pad = 34;
   context.clearRect(0, 0, width, height);
-  const all = points.flatMap((p) => [p.predicted_us, p.measured_us]).filter((v) => v > 0);
+  // Each point is [predicted_us, measured_us, cold].
+  const all = points.flatMap((p) => [p[0], p[1]]).filter((v) => v > 0);
   if (all.length === 0) return;
   const low = Math.log10(Math.min(...all) / 1.5), high = Math.log10(Math.max(...all) * 1.5);
   const scale = (us, size) => pad + ((Math.log10(Math.max(us, 1)) - low) / Math.max(high - low, 1e-9)) * (size - 2 * pad);
@@ -83,8 +84,8 @@ function scatterChart(canvas, points) {
   context.fillText("predicted " + ms(10 ** low) + "–" + ms(10 ** high) + " ms →", pad, height - 6);
   context.save(); context.translate(11, height - pad); context.rotate(-Math.PI / 2); context.fillText("measured →", 0, 0); context.restore();
   for (const p of points) {
-    context.fillStyle = p.cold ? "rgba(194,65,45,0.7)" : "rgba(47,126,188,0.6)";
-    context.beginPath(); context.arc(x(p.predicted_us), y(p.measured_us), 2.5, 0, 2 * Math.PI); context.fill();
+    context.fillStyle = p[2] ? "rgba(194,65,45,0.7)" : "rgba(47,126,188,0.6)";
+    context.beginPath(); context.arc(x(p[0]), y(p[1]), 2.5, 0, 2 * Math.PI); context.fill();
   }
 }
 
@@ -121,16 +122,19 @@ function renderWorkers(state) {
 function renderPools(state) {
   const container = document.getElementById("pools");
   container.replaceChildren(...state.pools.map((pool) => {
-    const last = pool.points[pool.points.length - 1] || { idle: 0, busy: 0, target: 0, waiting: 0 };
+    // Each point is [unix_milliseconds, idle, busy, target, waiting].
+    const keys = ["idle", "busy", "target", "waiting"];
+    const newest = pool.points[pool.points.length - 1] || [0, 0, 0, 0, 0];
+    const last = Object.fromEntries(keys.map((key, index) => [key, newest[index + 1]]));
     const canvas = element("canvas", { width: 320, height: 120 });
     const card = element("div", { class: "card pool", "data-pool": `${pool.worker}/${pool.profile}` },
       element("h3", { text: `${pool.profile} on ${pool.worker}` }),
       element("div", { class: "counts" },
-        ...["idle", "busy", "target", "waiting"].map((key) => element("span", { class: key, text: `${key} ${last[key]}` }))),
+        ...keys.map((key) => element("span", { class: key, text: `${key} ${last[key]}` }))),
       canvas);
-    const series = ["idle", "busy", "target", "waiting"].map((key) => ({
+    const series = keys.map((key, index) => ({
       color: colors[key], width: key === "target" ? 1 : 2,
-      points: pool.points.map((p) => [(p.at_us - state.now_us) / 1e6, p[key]]) }));
+      points: pool.points.map((p) => [(p[0] - state.now_us / 1e3) / 1e3, p[index + 1]]) }));
     lineChart(canvas, series, { xSpan: state.window_seconds });
     return card;
   }));
@@ -167,7 +171,8 @@ function candidatesTable(invocation) {
 function renderInvocations(state) {
   const container = document.getElementById("invocations");
   if (firstRender && state.invocations.length > 0) openInvocations.add(state.invocations[0].id);
-  container.replaceChildren(...state.invocations.map((inv) => {
+  // The newest 30 on the page; /api/state has the window's 50.
+  container.replaceChildren(...state.invocations.slice(0, 30).map((inv) => {
     const details = element("details", { class: "invocation", "data-id": inv.id });
     if (openInvocations.has(inv.id)) details.open = true;
     details.addEventListener("toggle", () => details.open ? openInvocations.add(inv.id) : openInvocations.delete(inv.id));
@@ -191,7 +196,7 @@ function renderScatter(state) {
   const container = document.getElementById("scatter");
   container.replaceChildren(...state.scatter.map((method) => {
     const canvas = element("canvas", { width: 320, height: 240 });
-    const errors = method.points.filter((p) => p.measured_us > 0).map((p) => Math.abs(p.predicted_us - p.measured_us) / p.measured_us);
+    const errors = method.points.filter((p) => p[1] > 0).map((p) => Math.abs(p[0] - p[1]) / p[1]);
     const mean = errors.length ? errors.reduce((a, b) => a + b, 0) / errors.length : 0;
     const card = element("div", { class: "card scatter", "data-method": method.method },
       element("h3", { text: method.method }),
