@@ -6,21 +6,28 @@ import ServiceLifecycle
 import Synchronization
 
 /// Where telemetry meets viewers: it keeps the ``FleetWindow`` that the feed fills, and, once a
-/// second, renders one snapshot and writes the same bytes to every page watching `/events`, so
-/// that a hundred viewers cost one rendering. A `Service`: the ticks stop on graceful shutdown,
-/// and the viewers' streams end with it.
+/// second, renders one snapshot and writes the same bytes to every page watching `/events` (and
+/// keeps them for `/api/state`), so that a hundred viewers cost one rendering, done off the
+/// server's event loop. A `Service`: the ticks stop on graceful shutdown, and the viewers'
+/// streams end with it.
 public final class DashboardHub: Service, Sendable {
     /// A viewer's server-sent event stream.
     public protocol Viewer: AnyObject, Sendable {
-        /// Sends one event's bytes; false once the viewer has gone.
+        /// Sends one event's bytes; false once the viewer has gone (or was dropped for not
+        /// reading).
         func send(_ bytes: ByteBuffer) -> Bool
         /// Ends the stream.
         func end()
     }
 
+    /// Viewers at most; more are refused (503).
+    public static let maxViewers = 256
+
     private let window: Mutex<FleetWindow>
     private let feed = Mutex(DashboardSnapshot.FeedStatus())
-    private let viewers = Mutex<[ObjectIdentifier: any Viewer]>([:])
+    private let viewers = Mutex<(open: [ObjectIdentifier: any Viewer], closed: Bool)>(([:], false))
+    /// The last rendering, as JSON, and when it was made.
+    private let rendered = Mutex<(json: [UInt8], atUs: UInt64)?>(nil)
     private let tick: Duration
     private let now: @Sendable () -> UInt64
     private let logger: Logger
@@ -64,28 +71,57 @@ public final class DashboardHub: Service, Sendable {
         }
     }
 
+    /// Records that the feed's queue is bound and read.
+    public func feedReading() {
+        feed.withLock { $0.reading = true }
+    }
+
     // MARK: The viewers' side
 
-    /// The window now.
+    /// The window now. Read from a copy: the feed goes on while it is built.
     public func snapshot() -> DashboardSnapshot {
         let status = feed.withLock { $0 }
         let at = now()
-        return window.withLock { $0.snapshot(nowUs: at, feed: status) }
+        let copy = window.withLock { $0 }
+        return copy.snapshot(nowUs: at, feed: status)
     }
 
-    /// Adds a viewer; it gets the current snapshot at once, then one per tick.
-    public func add(_ viewer: any Viewer) {
-        viewers.withLock { $0[ObjectIdentifier(viewer)] = viewer }
-        if let event = try? Self.event(snapshot()), !viewer.send(event) { remove(viewer) }
+    /// The window as JSON: the last tick's rendering while it is younger than a tick, else a
+    /// new one.
+    public func snapshotJSON() throws -> [UInt8] {
+        let tickUs = UInt64(tick.components.seconds) * 1_000_000 + UInt64(tick.components.attoseconds / 1_000_000_000_000)
+        if let last = rendered.withLock({ $0 }), now() < last.atUs &+ tickUs { return last.json }
+        return try render()
+    }
+
+    /// Renders the window and keeps the result.
+    private func render() throws -> [UInt8] {
+        let json = try snapshot().json()
+        let at = now()
+        rendered.withLock { $0 = (json, at) }
+        return json
+    }
+
+    /// Adds a viewer, which gets the current window at once, then one per tick; false (the
+    /// viewer is not added) past ``maxViewers`` or once the hub has shut down.
+    public func add(_ viewer: any Viewer) -> Bool {
+        let added = viewers.withLock { viewers in
+            guard !viewers.closed, viewers.open.count < Self.maxViewers else { return false }
+            viewers.open[ObjectIdentifier(viewer)] = viewer
+            return true
+        }
+        guard added else { return false }
+        if let json = try? snapshotJSON(), !viewer.send(Self.event(json)) { remove(viewer) }
+        return true
     }
 
     /// Removes a viewer that went away.
     public func remove(_ viewer: any Viewer) {
-        _ = viewers.withLock { $0.removeValue(forKey: ObjectIdentifier(viewer)) }
+        _ = viewers.withLock { $0.open.removeValue(forKey: ObjectIdentifier(viewer)) }
     }
 
     /// Viewers watching now.
-    public var viewerCount: Int { viewers.withLock { $0.count } }
+    public var viewerCount: Int { viewers.withLock { $0.open.count } }
 
     public func run() async throws {
         let tick = self.tick
@@ -95,28 +131,35 @@ public final class DashboardHub: Service, Sendable {
                 broadcast()
             }
         }
-        for viewer in viewers.withLock({ viewers in defer { viewers.removeAll() }; return Array(viewers.values) }) { viewer.end() }
+        let ending = viewers.withLock { viewers in
+            viewers.closed = true
+            defer { viewers.open.removeAll() }
+            return Array(viewers.open.values)
+        }
+        for viewer in ending { viewer.end() }
     }
 
     /// Renders one snapshot and sends it to every viewer.
     func broadcast() {
-        let current = viewers.withLock { Array($0.values) }
-        guard !current.isEmpty else { return }
-        let event: ByteBuffer
+        let json: [UInt8]
         do {
-            event = try Self.event(snapshot())
+            json = try render()
         } catch {
             logger.error("dashboard snapshot not encoded: \(error)")
             return
         }
+        let current = viewers.withLock { Array($0.open.values) }
+        guard !current.isEmpty else { return }
+        let event = Self.event(json)
         for viewer in current where !viewer.send(event) { remove(viewer) }
     }
 
-    /// A server-sent `state` event holding `snapshot`.
-    static func event(_ snapshot: DashboardSnapshot) throws -> ByteBuffer {
+    /// A server-sent `state` event holding `json`.
+    static func event(_ json: [UInt8]) -> ByteBuffer {
         var buffer = ByteBuffer()
+        buffer.reserveCapacity(json.count + 32)
         buffer.writeString("event: state\ndata: ")
-        buffer.writeBytes(try snapshot.json())
+        buffer.writeBytes(json)
         buffer.writeString("\n\n")
         return buffer
     }

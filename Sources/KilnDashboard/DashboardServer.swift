@@ -31,17 +31,21 @@ public final class DashboardServer: Service, Sendable {
             .serverChannelOption(.backlog, value: 64)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
-                channel.pipeline.configureHTTPServerPipeline().flatMap {
-                    channel.pipeline.addHandler(DashboardHandler(hub: hub))
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    // A connection that sends nothing for a minute (and is not a stream) is closed.
+                    try channel.pipeline.syncOperations.addHandlers([IdleStateHandler(readTimeout: .seconds(60)), DashboardHandler(hub: hub)])
                 }
             }
             .bind(host: host, port: port)
             .get()
         bound.withLock { $0 = channel }
         logger.info("dashboard listening on http://\(host):\(channel.localAddress?.port ?? port)/")
-        await withGracefulShutdownHandler {
-            try? await channel.closeFuture.get()
-        } onGracefulShutdown: {
+        // Closed on graceful shutdown, and when the group is cancelled (the feed failed, say):
+        // a dashboard without its feed must exit, not go on serving a window that never moves.
+        try? await withTaskCancellationOrGracefulShutdownHandler {
+            try await channel.closeFuture.get()
+        } onCancelOrGracefulShutdown: {
             channel.close(promise: nil)
         }
     }
@@ -82,6 +86,14 @@ private final class DashboardHandler: ChannelInboundHandler, @unchecked Sendable
         }
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read, viewer == nil {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
         if let viewer { hub.remove(viewer) }
         viewer = nil
@@ -94,16 +106,21 @@ private final class DashboardHandler: ChannelInboundHandler, @unchecked Sendable
         }
         let path = String(request.uri.prefix { $0 != "?" })
         switch path {
-        case "/events":
+        case "/events" where request.method == .GET:
             startStream(request: request, context: context)
+        case "/events":
+            send(.ok, "text/event-stream", [], request: request, context: context)
         case "/api/state":
             do {
-                send(.ok, "application/json", try hub.snapshot().json(), request: request, context: context)
+                send(.ok, "application/json", try hub.snapshotJSON(), request: request, context: context)
             } catch {
                 send(.internalServerError, "text/plain; charset=utf-8", Array("\(error)\n".utf8), request: request, context: context)
             }
         case "/healthz":
-            send(.ok, "application/json", Array(#"{"status":"ok"}"#.utf8), request: request, context: context)
+            // The process serves; whether the broker does is said, not judged (a restart would
+            // not bring the broker back).
+            let broker = hub.snapshot().feed.connected ? "connected" : "unreachable"
+            send(.ok, "application/json", Array(#"{"status":"ok","broker":"\#(broker)"}"#.utf8), request: request, context: context)
         default:
             guard let file = DashboardAssets.files[path] else {
                 return send(.notFound, "text/plain; charset=utf-8", Array("not found\n".utf8), request: request, context: context)
@@ -128,8 +145,11 @@ private final class DashboardHandler: ChannelInboundHandler, @unchecked Sendable
         if !keepAlive { done.whenComplete { [channel = context.channel] _ in channel.close(promise: nil) } }
     }
 
-    /// Answers with an event stream and hands the connection to the hub.
+    /// Answers with an event stream and hands the connection to the hub (503 past its viewers).
     private func startStream(request: HTTPRequestHead, context: ChannelHandlerContext) {
+        guard hub.viewerCount < DashboardHub.maxViewers else {
+            return send(.serviceUnavailable, "text/plain; charset=utf-8", Array("too many viewers\n".utf8), request: request, context: context)
+        }
         var headers = HTTPHeaders()
         headers.add(name: "content-type", value: "text/event-stream")
         headers.add(name: "cache-control", value: "no-store")
@@ -137,14 +157,19 @@ private final class DashboardHandler: ChannelInboundHandler, @unchecked Sendable
         headers.add(name: "x-accel-buffering", value: "no")
         context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: request.version, status: .ok, headers: headers))), promise: nil)
         let stream = EventStream(channel: context.channel)
+        // Full, or shutting down, since the check above.
+        guard hub.add(stream) else { return context.close(promise: nil) }
         viewer = stream
-        hub.add(stream)
     }
 }
 
 /// One viewer's open `/events` response.
 private final class EventStream: DashboardHub.Viewer {
+    /// Events in a row a viewer may leave unread before it is dropped.
+    static let maxSkipped = 30
+
     let channel: any Channel
+    private let skipped = Mutex(0)
 
     init(channel: any Channel) {
         self.channel = channel
@@ -153,10 +178,18 @@ private final class EventStream: DashboardHub.Viewer {
     func send(_ bytes: ByteBuffer) -> Bool {
         guard channel.isActive else { return false }
         // A viewer that does not read keeps what it has: each event holds the whole window, so
-        // the next one it can take replaces every one it missed.
-        if channel.isWritable {
-            channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(bytes)), promise: nil)
+        // the next one it can take replaces every one it missed. One that reads nothing for
+        // half a minute is dropped.
+        guard channel.isWritable else {
+            let dropped = skipped.withLock { count in
+                count += 1
+                return count > Self.maxSkipped
+            }
+            if dropped { channel.close(promise: nil) }
+            return !dropped
         }
+        skipped.withLock { $0 = 0 }
+        channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(bytes)), promise: nil)
         return true
     }
 

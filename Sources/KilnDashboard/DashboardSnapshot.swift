@@ -30,6 +30,8 @@ public struct DashboardSnapshot: Codable, Sendable, Equatable {
     /// The dashboard's link to the broker.
     public struct FeedStatus: Codable, Sendable, Equatable {
         public var connected = false
+        /// Its queue is bound to `kiln.telemetry` (false until a worker has made the exchange).
+        public var reading = false
         /// Times the feed has connected: more than one after the broker went away and came back.
         public var connections = 0
         /// Bodies on `kiln.telemetry` that were not telemetry events.
@@ -192,7 +194,10 @@ public struct InvocationView: Codable, Sendable, Equatable {
         provisionUs = completed.provisionUs
         predictedUs = completed.predictedUs
         model = completed.placement.map { Clip.name($0.model) }
-        candidates = (completed.placement?.candidates ?? []).prefix(16).map {
+        // At most 16, the chosen one always among them.
+        let all = completed.placement?.candidates ?? []
+        let shown = all.count <= 16 ? all : Array(all.filter(\.chosen).prefix(1) + all.filter { !$0.chosen }.prefix(15))
+        candidates = shown.map {
             Candidate(place: Clip.name($0.place), warmth: Clip.name($0.warmth), predictedUs: $0.predictedUs, uncertaintyUs: $0.uncertaintyUs,
                       resourceFactor: $0.resourceFactor.map(Clip.finite), suitability: Clip.finite($0.suitability), chosen: $0.chosen)
         }

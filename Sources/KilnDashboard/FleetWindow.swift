@@ -214,12 +214,28 @@ struct Ring<Element: Sendable>: Sendable {
     }
 }
 
-/// Cuts what a publisher sent to a size a page can show.
+/// Cuts what a publisher sent to a size a page can show, in bytes: a character may hold any
+/// number of combining marks, so counting characters bounds nothing.
 enum Clip {
-    /// A name (method, worker, VM, profile): at most 128 characters.
-    static func name(_ text: String) -> String { text.count <= 128 ? text : String(text.prefix(127)) + "…" }
-    /// A reason or a message: at most 512 characters.
-    static func text(_ text: String) -> String { text.count <= 512 ? text : String(text.prefix(511)) + "…" }
+    /// A name (method, worker, VM, profile): at most 128 bytes of UTF-8.
+    static func name(_ text: String) -> String { cut(text, bytes: 128) }
+    /// A reason or a message: at most 512 bytes of UTF-8.
+    static func text(_ text: String) -> String { cut(text, bytes: 512) }
+
+    /// `text` in at most `bytes` bytes of UTF-8, cut between scalars and ended with "…" when cut.
+    static func cut(_ text: String, bytes: Int) -> String {
+        guard text.utf8.count > bytes else { return text }
+        let room = bytes - "…".utf8.count
+        var kept = String.UnicodeScalarView()
+        var used = 0
+        for scalar in text.unicodeScalars {
+            let size = UTF8.width(scalar)
+            guard used + size <= room else { break }
+            kept.append(scalar)
+            used += size
+        }
+        return String(kept) + "…"
+    }
     /// A finite number (JSON has no NaN), else 0.
     static func finite(_ value: Double) -> Double { value.isFinite ? value : 0 }
 }

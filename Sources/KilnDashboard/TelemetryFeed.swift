@@ -6,11 +6,15 @@ import ServiceLifecycle
 /// The dashboard's one consumer of `kiln.telemetry`: every worker's events, through a queue of
 /// its own (exclusive, gone with the connection) bound with `#`. The connection declares that
 /// queue again after the broker restarts, and the feed goes on; until the broker first answers,
-/// it tries again every few seconds. The queue holds at most ``maxQueued`` events and drops the
-/// oldest beyond, so that a stalled dashboard never weighs on the broker.
+/// and until a worker (or `definitions.json`) has made the exchange, it tries again every 2 s.
+/// The queue holds at most ``maxQueued`` events and drops the oldest beyond, and the feed takes
+/// at most ``prefetch`` unacknowledged at a time, so that neither a stalled dashboard weighs on
+/// the broker nor a fast fleet fills the dashboard's memory.
 public struct TelemetryFeed: Service {
     /// Events the dashboard's queue holds at most.
     public static let maxQueued = 10_000
+    /// Events delivered and not yet taken into the window, at most.
+    public static let prefetch: UInt16 = 500
 
     let endpoints: [AMQPConfiguration]
     let names: KilnNames
@@ -24,11 +28,11 @@ public struct TelemetryFeed: Service {
         self.logger = logger
     }
 
-    /// The queue and its binding: the exchange is declared as the workers declare it, so that
-    /// the dashboard can start before any worker.
+    /// The queue and its binding. The exchange is only checked (a passive declare): the
+    /// dashboard's broker user may not create or delete it, since the workers publish on it.
     func topology(queue: String) -> AMQPTopology {
         AMQPTopology(
-            exchanges: [.init(name: names.telemetryExchange, type: .topic)],
+            exchanges: [.existing(names.telemetryExchange)],
             queues: [.init(name: queue, durable: false, exclusive: true, autoDelete: true, arguments: [
                 "x-max-length": .int(Int64(Self.maxQueued)), "x-overflow": .string("drop-head"),
             ])],
@@ -39,8 +43,6 @@ public struct TelemetryFeed: Service {
         let queue = "\(names.prefix).dashboard.\(UUID().uuidString.prefix(8).lowercased())"
         try await cancelWhenGracefulShutdown { [self] in
             let connection = try await connectWhenTheBrokerAnswers()
-            defer { Task { await connection.close(grace: .seconds(1)) } }
-            try await connection.declare(topology(queue: queue))
             let watcher = Task { [hub] in
                 // The connection reconnects by itself; the page shows whether it is up.
                 while !Task.isCancelled {
@@ -48,10 +50,16 @@ public struct TelemetryFeed: Service {
                     try await Task.sleep(for: .milliseconds(500))
                 }
             }
-            defer { watcher.cancel() }
+            defer {
+                watcher.cancel()
+                Task { await connection.close(grace: .seconds(1)) }
+            }
+            try await declareWhenTheExchangeExists(topology(queue: queue), on: connection)
+            hub.feedReading()
             logger.info("dashboard reading \(names.telemetryExchange) through \(queue)")
-            for try await delivery in try await connection.consume(queue: queue, prefetch: 1_000, automaticAcknowledgement: true) {
+            for try await delivery in try await connection.consume(queue: queue, prefetch: Self.prefetch) {
                 hub.ingest(body: delivery.body)
+                try delivery.ack()
             }
         }
     }
@@ -68,6 +76,20 @@ public struct TelemetryFeed: Service {
                 await connection.close(grace: .zero)
                 hub.feedConnection(connected: false, connections: 0)
                 logger.warning("dashboard: the broker at \(endpoints[0].redactedURL) does not answer (\(error)); trying again in 2 s")
+                try await Task.sleep(for: .seconds(2))
+            }
+        }
+    }
+
+    /// Declares the queue once the telemetry exchange exists (no worker may have run yet); any
+    /// other refusal (a user without the permissions, say) ends the feed with it.
+    private func declareWhenTheExchangeExists(_ topology: AMQPTopology, on connection: AMQPConnection) async throws {
+        while true {
+            do {
+                try await connection.declare(topology)
+                return
+            } catch AMQPError.channelClosed(404, _) {
+                logger.warning("dashboard: no exchange \(names.telemetryExchange) yet (start a worker, or load deploy/rabbitmq/definitions.json); trying again in 2 s")
                 try await Task.sleep(for: .seconds(2))
             }
         }

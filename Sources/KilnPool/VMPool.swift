@@ -364,7 +364,9 @@ public actor VMPool: Service {
     public func status() -> [PoolStatus] {
         let now = ContinuousClock.now
         return profiles.keys.sorted().map { name in
-            let arrivalsPerSecond = profiles[name]!.demand.snapshot(now: now).arrivalRate
+            let rate = profiles[name]!.demand.snapshot(now: now).arrivalRate
+            // A zero-length demand window makes it 0/0, which JSON cannot carry.
+            let arrivalsPerSecond = rate.isFinite ? rate : 0
             let state = profiles[name]!
             let idle = state.idle.map {
                 PoolStatus.VM(id: $0.vm.id, state: "idle", uses: $0.uses, lastMethod: $0.lastMethod, ageSeconds: (now - $0.createdAt).inSeconds)

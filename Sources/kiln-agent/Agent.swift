@@ -155,16 +155,16 @@ struct Agent {
 
     /// Nobody can be told: the next call must not meet what outlived the kill.
     private func powerOffAfterFailedReset() -> Never {
-        AgentLog.write("kiln-agent: the last method's processes outlived the reset; powering off")
+        AgentLog.write("kiln-agent: what the last method left (processes or files) outlived the reset; powering off")
         housekeeping.powerOff()
     }
 
     /// Runs one call, and notes the reset it asks for once its result is sent.
     private mutating func answer(_ request: GuestFrame.ExecRequest) -> GuestFrame.ExecResult {
-        // One reap before each call collects what ended since the last (orphans, and a serve
-        // runtime that died between calls, which the call must not be blamed for): the runtimes
-        // judge whether they are up from it rather than asking the kernel again.
-        for orphan in housekeeping.reapOrphans() { runtimes.noteReaped(pid: orphan.pid, status: orphan.status) }
+        // One reap before each call (and one in each reset) collects what ended since (orphans,
+        // and a serve runtime that died between calls, which the call must not be blamed for):
+        // the runtimes judge whether they are up from it rather than asking the kernel again.
+        reapOrphans()
         var result = execute(request)
         resetAfterReply = request.resetAfter
         result.resetPending = request.resetAfter
@@ -180,7 +180,7 @@ struct Agent {
             return .pong(Housekeeping.pong())
         case .reset(let scope):
             guard reset(keepingRuntime: scope.keepRuntime) else {
-                return .error(.init(message: "reset: processes of the last method still run; this guest must not serve another call"))
+                return .error(.init(message: "reset: processes or files of the last method remain; this guest must not serve another call"))
             }
             return .resetOK
         case .shutdown:
@@ -198,11 +198,17 @@ struct Agent {
     /// Clears what the last method left: scratch only when its serve-mode runtime is kept and
     /// still running, else everything. False when not everything could be cleared.
     private mutating func reset(keepingRuntime: Bool) -> Bool {
+        // A runtime that ended after its answer is known only once reaped: then everything goes.
+        reapOrphans()
         if keepingRuntime, let tenant, runtimes.isRunning(tenant) {
-            scratch.wipe()
-            return true
+            return scratch.wipe()
         }
         return clearEverything()
+    }
+
+    /// Collects the children that have exited; the runtimes learn which of them were theirs.
+    private mutating func reapOrphans() {
+        for orphan in housekeeping.reapOrphans() { runtimes.noteReaped(pid: orphan.pid, status: orphan.status) }
     }
 
     /// Runs a builtin, a serve-mode call or an exec-mode program.
@@ -218,22 +224,22 @@ struct Agent {
     private mutating func admit(_ method: String) {
         runtimes.killAll(except: method)
         if let tenant, tenant != method, !clearEverything() {
-            // Another method's processes outlived every kill: this one must not meet them.
-            AgentLog.write("kiln-agent: the last method's processes outlived the clear; powering off")
+            // What another method left outlived the clear: this one must not meet it.
+            AgentLog.write("kiln-agent: what the last method left (processes or files) outlived the clear; powering off")
             housekeeping.powerOff()
         }
         tenant = method
     }
 
     /// Kills every process methods started (runtimes included) and empties scratch; false when
-    /// some process outlived the kill.
+    /// some process outlived the kill or something stayed in scratch.
     private mutating func clearEverything() -> Bool {
         runtimes.killAll()
         runner.killSpawnedGroups()
         let cleared = housekeeping.killEverything()
-        scratch.wipe()
+        let wiped = scratch.wipe()
         rootFilesystems.wipeWrites()
         tenant = nil
-        return cleared
+        return cleared && wiped
     }
 }

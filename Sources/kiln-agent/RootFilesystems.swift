@@ -145,14 +145,7 @@ struct RootFilesystems {
 
     /// The names in a folder (empty when it cannot be read).
     static func names(in path: String) -> [String] {
-        guard let directory = opendir(path) else { return [] }
-        defer { closedir(directory) }
-        var names: [String] = []
-        while let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if name != "." && name != ".." { names.append(name) }
-        }
-        return names
+        opendir(path).map(directoryEntryNames(closing:)) ?? []
     }
 
     private func make(_ path: String) throws(SandboxSetup.Failure) {

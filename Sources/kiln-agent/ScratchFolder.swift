@@ -20,16 +20,16 @@ struct ScratchFolder {
         emptySize = Self.emptySizeIfCounting(path)
     }
 
-    /// Empties the folder, making it again if a method removed it.
-    func wipe() {
-        if isKnownEmpty() { return }
+    /// Empties the folder, making it again if a method removed it; false when something is
+    /// left (a tree deeper than the agent has descriptors for, say): the next method must not
+    /// meet it, so the caller treats that as a failed reset.
+    func wipe() -> Bool {
+        if isKnownEmpty() { return true }
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-        guard fd >= 0 else {
-            _ = mkdir(path, 0o1777)
-            return
-        }
+        guard fd >= 0 else { return mkdir(path, 0o1777) == 0 }
+        defer { close(fd) }
         Self.removeContents(of: fd)
-        close(fd)
+        return isKnownEmpty() || Self.entryNames(of: fd).isEmpty
     }
 
     /// True when one `fstatat` proves the folder empty; false when it may hold something.
@@ -63,14 +63,16 @@ struct ScratchFolder {
 
     /// The names in the directory `fd`, without `.` and `..`.
     private static func entryNames(of fd: Int32) -> [String] {
-        guard let directory = fdopendir(dup(fd)) else { return [] }
-        defer { closedir(directory) }
-        var names: [String] = []
-        while let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if name != "." && name != ".." { names.append(name) }
+        // A copy: the stream closes the descriptor it reads.
+        let copy = dup(fd)
+        guard copy >= 0 else { return [] }
+        guard let directory = fdopendir(copy) else {
+            close(copy)
+            return []
         }
-        return names
+        // The copy shares the original's offset, which an earlier listing left at the end.
+        rewinddir(directory)
+        return directoryEntryNames(closing: directory)
     }
 
     /// Removes everything below the directory `fd`, without following symbolic links.

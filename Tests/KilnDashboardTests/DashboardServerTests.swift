@@ -29,16 +29,27 @@ struct DashboardServerTests {
         let hub = DashboardHub(logger: Self.logger)
         hub.ingest(body: try MessagePackEncoder().encode(FleetWindowTests.completed("inv-1")))
         try await Self.withServer(hub) { port in
-            let page = try HTTPExchange.get("/", port: port)
+            let page = try await blocking { try HTTPExchange.get("/", port: port) }
             #expect(page.status == 200 && page.headers["content-type"]?.hasPrefix("text/html") == true)
             #expect(page.body.contains("<script src=\"app.js\"></script>"))
-            #expect(try HTTPExchange.get("/app.js", port: port).body.contains("new EventSource(\"events\")"))
-            #expect(try HTTPExchange.get("/app.css", port: port).headers["content-type"]?.hasPrefix("text/css") == true)
-            let state = try HTTPExchange.get("/api/state", port: port)
+            let script = try await blocking { try HTTPExchange.get("/app.js", port: port) }
+            #expect(script.body.contains("new EventSource(\"events\")"))
+            let style = try await blocking { try HTTPExchange.get("/app.css", port: port) }
+            #expect(style.headers["content-type"]?.hasPrefix("text/css") == true)
+            let state = try await blocking { try HTTPExchange.get("/api/state", port: port) }
             let snapshot = try JSONDecoder.snakeCase.decode(DashboardSnapshot.self, from: Data(state.body.utf8))
             #expect(snapshot.invocations.map(\.id) == ["inv-1"])
-            #expect(try HTTPExchange.get("/nothing-here", port: port).status == 404)
-            #expect(try HTTPExchange.send("POST /api/state HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", port: port).status == 405)
+            #expect(try await blocking { try HTTPExchange.get("/nothing-here", port: port) }.status == 404)
+            let post = try await blocking {
+                try HTTPExchange.send("POST /api/state HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", port: port)
+            }
+            #expect(post.status == 405)
+            // HEAD of the stream: its headers, and the response ends (no viewer is made).
+            let head = try await blocking { try HTTPExchange.send("HEAD /events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", port: port) }
+            #expect(head.status == 200 && head.body.isEmpty && head.headers["content-type"] == "text/event-stream")
+            #expect(hub.viewerCount == 0)
+            let health = try await blocking { try HTTPExchange.get("/healthz", port: port) }
+            #expect(health.body.contains(#""broker":"unreachable""#), "\(health.body)")
         }
     }
 
@@ -48,13 +59,16 @@ struct DashboardServerTests {
         defer { ticking.cancel() }
         try await Self.withServer(hub) { port in
             let viewers = try (0..<3).map { _ in try EventReader(port: port) }
-            for viewer in viewers { #expect(try viewer.nextEvent().invocations.isEmpty) }
+            for viewer in viewers { #expect(try await blocking { try viewer.nextEvent() }.invocations.isEmpty) }
             #expect(hub.viewerCount == 3)
             // What arrives after they connected reaches each of them with a later tick.
             hub.ingest(body: try MessagePackEncoder().encode(FleetWindowTests.completed("inv-2")))
             for viewer in viewers {
-                var seen = try viewer.nextEvent()
-                for _ in 0..<100 where seen.invocations.isEmpty { seen = try viewer.nextEvent() }
+                let seen = try await blocking {
+                    var seen = try viewer.nextEvent()
+                    for _ in 0..<100 where seen.invocations.isEmpty { seen = try viewer.nextEvent() }
+                    return seen
+                }
                 #expect(seen.invocations.map(\.id) == ["inv-2"])
             }
             // A viewer that leaves is dropped at the next tick.
@@ -76,6 +90,14 @@ struct DashboardServerTests {
     }
 }
 
+/// Runs blocking socket I/O on a Dispatch thread rather than on Swift's cooperative pool (two
+/// threads on this host), where it would hold back the server's and the hub's tasks.
+func blocking<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        DispatchQueue.global().async { continuation.resume(with: Result { try work() }) }
+    }
+}
+
 extension JSONDecoder {
     static var snakeCase: JSONDecoder {
         let decoder = JSONDecoder()
@@ -86,7 +108,7 @@ extension JSONDecoder {
 
 /// One HTTP/1.1 request over a plain socket, read to the end (the server closes it).
 enum HTTPExchange {
-    struct Response {
+    struct Response: Sendable {
         var status: Int
         var headers: [String: String]
         var body: String
@@ -115,8 +137,8 @@ enum HTTPExchange {
     }
 }
 
-/// A viewer of `/events`: reads the stream one server-sent event at a time.
-final class EventReader {
+/// A viewer of `/events`: reads the stream one server-sent event at a time (one task at a time).
+final class EventReader: @unchecked Sendable {
     private let socket: TestSocket
     private var buffer = ""
 
@@ -144,7 +166,7 @@ final class EventReader {
 
 /// A blocking TCP socket to 127.0.0.1 with a 30 s read timeout: a test that waits for nothing
 /// fails instead of hanging.
-final class TestSocket {
+final class TestSocket: @unchecked Sendable {
     struct Failure: Error, CustomStringConvertible {
         let description: String
         init(_ description: String) { self.description = description }

@@ -126,10 +126,14 @@ struct FleetWindowTests {
         window.ingest(Self.completed(long, method: long), nowUs: Self.start)
         window.ingest(Self.sample(worker: long, cpu: .nan), nowUs: Self.start)
         let snapshot = window.snapshot(nowUs: Self.start + 1, feed: Self.feed)
-        #expect(snapshot.invocations.first?.id.count == 128)
-        #expect(snapshot.invocations.first?.method.count == 128)
-        #expect(snapshot.workers.first?.worker.count == 128)
+        #expect(snapshot.invocations.first?.id.utf8.count == 128)
+        #expect(snapshot.invocations.first?.method.utf8.count == 128)
+        #expect(snapshot.workers.first?.worker.utf8.count == 128)
         #expect(snapshot.workers.first?.cpuUtil == 0)
+        // One character with a megabyte of combining marks is cut by its bytes, not kept whole.
+        window.ingest(Self.completed("e" + String(repeating: "\u{301}", count: 500_000)), nowUs: Self.start + 2)
+        let marked = try #require(window.snapshot(nowUs: Self.start + 3, feed: Self.feed).invocations.first)
+        #expect(marked.id.utf8.count <= 128 && marked.id.hasSuffix("…"))
         // The JSON encodes (NaN would throw) and stays small.
         #expect(try snapshot.json().count < 20_000)
     }

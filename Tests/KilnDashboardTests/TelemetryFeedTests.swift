@@ -7,8 +7,8 @@ import Logging
 import Testing
 
 /// The dashboard's feed on a broker of the test's own, which it kills and starts again: the
-/// feed sees the broker go, reconnects by itself, and events published after the restart reach
-/// the window.
+/// feed waits for a worker to make the telemetry exchange, sees the broker go, reconnects by
+/// itself, and events published after the restart reach the window.
 @Suite("The dashboard's feed across a broker restart", .serialized)
 struct TelemetryFeedTests {
     static let logger = Logger(label: "kiln.test") { _ in SwiftLogNoOpLogHandler() }
@@ -20,6 +20,14 @@ struct TelemetryFeedTests {
             try await Task.sleep(for: .milliseconds(50))
         }
         return condition()
+    }
+
+    /// Makes the telemetry exchange as a worker does.
+    static func declareTelemetryExchange(names: KilnNames, url: String) async throws {
+        let worker = AMQPConnection(configuration: try AMQPConfiguration(url: url), logger: logger)
+        try await worker.connect()
+        try await worker.declare(AMQPTopology(exchanges: [.init(name: names.telemetryExchange, type: .topic)]))
+        await worker.close(grace: .seconds(1))
     }
 
     static func publish(_ event: TelemetryEvent, names: KilnNames, url: String) async throws {
@@ -43,6 +51,10 @@ struct TelemetryFeedTests {
         defer { running.cancel() }
         #expect(try await Self.eventually { hub.snapshot().feed.connected })
 
+        // No worker has made the exchange yet: the feed waits for one, then reads.
+        #expect(!hub.snapshot().feed.reading)
+        try await Self.declareTelemetryExchange(names: names, url: url)
+        #expect(try await Self.eventually { hub.snapshot().feed.reading })
         try await Self.publish(FleetWindowTests.completed("before"), names: names, url: url)
         #expect(try await Self.eventually { hub.snapshot().invocations.map(\.id) == ["before"] })
 
@@ -86,7 +98,7 @@ struct DashboardPermissionsTests {
                                             body: try MessagePackEncoder().encode(event)))
         #expect(try await TelemetryFeedTests.eventually(60) { hub.snapshot().invocations.map(\.id) == ["seen"] })
 
-        // Nothing more: it cannot take invocations, submit one, or publish telemetry.
+        // Nothing more: it cannot take invocations, submit one, publish telemetry or delete it.
         let asDashboard = AMQPConnection(configuration: try AMQPConfiguration(url: url), logger: TelemetryFeedTests.logger)
         try await asDashboard.connect()
         // Each refused by the broker's access control (403), not failed some other way.
@@ -106,6 +118,9 @@ struct DashboardPermissionsTests {
             try await asDashboard.publish(AMQPMessage(exchange: names.telemetryExchange, routingKey: "x", body: [1]))
         }
         #expect(emitted.contains("403"), "publish to kiln.telemetry: \(emitted)")
+        // Nor take the exchange away from the workers.
+        let deleted = await refusal { try await asDashboard.deleteExchange(names.telemetryExchange) }
+        #expect(deleted.contains("403"), "delete kiln.telemetry: \(deleted)")
         await asDashboard.close(grace: .zero)
         await guest.close(grace: .zero)
     }

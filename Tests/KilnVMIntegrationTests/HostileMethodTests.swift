@@ -34,6 +34,29 @@ struct HostileMethodTests {
         }
     }
 
+    /// A folder chain deeper than the agent has file descriptors for (its limit, plus 64; at
+    /// most 1,900, where a shell's path would outgrow PATH_MAX): the wipe cannot empty scratch
+    /// with one descriptor a level, so the reset fails and the guest must not serve again, or,
+    /// where the wipe did manage (a sandbox with a higher limit), the next call finds scratch
+    /// empty. Never does the next call meet the chain.
+    @Test(arguments: Backend.allCases)
+    func aTreeDeeperThanTheAgentsDescriptorsNeverReachesTheNextCall(backend: Backend) async throws {
+        try await withVM(backend) { vm in
+            let made = try await vm.exec(Fixture.shell(
+                "n=$(($(ulimit -n) + 64)); [ $n -gt 1900 ] && n=1900; i=0; while [ $i -lt $n ]; do mkdir d && cd d || exit 1; i=$((i + 1)); done; echo $n",
+                deadlineMs: 120_000, resetAfter: true))
+            #expect(made.status == .ok, "\(made.stderr)")
+            let after: GuestFrame.ExecResult
+            do {
+                after = try await vm.exec(Fixture.shell("ls -A /tmp"))
+            } catch {
+                // The guest powered off rather than serve: what a failed reset must do.
+                return
+            }
+            #expect(after.status == .ok && after.output.isEmpty, "the next call met: \(String(decoding: after.output, as: UTF8.self))")
+        }
+    }
+
     @Test(arguments: Backend.allCases)
     func aForkBombStopsAtTheProcessLimit(backend: Backend) async throws {
         let image = try Fixture.image()

@@ -38,7 +38,7 @@ struct OperatorFilesTests {
         #expect(names.count >= 8, "\(names)")
         #expect(names.subtracting(Self.exported).isEmpty, "not exported: \(names.subtracting(Self.exported).sorted())")
         // The alerts the operator was promised.
-        for alert in ["KilnNoWarmVMsWhileInvocationsWait", "KilnDeadLettersRising", "KilnPredictionErrorDrifting", "KilnWorkerGone"] {
+        for alert in ["KilnNoWarmVMsWhileInvocationsWait", "KilnDeadLettersRising", "KilnPredictionErrorDrifting", "KilnWorkerGone", "KilnNoWorkers"] {
             #expect(text.contains("alert: \(alert)"))
         }
     }
@@ -46,12 +46,14 @@ struct OperatorFilesTests {
     @Test func theDashboardQueriesOnlyExportedMetrics() throws {
         let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Self.dashboard))) as? [String: Any]
         let panels = try #require(json?["panels"] as? [[String: Any]])
-        var expressions: [String] = []
-        for panel in panels {
-            for target in panel["targets"] as? [[String: Any]] ?? [] {
-                if let expr = target["expr"] as? String { expressions.append(expr) }
+        // Panels, and the panels inside collapsed rows.
+        func expressions(in panels: [[String: Any]]) -> [String] {
+            panels.flatMap { panel in
+                (panel["targets"] as? [[String: Any]] ?? []).compactMap { $0["expr"] as? String }
+                    + expressions(in: panel["panels"] as? [[String: Any]] ?? [])
             }
         }
+        var expressions = expressions(in: panels)
         let templating = (json?["templating"] as? [String: Any])?["list"] as? [[String: Any]] ?? []
         expressions += templating.compactMap { $0["definition"] as? String }
         let names = expressions.reduce(into: Set<String>()) { $0.formUnion(Self.metricNames(in: $1)) }

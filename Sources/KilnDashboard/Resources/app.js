@@ -98,10 +98,11 @@ function legend(container, entries) {
 
 function renderFeed(state) {
   const feed = document.getElementById("feed");
-  const status = state.feed.connected ? "broker connected" : "broker unreachable, retrying";
+  const status = !state.feed.connected ? "broker unreachable, retrying"
+    : state.feed.reading ? "broker connected" : "connected, waiting for a worker to make the telemetry exchange";
   const last = state.feed.last_event_us ? "last event " + ago(state.now_us, state.feed.last_event_us) : "no event yet";
   feed.replaceChildren(
-    element("span", { class: state.feed.connected ? "up" : "down", id: "feed-status", text: status }),
+    element("span", { class: state.feed.connected && state.feed.reading ? "up" : "down", id: "feed-status", text: status }),
     ` · ${state.totals.events} events · ${last} · VMs created ${state.totals.vms_created}, destroyed ${state.totals.vms_destroyed}`);
   document.getElementById("window-seconds").textContent = state.window_seconds;
 }
@@ -228,8 +229,16 @@ function render(state) {
 }
 
 fetch("api/state").then((response) => response.json()).then(render).catch(() => {});
+// How many events and how many stream connections the page has had (the browser test reads
+// them: live updates arrive over one stream, not by reconnecting).
+document.body.dataset.events = "0";
+document.body.dataset.streams = "0";
 const events = new EventSource("events");
-events.addEventListener("state", (message) => render(JSON.parse(message.data)));
+events.onopen = () => { document.body.dataset.streams = String(Number(document.body.dataset.streams) + 1); };
+events.addEventListener("state", (message) => {
+  document.body.dataset.events = String(Number(document.body.dataset.events) + 1);
+  render(JSON.parse(message.data));
+});
 events.onerror = () => {
   const status = document.getElementById("feed-status");
   if (status) { status.textContent = "dashboard unreachable, retrying"; status.className = "down"; }
