@@ -36,6 +36,7 @@ extension GuestFrame {
             if let methodError = result.methodError { add("method_error", .string(methodError)) }
             if result.runtimeStarted { add("runtime_started", .bool(true)) }
             if result.notRun { add("not_run", .bool(true)) }
+            if let cpuUs = result.cpuUs { add("cpu_us", .uint(cpuUs)) }
         case .pong(let pong):
             add("uptime_us", .uint(pong.uptimeUs))
             add("load1", .double(pong.load1))
@@ -86,7 +87,8 @@ extension GuestFrame {
                 execUs: try fields.integer("exec_us", UInt64.self), maxrssKB: try fields.integer("maxrss_kb", UInt64.self),
                 resetPending: try fields.optionalBool("reset_pending") ?? false, crashed: try fields.optionalBool("crashed") ?? false,
                 outOfMemory: try fields.optionalBool("oom") ?? false, methodError: try fields.optionalString("method_error"),
-                runtimeStarted: try fields.optionalBool("runtime_started") ?? false, notRun: try fields.optionalBool("not_run") ?? false))
+                runtimeStarted: try fields.optionalBool("runtime_started") ?? false, notRun: try fields.optionalBool("not_run") ?? false,
+                cpuUs: try fields.optionalInteger("cpu_us", UInt64.self)))
         case "ping": self = .ping
         case "pong":
             self = .pong(Pong(
@@ -197,6 +199,11 @@ private struct FrameFields {
         default:
             throw .typeMismatch(expected: "int", found: found.typeName, path: key)
         }
+    }
+
+    func optionalInteger<T: FixedWidthInteger>(_ key: String, _ type: T.Type) throws(WireError) -> T? {
+        guard let found = try? value(key), found != .nil else { return nil }
+        return try integer(key, type)
     }
 
     func optionalBool(_ key: String) throws(WireError) -> Bool? {

@@ -180,6 +180,11 @@ extension GuestFrame {
         public var execUs: UInt64
         /// The program's peak resident set, in KiB.
         public var maxrssKB: UInt64
+        /// The CPU time the method used in the guest (user + system), in microseconds: from
+        /// `wait4` for a program, from the runtime's own counters across the call in serve mode
+        /// (in the kernel's clock ticks, 10 ms). Optional on the wire (`cpu_us`): agents before 0.3
+        /// leave it out.
+        public var cpuUs: UInt64?
         /// The agent resets the guest before it reads the next frame, as the request's
         /// `reset_after` asked. An agent that does not know `reset_after` leaves it out, and the
         /// host then resets the VM itself. Optional on the wire (`reset_pending`), written only when true.
@@ -207,7 +212,7 @@ extension GuestFrame {
         public init(
             id: String, status: ExecStatus, output: [UInt8], exitCode: Int32, stderr: String,
             execUs: UInt64, maxrssKB: UInt64, resetPending: Bool = false, crashed: Bool = false, outOfMemory: Bool = false,
-            methodError: String? = nil, runtimeStarted: Bool = false, notRun: Bool = false
+            methodError: String? = nil, runtimeStarted: Bool = false, notRun: Bool = false, cpuUs: UInt64? = nil
         ) {
             self.id = id
             self.status = status
@@ -222,6 +227,7 @@ extension GuestFrame {
             self.methodError = methodError
             self.runtimeStarted = runtimeStarted
             self.notRun = notRun
+            self.cpuUs = cpuUs
         }
 
         /// The answer to a batch's call the agent did not run.
@@ -242,6 +248,7 @@ extension GuestFrame {
             case methodError = "method_error"
             case runtimeStarted = "runtime_started"
             case notRun = "not_run"
+            case cpuUs = "cpu_us"
         }
 
         public init(from decoder: any Decoder) throws {
@@ -259,6 +266,7 @@ extension GuestFrame {
             methodError = try container.decodeIfPresent(String.self, forKey: .methodError)
             runtimeStarted = try container.decodeIfPresent(Bool.self, forKey: .runtimeStarted) ?? false
             notRun = try container.decodeIfPresent(Bool.self, forKey: .notRun) ?? false
+            cpuUs = try container.decodeIfPresent(UInt64.self, forKey: .cpuUs)
         }
 
         public func encode(to encoder: any Encoder) throws {
@@ -276,6 +284,7 @@ extension GuestFrame {
             if let methodError { try container.encode(methodError, forKey: .methodError) }
             if runtimeStarted { try container.encode(true, forKey: .runtimeStarted) }
             if notRun { try container.encode(true, forKey: .notRun) }
+            if let cpuUs { try container.encode(cpuUs, forKey: .cpuUs) }
         }
     }
 

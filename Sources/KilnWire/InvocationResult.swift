@@ -90,6 +90,33 @@ public struct InvocationResult: Codable, Sendable, Equatable {
         }
     }
 
+    /// What an invocation consumed, as a pay-per-use bill counts it. Every field is optional:
+    /// what the VM's agent or the backend could not measure is left out.
+    public struct Usage: Codable, Sendable, Equatable {
+        /// The method's own CPU time in the guest, user + system, microseconds.
+        public var cpuUs: UInt64?
+        /// The method's peak resident memory, KiB.
+        public var peakMemoryKB: UInt64?
+        /// The bytes of the call the VM received (arguments and context, MessagePack).
+        public var bytesIn: UInt64?
+        /// The bytes the method answered with (output and context, MessagePack).
+        public var bytesOut: UInt64?
+
+        public init(cpuUs: UInt64? = nil, peakMemoryKB: UInt64? = nil, bytesIn: UInt64? = nil, bytesOut: UInt64? = nil) {
+            self.cpuUs = cpuUs
+            self.peakMemoryKB = peakMemoryKB
+            self.bytesIn = bytesIn
+            self.bytesOut = bytesOut
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case cpuUs = "cpu_us"
+            case peakMemoryKB = "peak_memory_kb"
+            case bytesIn = "bytes_in"
+            case bytesOut = "bytes_out"
+        }
+    }
+
     /// The wire version, `v`.
     public var version: WireVersion
     /// The invocation's id.
@@ -119,6 +146,9 @@ public struct InvocationResult: Codable, Sendable, Equatable {
     public var host: String?
     /// Unix time when the result was made, in microseconds.
     public var finishedAtUs: UInt64
+    /// What it consumed; absent when it did not run (refused, or no VM), and from workers
+    /// before usage accounting.
+    public var usage: Usage?
 
     /// Creates a result.
     public init(
@@ -134,7 +164,8 @@ public struct InvocationResult: Codable, Sendable, Equatable {
         predictedUs: UInt64? = nil,
         worker: String,
         host: String? = nil,
-        finishedAtUs: UInt64
+        finishedAtUs: UInt64,
+        usage: Usage? = nil
     ) {
         self.version = .v1
         self.id = id
@@ -150,6 +181,7 @@ public struct InvocationResult: Codable, Sendable, Equatable {
         self.worker = worker
         self.host = host
         self.finishedAtUs = finishedAtUs
+        self.usage = usage
     }
 
     /// The routing key on `kiln.results`: `<method>.<status>`.
@@ -162,5 +194,6 @@ public struct InvocationResult: Codable, Sendable, Equatable {
         case predictedUs = "predicted_us"
         case worker, host
         case finishedAtUs = "finished_at_us"
+        case usage
     }
 }

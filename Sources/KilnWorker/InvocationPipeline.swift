@@ -449,6 +449,9 @@ public struct InvocationPipeline: Sendable {
         }
         run.execUs = answer.execUs
         run.peakMemoryKB = answer.maxrssKB
+        run.usage = InvocationResult.Usage(
+            cpuUs: answer.cpuUs, peakMemoryKB: answer.maxrssKB > 0 ? answer.maxrssKB : nil,
+            bytesIn: UInt64(call.payload.count), bytesOut: UInt64(answer.output.count))
         run.resetPending = answer.resetPending && call.resetAfter
         run.outcome = ExecOutcome(answer)
         switch answer.status {
@@ -504,6 +507,7 @@ public struct InvocationPipeline: Sendable {
         result.worker = settings.worker
         result.host = settings.host
         result.finishedAtUs = TelemetrySink.nowMicroseconds()
+        result.usage = run.usage
         do {
             let body = try MessagePackEncoder().encode(result)
             let properties = AMQPProperties.msgpack(messageID: result.id, correlationID: run.delivery.properties.correlationID ?? result.id)
@@ -532,9 +536,11 @@ public struct InvocationPipeline: Sendable {
             return
         }
         // Labels only for the manifest's methods: a producer inventing names must not grow /metrics.
+        let methodLabel = catalog[result.method] == nil ? WorkerMetrics.unknownMethod : result.method
         metrics.invocationCompleted(
-            method: catalog[result.method] == nil ? WorkerMetrics.unknownMethod : result.method, status: result.status, execUs: run.execUs, totalUs: totalUs,
+            method: methodLabel, status: result.status, execUs: run.execUs, totalUs: totalUs,
             overheadUs: totalUs > run.execUs ? totalUs - run.execUs : 0, cold: lease?.cold ?? false)
+        if let cpuUs = result.usage?.cpuUs { metrics.methodCPU(method: methodLabel, microseconds: cpuUs) }
         metrics.telemetry.emit(.invocationCompleted(.init(
             id: result.id, method: result.method, status: result.status, vm: lease?.vm.id, cold: lease?.cold ?? false,
             execUs: run.execUs, totalUs: totalUs, predictedUs: result.predictedUs,

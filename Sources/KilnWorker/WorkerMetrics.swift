@@ -27,6 +27,12 @@ public struct WorkerMetrics: Sendable {
         Timer(label: KilnMetric.overheadSeconds.rawValue, preferredDisplayUnit: .seconds).recordMicroseconds(overheadUs)
     }
 
+    /// CPU time a method's invocation used in its VM (the agent's count), for pay-per-use.
+    func methodCPU(method: String, microseconds: UInt64) {
+        FloatingPointCounter(label: KilnMetric.methodCpuSecondsTotal.rawValue, dimensions: [("method", method)])
+            .increment(by: Double(microseconds) / 1_000_000)
+    }
+
     /// The latency model's error for `method` after its latest run (see ``PredictionError``).
     func modelError(method: String, ratio: Double) {
         Gauge(label: KilnMetric.modelErrorRatio.rawValue, dimensions: [("method", method)]).record(ratio)

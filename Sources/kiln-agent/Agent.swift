@@ -4,8 +4,8 @@ import KilnWire
 /// The agent's main loop: greet, then serve one frame at a time until the host goes away; on a
 /// virtio port, wait for the next host (a restored clone's) and greet it again.
 struct Agent {
-    /// 0.2 takes `exec-batch`.
-    static let version = "0.2.0"
+    /// 0.2 takes `exec-batch`; 0.3 reports each call's CPU time (`cpu_us`).
+    static let version = "0.3.0"
 
     private let options: AgentOptions
     private var port: GuestPort

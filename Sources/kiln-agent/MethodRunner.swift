@@ -93,8 +93,12 @@ struct MethodRunner {
             id: request.id, status: resultStatus, output: resultStatus == .ok ? io.output : [],
             exitCode: exitCode, stderr: stderrText, execUs: finished - started,
             maxrssKB: UInt64(max(0, usage.ru_maxrss)),
-            crashed: crashed, outOfMemory: outOfMemory
+            crashed: crashed, outOfMemory: outOfMemory, cpuUs: Self.microseconds(usage.ru_utime) &+ Self.microseconds(usage.ru_stime)
         )
+    }
+
+    private static func microseconds(_ time: timeval) -> UInt64 {
+        UInt64(max(0, time.tv_sec)) &* 1_000_000 &+ UInt64(max(0, time.tv_usec))
     }
 
     /// Kills every process group this runner started (leftovers of earlier methods).

@@ -34,6 +34,8 @@ final class ServeRuntime {
     private var stderr: Int32
     /// `/proc/<pid>/status`, kept open for the peak RSS (re-read from offset 0 at each call).
     private let statusFile: Int32
+    /// `/proc/<pid>/stat`, kept open: one `pread` reads the runtime's CPU time.
+    private let statFile: Int32
     private var frames = FrameBuffer(maxFrameBytes: MethodRunner.maxOutputBytes)
     private var stderrBytes: [UInt8] = []
     private var chunk = [UInt8](repeating: 0, count: 64 * 1024)
@@ -64,7 +66,8 @@ final class ServeRuntime {
             }
             return .success(ServeRuntime(
                 method: method, entry: entry, pid: pid, stdin: stdinPipe.write, stdout: stdoutPipe.read,
-                stderr: stderrPipe.read, statusFile: open("/proc/\(pid)/status", O_RDONLY | O_CLOEXEC)))
+                stderr: stderrPipe.read, statusFile: open("/proc/\(pid)/status", O_RDONLY | O_CLOEXEC),
+                statFile: open("/proc/\(pid)/stat", O_RDONLY | O_CLOEXEC)))
         }
     }
 
@@ -73,7 +76,8 @@ final class ServeRuntime {
         let message: String
     }
 
-    private init(method: String, entry: [String], pid: pid_t, stdin: Int32, stdout: Int32, stderr: Int32, statusFile: Int32) {
+    private init(method: String, entry: [String], pid: pid_t, stdin: Int32, stdout: Int32, stderr: Int32, statusFile: Int32, statFile: Int32) {
+        self.statFile = statFile
         self.method = method
         self.entry = entry
         self.pid = pid
@@ -214,6 +218,27 @@ final class ServeRuntime {
         return 0
     }
 
+    /// The CPU time the runtime and the children it waited for have used, user + system, in
+    /// microseconds (`/proc/<pid>/stat`, in clock ticks); nil once it has gone.
+    func cpuMicroseconds() -> UInt64? {
+        guard statFile >= 0 else { return nil }
+        var text = [UInt8](repeating: 0, count: 1024)
+        let count = text.withUnsafeMutableBytes { pread(statFile, $0.baseAddress, $0.count, 0) }
+        // The name in parentheses may hold spaces: the fields start after the last ')'.
+        guard count > 0, let close = text[..<count].lastIndex(of: UInt8(ascii: ")")) else { return nil }
+        let fields = text[(close + 1)..<count].split(separator: UInt8(ascii: " "))
+        // utime, stime, cutime, cstime: fields 14 to 17, the 12th to 15th after the name.
+        guard fields.count > 14 else { return nil }
+        var ticks: UInt64 = 0
+        for field in fields[11...14] {
+            guard let value = UInt64(String(decoding: field, as: UTF8.self)) else { return nil }
+            ticks &+= value
+        }
+        return ticks &* 1_000_000 / Self.clockTicksPerSecond
+    }
+
+    private static let clockTicksPerSecond = UInt64(max(1, sysconf(Int32(_SC_CLK_TCK))))
+
     /// Kills the runtime's process group, reaps the runtime and closes its pipes. Returns its wait
     /// status.
     func kill() -> Int32 {
@@ -223,7 +248,7 @@ final class ServeRuntime {
             while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
             exitStatus = status
         }
-        for fd in [stdin, stdout, stderr, statusFile] where fd >= 0 { close(fd) }
+        for fd in [stdin, stdout, stderr, statusFile, statFile] where fd >= 0 { close(fd) }
         stdin = -1
         stdout = -1
         stderr = -1

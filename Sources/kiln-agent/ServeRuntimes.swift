@@ -66,6 +66,17 @@ struct ServeRuntimes {
 
     /// The call's result from `runtime`.
     private mutating func answer(_ request: GuestFrame.ExecRequest, from runtime: ServeRuntime, started: UInt64) -> GuestFrame.ExecResult {
+        let cpuBefore = runtime.cpuMicroseconds()
+        var answer = outcome(request, from: runtime, started: started, cpuBefore: cpuBefore)
+        if answer.cpuUs == nil, let cpuBefore, let cpuAfter = runtime.cpuMicroseconds() { answer.cpuUs = cpuAfter &- min(cpuBefore, cpuAfter) }
+        return answer
+    }
+
+    /// The call's result from `runtime`, by how the call went; a runtime the call ended reports
+    /// its CPU time before it is killed.
+    private mutating func outcome(
+        _ request: GuestFrame.ExecRequest, from runtime: ServeRuntime, started: UInt64, cpuBefore: UInt64?
+    ) -> GuestFrame.ExecResult {
         switch runtime.call(request, deadlineUs: started + request.deadlineMs * 1000) {
         case .answered(let answer):
             let tail = runtime.takeStderrTail()
@@ -78,16 +89,16 @@ struct ServeRuntimes {
         case .refused(let reason):
             return result(request, started: started, status: .error, exitCode: 65, stderr: "serve: \(reason)", reportRSS: true)
         case .timedOut:
-            return end(request, started: started, status: .timeout, why: "the deadline of \(request.deadlineMs) ms expired")
+            return end(request, started: started, status: .timeout, why: "the deadline of \(request.deadlineMs) ms expired", cpuBefore: cpuBefore)
         case .ended:
             // A crash if a crash signal ended it, or it died after serving calls; a runtime that
             // cannot start (an exit code before its first answer) has failed, not crashed.
             let served = runtime.calls > 0
-            return end(request, started: started, status: .error, why: "it ended during the call") { served || $0.isCrash }
+            return end(request, started: started, status: .error, why: "it ended during the call", cpuBefore: cpuBefore) { served || $0.isCrash }
         case .brokeProtocol(let detail):
-            return end(request, started: started, status: .error, why: "it broke the serve protocol: \(detail)") { _ in true }
+            return end(request, started: started, status: .error, why: "it broke the serve protocol: \(detail)", cpuBefore: cpuBefore) { _ in true }
         case .answerTooLarge(let detail):
-            return end(request, started: started, status: .error, why: "its answer is too large: \(detail)") { _ in false }
+            return end(request, started: started, status: .error, why: "its answer is too large: \(detail)", cpuBefore: cpuBefore) { _ in false }
         }
     }
 
@@ -110,13 +121,14 @@ struct ServeRuntimes {
     /// the call's result (the runtime starts again at the next call); `crashed` judges, from how the
     /// runtime ended, whether that was a crash.
     private mutating func end(
-        _ request: GuestFrame.ExecRequest, started: UInt64, status: GuestFrame.ExecStatus, why: String,
+        _ request: GuestFrame.ExecRequest, started: UInt64, status: GuestFrame.ExecStatus, why: String, cpuBefore: UInt64?,
         crashed: (WaitStatus) -> Bool = { _ in false }
     ) -> GuestFrame.ExecResult {
         guard let runtime = running.removeValue(forKey: request.method) else {
             return result(request, started: started, status: status, exitCode: 1, stderr: "serve: \(why)")
         }
         let rss = runtime.readPeakRSSKB()
+        let cpuAfter = runtime.cpuMicroseconds()
         let tail = runtime.takeStderrTail()
         let waitStatus = WaitStatus(raw: runtime.kill())
         let exitCode = waitStatus.exitCode
@@ -125,6 +137,7 @@ struct ServeRuntimes {
                             stderr: tail + (tail.isEmpty ? "" : "\n") + message)
         answer.maxrssKB = rss
         answer.crashed = crashed(waitStatus)
+        if let cpuBefore, let cpuAfter { answer.cpuUs = cpuAfter &- min(cpuBefore, cpuAfter) }
         return answer
     }
 

@@ -293,3 +293,24 @@ func processesMentioning(_ text: String) -> [Int32] {
         return String(decoding: data, as: UTF8.self).contains(text)
     }
 }
+
+/// What a call consumed, as the agent reports it: the method's CPU time in the guest.
+@Suite("Usage per call")
+struct UsageTests {
+    /// A `burn` of 200 ms is charged at least five times the CPU of a `sleep` of 200 ms (a
+    /// ratio, not a bound: a loaded host slows both), and a serve-mode call reports its CPU too.
+    @Test(arguments: Backend.allCases)
+    func aBurnIsChargedFarMoreCPUThanASleepOfTheSameLength(backend: Backend) async throws {
+        let image = try Fixture.image()
+        try await withVM(backend) { vm in
+            let burn = try await vm.exec(try Fixture.request("burn", ["ms": 200], image: image))
+            let sleep = try await vm.exec(try Fixture.request("sleep", ["ms": 200], image: image))
+            #expect(burn.status == .ok && sleep.status == .ok, "\(burn.stderr) \(sleep.stderr)")
+            let burned = try #require(burn.cpuUs, "the agent reported no CPU time")
+            let slept = try #require(sleep.cpuUs)
+            #expect(burned >= 5 * max(slept, 1), "burn \(burned) µs against sleep \(slept) µs")
+            let served = try await vm.exec(try Fixture.request("echo-serve", ["x": 1], image: image))
+            #expect(served.status == .ok && served.cpuUs != nil, "\(served)")
+        }
+    }
+}

@@ -112,7 +112,11 @@ struct HostileProducerTests {
         try await client.submit(after)
         let (last, _) = try await client.collect([after.id], timeout: .seconds(30))
         #expect(last[after.id]?.output == after.args)
+        // What it consumed: the call's bytes both ways and its CPU, in the result and on /metrics.
+        let usage = try #require(last[after.id]?.usage, "a result without usage")
+        #expect((usage.bytesIn ?? 0) > 0 && (usage.bytesOut ?? 0) > 0 && usage.cpuUs != nil, "\(usage)")
         let metrics = try await worker.httpGet("/metrics")
+        #expect(metrics.contains("kiln_method_cpu_seconds_total{method=\"echo\"}"))
         #expect(metrics.contains("kiln_dead_letters_total{reason=\"invalid_value\"}"))
         // Every family the worker serves is one the operator's files may use (KilnMetric).
         let served = Set(metrics.split(separator: "\n").filter { $0.hasPrefix("kiln_") }.map { String($0.prefix { $0 != "{" && $0 != " " }) })

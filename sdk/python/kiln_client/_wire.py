@@ -75,6 +75,9 @@ class Result:
     finished_at_us: int = 0
     #: The worker's host id (``worker.host``); empty from workers before fleets.
     host: str = ""
+    #: What it consumed (``cpu_us``, ``peak_memory_kb``, ``bytes_in``, ``bytes_out``, each
+    #: optional); empty from workers before usage accounting.
+    usage: Dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_body(cls, body: bytes) -> "Result":
@@ -91,6 +94,7 @@ class Result:
             vm=value.get("vm"), timing=dict(value.get("timing_us") or {}), predicted_us=value.get("predicted_us"),
             worker=str(value.get("worker", "")), finished_at_us=int(value.get("finished_at_us") or 0),
             host=str(value.get("host", "")),
+            usage=dict(value.get("usage") or {}) if isinstance(value.get("usage"), dict) else {},
         )
 
     def raise_for_status(self) -> "Result":
