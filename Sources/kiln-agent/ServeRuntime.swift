@@ -33,9 +33,9 @@ final class ServeRuntime {
     private var stdout: Int32
     private var stderr: Int32
     /// `/proc/<pid>/status`, kept open for the peak RSS (re-read from offset 0 at each call).
-    private let statusFile: Int32
+    private var statusFile: Int32
     /// `/proc/<pid>/stat`, kept open: one `pread` reads the runtime's CPU time.
-    private let statFile: Int32
+    private var statFile: Int32
     private var frames = FrameBuffer(maxFrameBytes: MethodRunner.maxOutputBytes)
     private var stderrBytes: [UInt8] = []
     private var chunk = [UInt8](repeating: 0, count: 64 * 1024)
@@ -249,9 +249,12 @@ final class ServeRuntime {
             exitStatus = status
         }
         for fd in [stdin, stdout, stderr, statusFile, statFile] where fd >= 0 { close(fd) }
+        // A closed number may be reused by the next open: nothing reads through these again.
         stdin = -1
         stdout = -1
         stderr = -1
+        statusFile = -1
+        statFile = -1
         return status
     }
 

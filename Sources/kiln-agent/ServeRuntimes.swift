@@ -68,7 +68,10 @@ struct ServeRuntimes {
     private mutating func answer(_ request: GuestFrame.ExecRequest, from runtime: ServeRuntime, started: UInt64) -> GuestFrame.ExecResult {
         let cpuBefore = runtime.cpuMicroseconds()
         var answer = outcome(request, from: runtime, started: started, cpuBefore: cpuBefore)
-        if answer.cpuUs == nil, let cpuBefore, let cpuAfter = runtime.cpuMicroseconds() { answer.cpuUs = cpuAfter &- min(cpuBefore, cpuAfter) }
+        // A runtime the call ended was counted before its kill (and its descriptors are closed).
+        if answer.cpuUs == nil, running[request.method] === runtime, let cpuBefore, let cpuAfter = runtime.cpuMicroseconds() {
+            answer.cpuUs = cpuAfter &- min(cpuBefore, cpuAfter)
+        }
         return answer
     }
 
