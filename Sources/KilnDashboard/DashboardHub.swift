@@ -78,9 +78,12 @@ public final class DashboardHub: Service, Sendable {
 
     // MARK: The viewers' side
 
+    /// The feed's link to the broker now.
+    public var feedStatus: DashboardSnapshot.FeedStatus { feed.withLock { $0 } }
+
     /// The window now. Read from a copy: the feed goes on while it is built.
     public func snapshot() -> DashboardSnapshot {
-        let status = feed.withLock { $0 }
+        let status = feedStatus
         let at = now()
         let copy = window.withLock { $0 }
         return copy.snapshot(nowUs: at, feed: status)

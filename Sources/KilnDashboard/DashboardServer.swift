@@ -119,7 +119,7 @@ private final class DashboardHandler: ChannelInboundHandler, @unchecked Sendable
         case "/healthz":
             // The process serves; whether the broker does is said, not judged (a restart would
             // not bring the broker back).
-            let broker = hub.snapshot().feed.connected ? "connected" : "unreachable"
+            let broker = hub.feedStatus.connected ? "connected" : "unreachable"
             send(.ok, "application/json", Array(#"{"status":"ok","broker":"\#(broker)"}"#.utf8), request: request, context: context)
         default:
             guard let file = DashboardAssets.files[path] else {
