@@ -71,6 +71,15 @@ public final class ExecutionHistory: Sendable {
                 table.add(column: "baseline_us", .double)
             }
         }
+        migrator.registerMigration("v3: usage") { db in
+            try db.alter(table: "execution") { table in
+                table.add(column: "usage_cpu_us", .integer)
+                table.add(column: "usage_host_cpu_us", .integer)
+                table.add(column: "usage_peak_memory_kb", .integer)
+                table.add(column: "usage_bytes_in", .integer)
+                table.add(column: "usage_bytes_out", .integer)
+            }
+        }
         try migrator.migrate(database)
     }
 
@@ -120,6 +129,64 @@ public final class ExecutionHistory: Sendable {
 
     public func count() throws -> Int {
         try database.read { db in try StoredRecord.fetchCount(db) }
+    }
+
+    /// What each method consumed, from the records made at or after `sinceUs` (Unix µs), of
+    /// `method` only when given; ordered by method. Every attempt counts, as each one ran.
+    public func usage(sinceUs: UInt64 = 0, method: String? = nil) throws -> [MethodUsage] {
+        try database.read { db in
+            let rows = try Row.fetchAll(db, sql: """
+                SELECT method, COUNT(*) AS invocations, SUM(exec_us) AS exec_us, SUM(memory_mb * exec_us) AS mb_us,
+                       SUM(usage_cpu_us) AS cpu_us, SUM(usage_host_cpu_us) AS host_cpu_us, COUNT(usage_cpu_us) AS measured,
+                       MAX(usage_peak_memory_kb) AS peak_kb, SUM(usage_bytes_in) AS bytes_in, SUM(usage_bytes_out) AS bytes_out
+                FROM execution WHERE recorded_at_us >= ? AND (? IS NULL OR method = ?)
+                GROUP BY method ORDER BY method
+                """, arguments: [Int64(clamping: sinceUs), method, method])
+            return rows.map { row in
+                MethodUsage(
+                    method: row["method"], invocations: row["invocations"], execSeconds: (row["exec_us"] as Double? ?? 0) / 1e6,
+                    gbSeconds: (row["mb_us"] as Double? ?? 0) / 1_024 / 1e6, cpuSeconds: (row["cpu_us"] as Double?).map { $0 / 1e6 },
+                    hostCPUSeconds: (row["host_cpu_us"] as Double?).map { $0 / 1e6 }, measuredInvocations: row["measured"],
+                    peakMemoryKB: row["peak_kb"], bytesIn: row["bytes_in"], bytesOut: row["bytes_out"])
+            }
+        }
+    }
+}
+
+/// What one method's invocations consumed, as a pay-per-use bill counts it.
+public struct MethodUsage: Sendable, Equatable {
+    public var method: String
+    /// Runs recorded, redeliveries included.
+    public var invocations: Int
+    /// Time spent running in VMs.
+    public var execSeconds: Double
+    /// The VM's memory (the profile's) times the time run, in GiB-seconds, as Lambda bills it.
+    public var gbSeconds: Double
+    /// The methods' own CPU time in their guests; nil when no record measured it.
+    public var cpuSeconds: Double?
+    /// The CPU time their VMs used on the host while they ran; nil when no record measured it.
+    public var hostCPUSeconds: Double?
+    /// Runs whose guest CPU time was measured (records made before usage was kept have none).
+    public var measuredInvocations: Int
+    /// The highest peak resident memory of a run, KiB.
+    public var peakMemoryKB: UInt64?
+    public var bytesIn: UInt64?
+    public var bytesOut: UInt64?
+
+    public init(
+        method: String, invocations: Int, execSeconds: Double, gbSeconds: Double, cpuSeconds: Double? = nil, hostCPUSeconds: Double? = nil,
+        measuredInvocations: Int = 0, peakMemoryKB: UInt64? = nil, bytesIn: UInt64? = nil, bytesOut: UInt64? = nil
+    ) {
+        self.method = method
+        self.invocations = invocations
+        self.execSeconds = execSeconds
+        self.gbSeconds = gbSeconds
+        self.cpuSeconds = cpuSeconds
+        self.hostCPUSeconds = hostCPUSeconds
+        self.measuredInvocations = measuredInvocations
+        self.peakMemoryKB = peakMemoryKB
+        self.bytesIn = bytesIn
+        self.bytesOut = bytesOut
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import KilnWire
 
 /// One finished invocation as the history keeps it: the features known before it ran, the
 /// times measured, and the prediction made for it.
@@ -40,6 +41,13 @@ public struct ExecutionRecord: Codable, Sendable, Equatable {
     public var baselineUs: Double?
     /// The placement decision, one candidate per line (see `PlacementDecision.explanation`).
     public var placement: String?
+    /// What the invocation consumed (see `InvocationResult.Usage`); nil in records made before
+    /// usage was kept, and in fields the VM could not measure.
+    public var usageCPUUs: UInt64?
+    public var usageHostCPUUs: UInt64?
+    public var usagePeakMemoryKB: UInt64?
+    public var usageBytesIn: UInt64?
+    public var usageBytesOut: UInt64?
 
     enum CodingKeys: String, CodingKey {
         case invocationID = "invocation_id"
@@ -70,12 +78,17 @@ public struct ExecutionRecord: Codable, Sendable, Equatable {
         case predictor
         case baselineUs = "baseline_us"
         case placement
+        case usageCPUUs = "usage_cpu_us"
+        case usageHostCPUUs = "usage_host_cpu_us"
+        case usagePeakMemoryKB = "usage_peak_memory_kb"
+        case usageBytesIn = "usage_bytes_in"
+        case usageBytesOut = "usage_bytes_out"
     }
 
     /// A record of `outcome`.
     public init(
         invocationID: String, recordedAtUs: UInt64, outcome: ExecutionOutcome, predictedUs: Double? = nil,
-        predictor: String? = nil, baselineUs: Double? = nil, placement: String? = nil
+        predictor: String? = nil, baselineUs: Double? = nil, placement: String? = nil, usage: InvocationResult.Usage? = nil
     ) {
         let features = outcome.features
         self.invocationID = invocationID
@@ -108,6 +121,23 @@ public struct ExecutionRecord: Codable, Sendable, Equatable {
         self.predictor = predictor
         self.baselineUs = baselineUs
         self.placement = placement
+        self.usage = usage
+    }
+
+    /// What the invocation consumed, as its result said.
+    public var usage: InvocationResult.Usage? {
+        get {
+            let usage = InvocationResult.Usage(
+                cpuUs: usageCPUUs, hostCPUUs: usageHostCPUUs, peakMemoryKB: usagePeakMemoryKB, bytesIn: usageBytesIn, bytesOut: usageBytesOut)
+            return usage == InvocationResult.Usage() ? nil : usage
+        }
+        set {
+            usageCPUUs = newValue?.cpuUs
+            usageHostCPUUs = newValue?.hostCPUUs
+            usagePeakMemoryKB = newValue?.peakMemoryKB
+            usageBytesIn = newValue?.bytesIn
+            usageBytesOut = newValue?.bytesOut
+        }
     }
 
     /// The version of the features this build records and replays.
@@ -150,6 +180,7 @@ public struct ExecutionRecord: Codable, Sendable, Equatable {
             String(queueDepth), String(idleVMs), String(provisionsInFlight), optional(schema), optional(networkBps), optional(cpuPressure),
             optional(dependencyMB), optional(unloadedDependencyMB), optional(deadlineMs), String(provisionUs), String(execUs),
             succeeded ? "1" : "0", optional(predictedUs), predictor ?? "", optional(baselineUs), placement ?? "",
+            optional(usageCPUUs), optional(usageHostCPUUs), optional(usagePeakMemoryKB), optional(usageBytesIn), optional(usageBytesOut),
         ]
         return fields.map(Self.quoted).joined(separator: ",")
     }

@@ -43,6 +43,12 @@ public protocol MicroVM: AnyObject, Sendable {
     /// Host-side figures: the VM process's resident and proportional memory, CPU time.
     func stats() async throws -> VMStats
 
+    /// The CPU time the VM has used on the host so far, user + system, microseconds: its cgroup's
+    /// where the host accounts one (every process of the VM), else its main process's. One file
+    /// read, no trip to the guest: read before and after a call, the difference is what the call
+    /// cost the host. Nil once the VM is gone.
+    func hostCPUTimeUs() -> UInt64?
+
     /// Changes the CPU and memory limits the VM runs under on the host.
     /// - Parameter limits: the new limits; drivers refuse what they cannot apply live.
     func resize(_ limits: ResourceLimits) async throws

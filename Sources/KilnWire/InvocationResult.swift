@@ -95,6 +95,9 @@ public struct InvocationResult: Codable, Sendable, Equatable {
     public struct Usage: Codable, Sendable, Equatable {
         /// The method's own CPU time in the guest, user + system, microseconds.
         public var cpuUs: UInt64?
+        /// The CPU time the VM used on the host over the call, user + system, microseconds: the
+        /// emulation or virtualization the call cost the host, as the VM's cgroup counts it.
+        public var hostCPUUs: UInt64?
         /// The method's peak resident memory, KiB.
         public var peakMemoryKB: UInt64?
         /// The bytes of the call the VM received (arguments and context, MessagePack).
@@ -102,8 +105,11 @@ public struct InvocationResult: Codable, Sendable, Equatable {
         /// The bytes the method answered with (output and context, MessagePack).
         public var bytesOut: UInt64?
 
-        public init(cpuUs: UInt64? = nil, peakMemoryKB: UInt64? = nil, bytesIn: UInt64? = nil, bytesOut: UInt64? = nil) {
+        public init(
+            cpuUs: UInt64? = nil, hostCPUUs: UInt64? = nil, peakMemoryKB: UInt64? = nil, bytesIn: UInt64? = nil, bytesOut: UInt64? = nil
+        ) {
             self.cpuUs = cpuUs
+            self.hostCPUUs = hostCPUUs
             self.peakMemoryKB = peakMemoryKB
             self.bytesIn = bytesIn
             self.bytesOut = bytesOut
@@ -111,6 +117,7 @@ public struct InvocationResult: Codable, Sendable, Equatable {
 
         enum CodingKeys: String, CodingKey {
             case cpuUs = "cpu_us"
+            case hostCPUUs = "host_cpu_us"
             case peakMemoryKB = "peak_memory_kb"
             case bytesIn = "bytes_in"
             case bytesOut = "bytes_out"

@@ -32,8 +32,9 @@ actor BatchFormation {
 
     /// How a call of a batch ended.
     enum Outcome: Sendable {
-        /// The agent answered it, or the VM failed during it; `elapsedUs` is the host's time for it.
-        case answered(Result<GuestFrame.ExecResult, any Error>, elapsedUs: UInt64)
+        /// The agent answered it, or the VM failed during it; `elapsedUs` is the host's time for it,
+        /// `hostCPUUs` the CPU time the VM used on the host meanwhile (nil where unmeasured).
+        case answered(Result<GuestFrame.ExecResult, any Error>, elapsedUs: UInt64, hostCPUUs: UInt64?)
         /// It did not run: a call before it ended the VM's use.
         case notRun
     }

@@ -212,7 +212,7 @@ public struct InvocationPipeline: Sendable {
                 await lead(call, riders: riders, ticket: ticket ?? 0, placed: placed, method: method, run: &run)
                 return
             case .rides(let boarding, let ticket):
-                guard case .answered(let answer, let elapsedUs) = await batches!.outcome(of: ticket) else {
+                guard case .answered(let answer, let elapsedUs, let hostCPUUs) = await batches!.outcome(of: ticket) else {
                     // A call before it ended the batch's VM: once more, alone.
                     logger.debug("\(invocation.id) did not run in its batch; placing it again")
                     batchKey = nil
@@ -222,7 +222,8 @@ public struct InvocationPipeline: Sendable {
                 // Its wait for a VM, and for the calls before it in the batch.
                 let sinceReceived = (ContinuousClock.now - received).inMicroseconds
                 run.scheduleUs = sinceReceived - min(elapsedUs, sinceReceived)
-                run.result = interpret(answer, elapsedUs: elapsedUs, call: call, memoryMB: boarding.lease.profile.memoryMB, run: &run)
+                run.result = interpret(
+                    answer, elapsedUs: elapsedUs, hostCPUUs: hostCPUUs, call: call, memoryMB: boarding.lease.profile.memoryMB, run: &run)
                 let decision = placement.riding(boarding.decision, vm: boarding.lease.vm.id, position: boarding.position)
                 await finish(&run, lease: boarding.lease, decision: decision)
                 learn(from: run, lease: boarding.lease, decision: decision)
@@ -286,10 +287,13 @@ public struct InvocationPipeline: Sendable {
         let execution: ExecutionSummary
         if riders.isEmpty {
             let started = ContinuousClock.now
+            let hostCPUAtStart = lease.vm.hostCPUTimeUs()
             let answer: Result<GuestFrame.ExecResult, any Error>
             do { answer = .success(try await lease.vm.exec(call)) } catch { answer = .failure(error) }
-            run.result = interpret(answer, elapsedUs: (ContinuousClock.now - started).inMicroseconds, call: call,
-                                   memoryMB: lease.profile.memoryMB, run: &run)
+            run.result = interpret(
+                answer, elapsedUs: (ContinuousClock.now - started).inMicroseconds,
+                hostCPUUs: Self.difference(from: hostCPUAtStart, to: lease.vm.hostCPUTimeUs()), call: call,
+                memoryMB: lease.profile.memoryMB, run: &run)
             execution = ExecutionSummary(calls: 1, outcome: run.outcome, resetPending: run.resetPending)
             // The VM is reset (or destroyed) while the result is published: it is free for the
             // next invocation without waiting for the broker's confirm.
@@ -303,12 +307,12 @@ public struct InvocationPipeline: Sendable {
             metrics.batchSent(calls: tickets.count)
             async let ran = runBatch([call] + riders.map(\.request), tickets: tickets, on: lease)
             switch await batches!.outcome(of: ticket) {
-            case .answered(let answer, let elapsedUs):
-                run.result = interpret(answer, elapsedUs: elapsedUs, call: call, memoryMB: lease.profile.memoryMB, run: &run)
+            case .answered(let answer, let elapsedUs, let hostCPUUs):
+                run.result = interpret(answer, elapsedUs: elapsedUs, hostCPUUs: hostCPUUs, call: call, memoryMB: lease.profile.memoryMB, run: &run)
             case .notRun:
                 // The session refuses a first call answered `not_run`; should one come through, it is the VM's failure.
                 let failure = VMError.protocolViolation(vm: lease.vm.id, detail: "the first call of a batch was not run")
-                run.result = interpret(.failure(failure), elapsedUs: 0, call: call, memoryMB: lease.profile.memoryMB, run: &run)
+                run.result = interpret(.failure(failure), elapsedUs: 0, hostCPUUs: nil, call: call, memoryMB: lease.profile.memoryMB, run: &run)
             }
             await finish(&run, lease: lease, decision: decision)
             execution = await ran
@@ -332,13 +336,14 @@ public struct InvocationPipeline: Sendable {
         _ requests: [GuestFrame.ExecRequest], tickets: [BatchFormation.Ticket], on lease: VMLease
     ) async -> ExecutionSummary {
         let batches = batches!
-        let progress = BatchProgress()
-        await lease.vm.execBatch(requests) { index, answer in
-            guard let elapsedUs = await progress.record(answer, resetAfter: requests[index].resetAfter) else {
+        let vm = lease.vm
+        let progress = BatchProgress(hostCPUUs: vm.hostCPUTimeUs())
+        await vm.execBatch(requests) { index, answer in
+            guard let spent = await progress.record(answer, resetAfter: requests[index].resetAfter, hostCPUUs: vm.hostCPUTimeUs()) else {
                 await batches.deliver(.notRun, to: tickets[index])
                 return
             }
-            await batches.deliver(.answered(answer, elapsedUs: elapsedUs), to: tickets[index])
+            await batches.deliver(.answered(answer, elapsedUs: spent.elapsedUs, hostCPUUs: spent.hostCPUUs), to: tickets[index])
         }
         // The VM failed during a call: the agent answered none of those after it.
         for ticket in tickets.dropFirst(await progress.answered) {
@@ -350,11 +355,19 @@ public struct InvocationPipeline: Sendable {
     /// Each call's time and how the last one that ran left the VM, as a batch's answers arrive.
     private actor BatchProgress {
         private var last = ContinuousClock.now
+        private var lastHostCPUUs: UInt64?
         private(set) var answered = 0
         private(set) var summary = ExecutionSummary(calls: 0, outcome: .completed, resetPending: false)
 
-        /// Notes a call's answer; returns the host's time for it, or nil when the agent did not run it.
-        func record(_ answer: Result<GuestFrame.ExecResult, any Error>, resetAfter: Bool) -> UInt64? {
+        init(hostCPUUs: UInt64?) {
+            lastHostCPUUs = hostCPUUs
+        }
+
+        /// Notes a call's answer, with the VM's host CPU time when it came; returns the host's time
+        /// and CPU for the call, or nil when the agent did not run it.
+        func record(
+            _ answer: Result<GuestFrame.ExecResult, any Error>, resetAfter: Bool, hostCPUUs: UInt64?
+        ) -> (elapsedUs: UInt64, hostCPUUs: UInt64?)? {
             answered += 1
             if case .success(let result) = answer, result.notRun {
                 switch summary.outcome {
@@ -366,7 +379,8 @@ public struct InvocationPipeline: Sendable {
                 return nil
             }
             let now = ContinuousClock.now
-            defer { last = now }
+            let hostCPUSpent = InvocationPipeline.difference(from: lastHostCPUUs, to: hostCPUUs)
+            defer { (last, lastHostCPUUs) = (now, hostCPUUs) }
             summary.calls += 1
             switch answer {
             case .success(let result):
@@ -376,8 +390,15 @@ public struct InvocationPipeline: Sendable {
                 summary.outcome = ExecOutcome(failure: error)
                 summary.resetPending = false
             }
-            return (now - last).inMicroseconds
+            return ((now - last).inMicroseconds, hostCPUSpent)
         }
+    }
+
+    /// What a counter gained between two readings; nil when either is missing or it went back
+    /// (a VM whose process was replaced).
+    static func difference(from start: UInt64?, to end: UInt64?) -> UInt64? {
+        guard let start, let end, end >= start else { return nil }
+        return end - start
     }
 
     /// The release of a lease: by lifecycle, the VM is reset and kept, or destroyed.
@@ -400,7 +421,7 @@ public struct InvocationPipeline: Sendable {
         history?.record(ExecutionRecord(
             invocationID: run.invocation.id, recordedAtUs: TelemetrySink.nowMicroseconds(), outcome: outcome,
             predictedUs: decision.winner.prediction.totalUs, predictor: scorer.predictor.name,
-            baselineUs: decision.baselineUs, placement: decision.explanation.joined(separator: "\n")))
+            baselineUs: decision.baselineUs, placement: decision.explanation.joined(separator: "\n"), usage: run.usage))
     }
 
     /// After the result is out: how the VM fared against the prediction may change its resources.
@@ -431,8 +452,8 @@ public struct InvocationPipeline: Sendable {
 
     /// Makes the invocation's result from the agent's answer (or the VM's failure).
     private func interpret(
-        _ outcome: Result<GuestFrame.ExecResult, any Error>, elapsedUs: UInt64, call: GuestFrame.ExecRequest, memoryMB: Int,
-        run: inout Run
+        _ outcome: Result<GuestFrame.ExecResult, any Error>, elapsedUs: UInt64, hostCPUUs: UInt64?, call: GuestFrame.ExecRequest,
+        memoryMB: Int, run: inout Run
     ) -> InvocationResult {
         let deadline = call.deadlineMs
         let answer: GuestFrame.ExecResult
@@ -450,7 +471,7 @@ public struct InvocationPipeline: Sendable {
         run.execUs = answer.execUs
         run.peakMemoryKB = answer.maxrssKB
         run.usage = InvocationResult.Usage(
-            cpuUs: answer.cpuUs, peakMemoryKB: answer.maxrssKB > 0 ? answer.maxrssKB : nil,
+            cpuUs: answer.cpuUs, hostCPUUs: hostCPUUs, peakMemoryKB: answer.maxrssKB > 0 ? answer.maxrssKB : nil,
             bytesIn: UInt64(call.payload.count), bytesOut: UInt64(answer.output.count))
         run.resetPending = answer.resetPending && call.resetAfter
         run.outcome = ExecOutcome(answer)
@@ -540,7 +561,7 @@ public struct InvocationPipeline: Sendable {
         metrics.invocationCompleted(
             method: methodLabel, status: result.status, execUs: run.execUs, totalUs: totalUs,
             overheadUs: totalUs > run.execUs ? totalUs - run.execUs : 0, cold: lease?.cold ?? false)
-        if let cpuUs = result.usage?.cpuUs { metrics.methodCPU(method: methodLabel, microseconds: cpuUs) }
+        if let usage = result.usage { metrics.methodUsage(method: methodLabel, usage) }
         metrics.telemetry.emit(.invocationCompleted(.init(
             id: result.id, method: result.method, status: result.status, vm: lease?.vm.id, cold: lease?.cold ?? false,
             execUs: run.execUs, totalUs: totalUs, predictedUs: result.predictedUs,

@@ -15,6 +15,7 @@ public enum KilnMetric: String, CaseIterable, Sendable {
     case hostNetworkTransmitBytesPerSecond = "kiln_host_network_transmit_bytes_per_second"
     case invocationsTotal = "kiln_invocations_total"
     case methodCpuSecondsTotal = "kiln_method_cpu_seconds_total"
+    case methodHostCpuSecondsTotal = "kiln_method_host_cpu_seconds_total"
     case modelErrorRatio = "kiln_model_error_ratio"
     case modelRejectedUpdatesTotal = "kiln_model_rejected_updates_total"
     case overheadSeconds = "kiln_overhead_seconds"
@@ -47,7 +48,7 @@ public enum KilnMetric: String, CaseIterable, Sendable {
              .hostNetworkReceiveBytesPerSecond, .hostNetworkTransmitBytesPerSecond, .modelErrorRatio,
              .poolBusyVms, .poolIdleVms, .poolTargetIdleVms, .poolWaitingInvocations, .workerInfo:
             return .gauge
-        case .affinityForwardedTotal, .batchedInvocationsTotal, .batchesTotal, .deadLettersTotal, .invocationsTotal, .methodCpuSecondsTotal,
+        case .affinityForwardedTotal, .batchedInvocationsTotal, .batchesTotal, .deadLettersTotal, .invocationsTotal, .methodCpuSecondsTotal, .methodHostCpuSecondsTotal,
              .modelRejectedUpdatesTotal, .telemetryDroppedTotal, .telemetryPublishFailuresTotal, .vmDestroyedTotal,
              .vmReallocationsTotal:
             return .counter

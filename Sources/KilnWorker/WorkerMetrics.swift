@@ -27,10 +27,13 @@ public struct WorkerMetrics: Sendable {
         Timer(label: KilnMetric.overheadSeconds.rawValue, preferredDisplayUnit: .seconds).recordMicroseconds(overheadUs)
     }
 
-    /// CPU time a method's invocation used in its VM (the agent's count), for pay-per-use.
-    func methodCPU(method: String, microseconds: UInt64) {
-        FloatingPointCounter(label: KilnMetric.methodCpuSecondsTotal.rawValue, dimensions: [("method", method)])
-            .increment(by: Double(microseconds) / 1_000_000)
+    /// CPU time a method's invocation used, for pay-per-use: in its VM (the agent's count) and
+    /// on the host (the VM's cgroup).
+    func methodUsage(method: String, _ usage: InvocationResult.Usage) {
+        for (metric, microseconds) in [(KilnMetric.methodCpuSecondsTotal, usage.cpuUs), (.methodHostCpuSecondsTotal, usage.hostCPUUs)] {
+            guard let microseconds else { continue }
+            FloatingPointCounter(label: metric.rawValue, dimensions: [("method", method)]).increment(by: Double(microseconds) / 1_000_000)
+        }
     }
 
     /// The latency model's error for `method` after its latest run (see ``PredictionError``).

@@ -11,7 +11,7 @@ struct Kiln: AsyncParsableCommand {
         commandName: "kiln",
         abstract: "Run method invocations from RabbitMQ in pre-warmed micro-VMs.",
         subcommands: [WorkerCommand.self, Submit.self, Results.self, PoolCommand.self, ImageCommand.self, MethodCommand.self,
-                      HistoryCommand.self, Explain.self, PredictCommand.self, FleetCommand.self, DashboardCommand.self, Demo.self]
+                      HistoryCommand.self, Explain.self, UsageCommand.self, PredictCommand.self, FleetCommand.self, DashboardCommand.self, Demo.self]
     )
 
     /// Parses the command line and runs the command, after a warning for each `KILN_*` variable

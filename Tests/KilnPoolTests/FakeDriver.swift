@@ -72,6 +72,8 @@ actor FakeVM: MicroVM {
         GuestFrame.Pong(uptimeUs: 0, load1: 0, memAvailableKB: 0)
     }
 
+    nonisolated func hostCPUTimeUs() -> UInt64? { nil }
+
     func stats() async throws -> VMStats {
         VMStats(pid: 0, rssKB: 0, pssKB: 0, cpuTimeUs: 0)
     }

@@ -34,7 +34,11 @@ struct ExecutionHistoryTests {
         #expect(original.outcome.execUs == 1_007)
         #expect(ExecutionRecord.csvHeader.hasPrefix("invocation_id,recorded_at_us,method,"))
         #expect(original.csvLine.hasPrefix("i7,42,m1,7,data.len=4096.0;ms=7.0,small,1,128,qemu,warm,7,0.25,"))
-        #expect(original.csvLine.hasSuffix(",rls,,\"idle q1 (warm): predicted 900 µs\nnew small VM: predicted 40000 µs\""))
+        #expect(original.csvLine.hasSuffix(",rls,,\"idle q1 (warm): predicted 900 µs\nnew small VM: predicted 40000 µs\",,,,,"))
+        var measured = original
+        measured.usage = InvocationResult.Usage(cpuUs: 1, hostCPUUs: 2, peakMemoryKB: 3, bytesIn: 4, bytesOut: 5)
+        #expect(measured.csvLine.hasSuffix("40000 µs\",1,2,3,4,5"))
+        #expect(ExecutionRecord.csvHeader.hasSuffix(",usage_cpu_us,usage_host_cpu_us,usage_peak_memory_kb,usage_bytes_in,usage_bytes_out"))
     }
 
     @Test func replaySkipsRecordsOfAnotherSchemaAndWithNumbersThatAreNotFinite() throws {
@@ -77,6 +81,36 @@ struct ExecutionHistoryTests {
         poisoned.hostCPU = .nan
         #expect(try history.append([record(1, at: 10), poisoned, record(3, at: 12)]) == 1)
         #expect(try history.all().map(\.invocationID) == ["i1", "i3"])
+    }
+
+    /// `kiln usage` reads this: each method's runs, time, GB-seconds and CPU, from a moment on.
+    @Test func theHistoryKeepsUsageAndSumsItPerMethod() throws {
+        let history = try ExecutionHistory(path: ":memory:")
+        var records = (0..<6).map { index in
+            var measured = record(index, at: 1_000 + UInt64(index))
+            measured.usage = InvocationResult.Usage(
+                cpuUs: 500, hostCPUUs: 2_000, peakMemoryKB: UInt64(1_000 * index), bytesIn: 10, bytesOut: 20)
+            return measured
+        }
+        records.append(record(9, at: 2_000))  // m0, as a Kiln before usage recorded it
+        try history.append(records)
+        #expect(try history.records(invocationID: "i3").first?.usage == records[3].usage)
+        #expect(try history.records(invocationID: "i9").first?.usage == nil)
+
+        let all = try history.usage()
+        #expect(all.map(\.method) == ["m0", "m1", "m2"])
+        let m0 = try #require(all.first)
+        #expect(m0.invocations == 3 && m0.measuredInvocations == 2)
+        #expect(abs(m0.execSeconds - Double(1_000 + 1_003 + 1_009) / 1e6) < 1e-12)
+        #expect(abs(m0.gbSeconds - 128.0 / 1_024 * Double(1_000 + 1_003 + 1_009) / 1e6) < 1e-12)
+        #expect(m0.cpuSeconds == 0.001 && m0.hostCPUSeconds == 0.004)
+        #expect(m0.peakMemoryKB == 3_000 && m0.bytesIn == 20 && m0.bytesOut == 40)
+
+        let recent = try history.usage(sinceUs: 1_004)
+        #expect(recent.map(\.method) == ["m0", "m1", "m2"] && recent.map(\.invocations) == [1, 1, 1])
+        #expect(recent.first?.cpuSeconds == nil, "m0's one recent run measured nothing")
+        #expect(try history.usage(method: "m1").map(\.invocations) == [2])
+        #expect(try history.usage(method: "none").isEmpty)
     }
 
     @Test func anExportOfAnOlderKilnStillReads() throws {

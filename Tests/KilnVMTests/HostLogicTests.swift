@@ -124,6 +124,7 @@ struct CgroupLayoutTests {
     static let v1Mounts = """
         tmpfs /sys/fs/cgroup tmpfs rw,relatime,mode=755 0 0
         cgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0
+        cgroup /sys/fs/cgroup/cpuacct cgroup rw,relatime,cpuacct 0 0
         cgroup /sys/fs/cgroup/memory cgroup rw,relatime,memory 0 0
         cgroup /sys/fs/cgroup/pids cgroup rw,relatime,pids 0 0
         cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
@@ -131,13 +132,15 @@ struct CgroupLayoutTests {
 
     @Test func prefersV1ControllersOnAHybridHost() {
         let layout = CgroupLayout.detect(mounts: Self.v1Mounts) { _ in "" }
-        #expect(layout == .v1(cpu: "/sys/fs/cgroup/cpu", memory: "/sys/fs/cgroup/memory", pids: "/sys/fs/cgroup/pids"))
+        #expect(layout == .v1(cpu: "/sys/fs/cgroup/cpu", memory: "/sys/fs/cgroup/memory", pids: "/sys/fs/cgroup/pids", cpuacct: "/sys/fs/cgroup/cpuacct"))
+        #expect(layout?.hierarchies == ["/sys/fs/cgroup/cpu", "/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids", "/sys/fs/cgroup/cpuacct"])
     }
 
     @Test func readsCoMountedV1Controllers() {
         let mounts = "cgroup /sys/fs/cgroup/cpu,cpuacct cgroup rw,cpu,cpuacct 0 0\ncgroup /sys/fs/cgroup/memory cgroup rw,memory 0 0\n"
         #expect(CgroupLayout.detect(mounts: mounts) { _ in nil }
-            == .v1(cpu: "/sys/fs/cgroup/cpu,cpuacct", memory: "/sys/fs/cgroup/memory", pids: nil))
+            == .v1(cpu: "/sys/fs/cgroup/cpu,cpuacct", memory: "/sys/fs/cgroup/memory", pids: nil, cpuacct: "/sys/fs/cgroup/cpu,cpuacct"))
+        #expect(CgroupLayout.detect(mounts: mounts) { _ in nil }?.hierarchies == ["/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/memory"])
     }
 
     @Test func usesV2WhenItOffersCPUAndMemory() {

@@ -103,6 +103,18 @@ struct CommandLineTests {
         #expect(explained.output.contains("invocation \(id): echo on process/small"), "\(explained.output)")
         #expect(explained.output.contains("candidates, best first"), "\(explained.output)")
 
+        // What echo consumed, from the same history: a bill's CPU-seconds and GB-seconds.
+        let billed = try kiln(["usage", "--method", "echo", "--since", "1h", "--json"], settings)
+        #expect(billed.status == 0, "\(billed.output)")
+        let line = try #require(billed.output.split(separator: "\n").last.map { Data($0.utf8) })
+        let usage = try #require(try JSONSerialization.jsonObject(with: line) as? [String: Any], "\(billed.output)")
+        #expect(usage["method"] as? String == "echo" && (usage["invocations"] as? Int ?? 0) >= 1, "\(usage)")
+        #expect((usage["gb_seconds"] as? Double ?? 0) > 0 && usage["cpu_seconds"] is Double && usage["host_cpu_seconds"] is Double, "\(usage)")
+        let table = try kiln(["usage"], settings)
+        #expect(table.status == 0 && table.output.contains("GB-s") && table.output.contains("\necho "), "\(table.output)")
+        let badSince = try kiln(["usage", "--since", "yesterday"], settings)
+        #expect(badSince.status == 64 && badSince.output.contains("--since"), "\(badSince.output)")
+
         // A method the worker does not have: it names what it has and what was meant.
         let unknown = try kiln(["submit", "ecoh", "--wait"], settings)
         #expect(unknown.status == 1)

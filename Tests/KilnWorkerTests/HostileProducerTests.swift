@@ -114,9 +114,10 @@ struct HostileProducerTests {
         #expect(last[after.id]?.output == after.args)
         // What it consumed: the call's bytes both ways and its CPU, in the result and on /metrics.
         let usage = try #require(last[after.id]?.usage, "a result without usage")
-        #expect((usage.bytesIn ?? 0) > 0 && (usage.bytesOut ?? 0) > 0 && usage.cpuUs != nil, "\(usage)")
+        #expect((usage.bytesIn ?? 0) > 0 && (usage.bytesOut ?? 0) > 0 && usage.cpuUs != nil && usage.hostCPUUs != nil, "\(usage)")
         let metrics = try await worker.httpGet("/metrics")
         #expect(metrics.contains("kiln_method_cpu_seconds_total{method=\"echo\"}"))
+        #expect(metrics.contains("kiln_method_host_cpu_seconds_total{method=\"echo\"}"))
         #expect(metrics.contains("kiln_dead_letters_total{reason=\"invalid_value\"}"))
         // Every family the worker serves is one the operator's files may use (KilnMetric).
         let served = Set(metrics.split(separator: "\n").filter { $0.hasPrefix("kiln_") }.map { String($0.prefix { $0 != "{" && $0 != " " }) })

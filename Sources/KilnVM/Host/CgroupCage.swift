@@ -20,8 +20,8 @@ public final class CgroupCage: Sendable {
     public init(layout: CgroupLayout, name: String, limits: ResourceLimits) throws(VMError) {
         self.layout = layout
         switch layout {
-        case .v1(let cpu, let memory, let pids):
-            directories = ([cpu, memory] + (pids.map { [$0] } ?? [])).map { "\($0)/\(Self.group)/\(name)" }
+        case .v1:
+            directories = layout.hierarchies.map { "\($0)/\(Self.group)/\(name)" }
         case .v2(let root):
             try Self.enableControllers(in: root)
             try Self.makeGroup(root + "/" + Self.group)
@@ -58,6 +58,29 @@ public final class CgroupCage: Sendable {
         }
     }
 
+    /// The CPU time every process in the cage has used so far, user + system, microseconds
+    /// (cpuacct's `cpuacct.usage` on v1, `usage_usec` of `cpu.stat` on v2); nil without cpuacct.
+    public var cpuTimeUs: UInt64? {
+        switch layout {
+        case .v1(_, _, _, let cpuacct):
+            guard let cpuacct, let directory = directories.first(where: { $0.hasPrefix(cpuacct + "/") }),
+                  let bytes = readFile(directory + "/cpuacct.usage") else { return nil }
+            return UInt64(String(decoding: bytes.prefix { $0 != 0x0a }, as: UTF8.self)).map { $0 / 1_000 }
+        case .v2:
+            guard let bytes = readFile(directories[0] + "/cpu.stat") else { return nil }
+            return Self.usageMicroseconds(cpuStat: String(decoding: bytes, as: UTF8.self))
+        }
+    }
+
+    /// `usage_usec` of a v2 `cpu.stat`.
+    static func usageMicroseconds(cpuStat: String) -> UInt64? {
+        for line in cpuStat.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            if fields.count == 2, fields[0] == "usage_usec" { return UInt64(fields[1]) }
+        }
+        return nil
+    }
+
     /// Kills every process in the cage, waits until it is empty (up to two seconds), and
     /// removes its folders. Safe to call more than once.
     public func remove() {
@@ -69,12 +92,7 @@ public final class CgroupCage: Sendable {
 
     /// Removes the cages of processes that no longer exist (left by a worker that was killed).
     public static func sweep(layout: CgroupLayout) {
-        let parents: [String]
-        switch layout {
-        case .v1(let cpu, let memory, let pids): parents = [cpu, memory] + (pids.map { [$0] } ?? [])
-        case .v2(let root): parents = [root]
-        }
-        for parent in parents {
+        for parent in layout.hierarchies {
             let folder = parent + "/" + group
             for name in listDirectory(folder) {
                 guard let owner = name.split(separator: "-").first.flatMap({ pid_t($0) }), owner != getpid() else { continue }

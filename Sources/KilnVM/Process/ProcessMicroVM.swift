@@ -65,6 +65,10 @@ public actor ProcessMicroVM: MicroVM {
         return try await link.ping()
     }
 
+    public nonisolated func hostCPUTimeUs() -> UInt64? {
+        cage?.cpuTimeUs ?? link.cpuTimeUs
+    }
+
     public func stats() async throws -> VMStats {
         try checkAlive()
         return try link.stats()
