@@ -10,7 +10,7 @@ enum ExampleMethod: String, CaseIterable {
     case sleep
     /// Exits 3 with a message on stderr.
     case fail
-    /// Keeps a CPU busy for `args.ms` milliseconds.
+    /// Keeps `args.threads` CPUs (1 to 16; 1 by default) busy for `args.ms` milliseconds.
     case burn
     /// The SHA-256 of `args.data` (a bin or a str), as lower-case hex.
     case sha256
@@ -29,17 +29,21 @@ enum ExampleMethod: String, CaseIterable {
             let reason = args["message"]?.stringValue ?? "the fail method always fails"
             MethodIO.fail("fail: \(reason)", exitCode: 3)
         case .burn:
-            let milliseconds = args["ms"]?.uint64Value ?? 0
+            let milliseconds = min(args["ms"]?.uint64Value ?? 0, 3_600_000)
+            let threads = Int(min(max(args["threads"]?.uint64Value ?? 1, 1), 16))
             let end = MethodIO.monotonicNanoseconds() + milliseconds * 1_000_000
-            var rounds: UInt64 = 0
-            var hash = SHA256()
-            var block = [UInt8](repeating: 0x5a, count: 64)
-            while MethodIO.monotonicNanoseconds() < end {
-                for _ in 0..<64 { hash.update(block) }
-                block[0] &+= 1
-                rounds += 1
+            let rounds = MethodIO.onThreads(threads) {
+                var rounds: UInt64 = 0
+                var hash = SHA256()
+                var block = [UInt8](repeating: 0x5a, count: 64)
+                while MethodIO.monotonicNanoseconds() < end {
+                    for _ in 0..<64 { hash.update(block) }
+                    block[0] &+= 1
+                    rounds += 1
+                }
+                return rounds
             }
-            return ["burned_ms": .uint(milliseconds), "rounds": .uint(rounds)]
+            return ["burned_ms": .uint(milliseconds), "threads": .uint(UInt64(threads)), "rounds": .uint(rounds.reduce(0, +))]
         case .sha256:
             let data: [UInt8]
             switch args["data"] {

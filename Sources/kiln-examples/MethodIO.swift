@@ -56,6 +56,31 @@ enum MethodIO {
         exit(exitCode)
     }
 
+    /// Runs `body` on `count` threads at once (the calling thread among them) and returns what
+    /// each returned; exits 71 when a thread cannot be started.
+    static func onThreads(_ count: Int, _ body: @escaping @Sendable () -> UInt64) -> [UInt64] {
+        final class Job: @unchecked Sendable {
+            let body: @Sendable () -> UInt64
+            var result: UInt64 = 0
+            init(_ body: @escaping @Sendable () -> UInt64) { self.body = body }
+        }
+        let jobs = (1..<max(1, count)).map { _ in Job(body) }
+        var threads: [pthread_t] = []
+        for job in jobs {
+            var thread = pthread_t()
+            let started = pthread_create(&thread, nil, { raw in
+                let job = Unmanaged<Job>.fromOpaque(raw!).takeRetainedValue()
+                job.result = job.body()
+                return nil
+            }, Unmanaged.passRetained(job).toOpaque())
+            guard started == 0 else { fail("cannot start a thread: \(String(cString: strerror(started)))", exitCode: 71) }
+            threads.append(thread)
+        }
+        let mine = body()
+        for thread in threads { pthread_join(thread, nil) }
+        return [mine] + jobs.map(\.result)
+    }
+
     static func monotonicNanoseconds() -> UInt64 {
         var now = timespec()
         clock_gettime(CLOCK_MONOTONIC, &now)

@@ -74,4 +74,45 @@ struct AdaptiveAllocatorTests {
         #expect(await allocator.allocation(of: vm.id) == tight)
         #expect(recorder.changes.withLock { $0.count } == 2)
     }
+
+    /// A profile may give its VMs more vCPUs than its base CPU share (`cpu_share`): here two
+    /// vCPUs held to one core. A method on two threads then gets one core's worth of the host;
+    /// once the allocator raises the quota to two cores, the same method gets close to two.
+    @Test(.timeLimit(.minutes(3)))
+    func twoVCPUsHeldToOneCoreRunTwoThreadsInParallelOnceTheQuotaRises() async throws {
+        let image = try GuestImage.current(repositoryRoot: Self.root)
+        let entry = try #require(image.manifest.guestEntry(for: "burn"))
+        let driver = try QEMUDriver(image: image, logger: logger)
+        let vm = try await driver.provision(VMProfile(name: "duo", vcpus: 2, memoryMB: 128))
+        defer { Task { await driver.shutdown() } }
+        #expect(await vm.hello?.vcpus == 2, "the guest does not see two vCPUs")
+
+        let recorder = Recorder()
+        let allocator = AdaptiveAllocator(
+            policy: AllocationPolicy(degradationRatio: 1.5, sustained: 1, cpuStep: 1, maximumCPUs: 2), observer: recorder, logger: logger)
+        let memory = 128 + QEMUDriver.qemuOverheadMB
+        await allocator.register(vm, base: ResourceLimits(cpus: 1, memoryMB: memory),
+                                 driverDefault: ResourceLimits(cpus: 2, memoryMB: memory), memoryAdjustable: false)
+
+        /// Burns two threads for 800 ms; returns the result and the host CPU the VM used per
+        /// second of the call (about 1 on one core, about 2 on two).
+        func burnTwoThreads() async throws -> (GuestFrame.ExecResult, cores: Double) {
+            let payload = try MessagePackEncoder().encode(["args": ["ms": 800, "threads": 2], "context": nil] as MessagePackValue)
+            let started = ContinuousClock.now
+            let cpuBefore = try #require(vm.hostCPUTimeUs())
+            let result = try await vm.exec(.init(id: UUID().uuidString, method: "burn", entry: entry, payload: payload, deadlineMs: 20_000))
+            let cpu = try #require(vm.hostCPUTimeUs()) - cpuBefore
+            #expect(result.status == .ok, "\(result.stderr)")
+            return (result, Double(cpu) / Double((ContinuousClock.now - started).inMicroseconds))
+        }
+        let (held, heldCores) = try await burnTwoThreads()
+        #expect(heldCores < 1.2, "held to one core, the VM used \(heldCores) cores")
+
+        // Slower than predicted: the allocator gives the VM its second core.
+        await allocator.observe(vm: vm.id, predictedUs: Double(held.execUs) / 2, actualUs: Double(held.execUs), peakMemoryKB: held.maxrssKB)
+        #expect(await allocator.allocation(of: vm.id)?.cpus == 2)
+        let (_, raisedCores) = try await burnTwoThreads()
+        #expect(raisedCores > 1.5, "raised to two cores, the VM used \(raisedCores) cores (held: \(heldCores))")
+        print("two threads on two vCPUs: \(heldCores) cores held to one, \(raisedCores) raised to two")
+    }
 }
