@@ -34,22 +34,40 @@ public struct AllocationPolicy: Sendable, Equatable {
     }
 }
 
+/// How far a VM's memory may move while it runs.
+public struct MemoryRoom: Sendable, Equatable {
+    /// The part of the VM's memory limit its methods cannot use (QEMU's own), MiB.
+    public var overheadMB: Int
+    /// The highest limit the VM may get, MiB, overhead included; nil: the policy's
+    /// `maximumMemoryFactor` times the base.
+    public var ceilingMB: Int?
+    /// Whether the limit may go back down while the VM lives (see `QEMUMicroVM.resize`).
+    public var canShrink: Bool
+
+    public init(overheadMB: Int = 0, ceilingMB: Int? = nil, canShrink: Bool = true) {
+        self.overheadMB = overheadMB
+        self.ceilingMB = ceilingMB
+        self.canShrink = canShrink
+    }
+}
+
 /// Hears every change of a VM's resources.
 public protocol AllocationObserver: Sendable {
     func vmReallocated(id: String, from: ResourceLimits, to: ResourceLimits, reason: String)
 }
 
 /// Adaptive resource allocation: compares each VM's observed exec times with the predicted
-/// ones, raises the CPU quota of a VM whose invocations keep running slower than predicted (and
-/// its memory limit when its peak memory nears the limit), through the driver's cgroup, and
-/// lowers it back to the base once the VM has been idle a while.
+/// ones, raises the CPU quota of a VM whose invocations keep running slower than predicted, and
+/// its memory when a method's peak memory nears what the VM has or the guest's OOM killer ended
+/// it (the process sandbox's cgroup cap; a QEMU guest's balloon), and lowers them back to the
+/// base once the VM has been idle a while (memory only where it can shrink).
 public actor AdaptiveAllocator {
     private struct Tracked {
         let vm: any MicroVM
         let base: ResourceLimits
-        /// Whether a larger memory limit gives the method more memory (the process sandbox), or
-        /// only its VM's host process more room (QEMU: guest RAM is fixed at boot).
-        let memoryAdjustable: Bool
+        /// How its memory may move; nil: a larger limit gives its methods nothing (a QEMU guest
+        /// without a memory ceiling has the RAM it booted with).
+        let memory: MemoryRoom?
         var current: ResourceLimits
         var degradedInARow = 0
         var lastUse: ContinuousClock.Instant = .now
@@ -67,8 +85,8 @@ public actor AdaptiveAllocator {
     }
 
     /// Starts tracking `vm`, applying `base` when it differs from what the driver gave it
-    /// (`driverDefault`).
-    public func register(_ vm: any MicroVM, base: ResourceLimits, driverDefault: ResourceLimits, memoryAdjustable: Bool) async {
+    /// (`driverDefault`); `memory` says how far its memory may move (nil: not at all).
+    public func register(_ vm: any MicroVM, base: ResourceLimits, driverDefault: ResourceLimits, memory: MemoryRoom?) async {
         if base != driverDefault {
             do {
                 try await vm.resize(base)
@@ -76,7 +94,7 @@ public actor AdaptiveAllocator {
                 logger.warning("could not apply the base allocation to \(vm.id): \(error)")
             }
         }
-        vms[vm.id] = Tracked(vm: vm, base: base, memoryAdjustable: memoryAdjustable, current: base)
+        vms[vm.id] = Tracked(vm: vm, base: base, memory: memory, current: base)
     }
 
     public func forget(_ id: String) {
@@ -89,12 +107,13 @@ public actor AdaptiveAllocator {
     }
 
     /// Learns how an invocation on `id` went against its prediction, and reallocates when the
-    /// VM has been degraded for `sustained` invocations in a row or its memory nears the limit.
-    public func observe(vm id: String, predictedUs: Double, actualUs: Double, peakMemoryKB: UInt64) async {
+    /// VM has been degraded for `sustained` invocations in a row, or its memory nears the limit,
+    /// or the guest's OOM killer ended the method (`outOfMemory`: its time says nothing of the CPU).
+    public func observe(vm id: String, predictedUs: Double, actualUs: Double, peakMemoryKB: UInt64, outOfMemory: Bool = false) async {
         guard var tracked = vms[id] else { return }
         tracked.lastUse = .now
         let ratio = predictedUs > 0 ? actualUs / predictedUs : 1
-        tracked.degradedInARow = ratio >= policy.degradationRatio ? tracked.degradedInARow + 1 : 0
+        if !outOfMemory { tracked.degradedInARow = ratio >= policy.degradationRatio ? tracked.degradedInARow + 1 : 0 }
         var wanted = tracked.current
         var reasons: [String] = []
         if tracked.degradedInARow >= policy.sustained, wanted.cpus < policy.maximumCPUs {
@@ -102,11 +121,16 @@ public actor AdaptiveAllocator {
             reasons.append(String(format: "exec %.1fx predicted for %d invocations in a row", ratio, tracked.degradedInARow))
             tracked.degradedInARow = 0
         }
-        let memoryCeiling = Int(Double(tracked.base.memoryMB) * policy.maximumMemoryFactor)
-        if tracked.memoryAdjustable, Double(peakMemoryKB) / 1_024 >= policy.memoryHeadroom * Double(wanted.memoryMB),
-           wanted.memoryMB < memoryCeiling {
-            wanted.memoryMB = min(memoryCeiling, Int(Double(wanted.memoryMB) * policy.memoryStep))
-            reasons.append("peak memory \(peakMemoryKB / 1_024) MiB of \(tracked.current.memoryMB) MiB")
+        if let room = tracked.memory {
+            let ceiling = room.ceilingMB ?? Int(Double(tracked.base.memoryMB) * policy.maximumMemoryFactor)
+            let usable = wanted.memoryMB - room.overheadMB
+            let nearTheLimit = Double(peakMemoryKB) / 1_024 >= policy.memoryHeadroom * Double(usable)
+            if outOfMemory || nearTheLimit, wanted.memoryMB < ceiling {
+                wanted.memoryMB = min(ceiling, room.overheadMB + Int((Double(usable) * policy.memoryStep).rounded(.up)))
+                reasons.append(outOfMemory
+                    ? "the guest ran out of memory at \(usable) MiB"
+                    : "peak memory \(peakMemoryKB / 1_024) MiB of \(usable) MiB")
+            }
         }
         vms[id] = tracked
         if wanted != tracked.current {
@@ -114,10 +138,14 @@ public actor AdaptiveAllocator {
         }
     }
 
-    /// Returns VMs idle for longer than the policy's `relaxAfter` to their base allocation.
+    /// Returns VMs idle for longer than the policy's `relaxAfter` to their base allocation (a VM
+    /// whose memory cannot shrink keeps what it was given).
     public func relax(now: ContinuousClock.Instant = .now) async {
-        for (id, tracked) in vms where tracked.current != tracked.base && now - tracked.lastUse >= policy.relaxAfter {
-            await apply(tracked.base, to: id, reason: "idle for \(now - tracked.lastUse): back to the base allocation")
+        for (id, tracked) in vms where now - tracked.lastUse >= policy.relaxAfter {
+            var relaxed = tracked.base
+            if tracked.memory?.canShrink == false { relaxed.memoryMB = max(relaxed.memoryMB, tracked.current.memoryMB) }
+            guard relaxed != tracked.current else { continue }
+            await apply(relaxed, to: id, reason: "idle for \(now - tracked.lastUse): back to the base allocation")
         }
     }
 

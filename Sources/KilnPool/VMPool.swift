@@ -241,12 +241,21 @@ public actor VMPool: Service {
     /// Hands a new VM to the allocator with its profile's base allocation.
     func track(_ vm: any MicroVM, profile: String) async {
         guard let allocator, let settings = profiles[profile]?.settings else { return }
-        let isQEMU = if case .qemu = backend { true } else { false }
-        let overhead = isQEMU ? QEMUDriver.qemuOverheadMB : 0
-        let driverDefault = ResourceLimits(cpus: Double(settings.vm.vcpus), memoryMB: settings.vm.memoryMB + overhead)
-        var base = driverDefault
+        var base = ResourceLimits(cpus: Double(settings.vm.vcpus), memoryMB: settings.vm.memoryMB)
+        var driverDefault = base
+        let memory: MemoryRoom?
+        if let qemu = vm as? QEMUMicroVM {
+            // The guest's memory moves through its balloon, up to the ceiling it booted with; the
+            // cgroup's cap stays at that ceiling.
+            let overhead = QEMUDriver.qemuOverheadMB
+            base.memoryMB += overhead
+            driverDefault.memoryMB = settings.vm.bootMemoryMB + overhead
+            memory = settings.vm.memoryCeilingMB.map { MemoryRoom(overheadMB: overhead, ceilingMB: $0 + overhead, canShrink: qemu.canGiveMemoryBack) }
+        } else {
+            memory = backend == .process ? MemoryRoom(ceilingMB: settings.vm.memoryCeilingMB) : nil
+        }
         if let share = settings.cpuShare { base.cpus = share }
-        await allocator.register(vm, base: base, driverDefault: driverDefault, memoryAdjustable: backend == .process)
+        await allocator.register(vm, base: base, driverDefault: driverDefault, memory: memory)
     }
 
     func provisioned(_ vm: any MicroVM, profile: VMProfile, reason: String) {

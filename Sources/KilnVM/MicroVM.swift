@@ -92,20 +92,31 @@ public struct VMProfile: Sendable, Hashable, CustomStringConvertible {
     /// A name for logs and paths, e.g. `small`.
     public var name: String
     public var vcpus: Int
+    /// The memory a VM starts with.
     public var memoryMB: Int
+    /// The most memory a VM can be given while it runs, when above `memoryMB`: QEMU reserves it
+    /// at boot and a virtio balloon holds the difference until ``MicroVM/resize(_:)`` lets it
+    /// go. Nil: the memory is fixed at `memoryMB`.
+    public var memoryCeilingMB: Int?
 
-    public init(name: String, vcpus: Int = 1, memoryMB: Int = 128) {
+    public init(name: String, vcpus: Int = 1, memoryMB: Int = 128, memoryCeilingMB: Int? = nil) {
         self.name = name
         self.vcpus = vcpus
         self.memoryMB = memoryMB
+        self.memoryCeilingMB = memoryCeilingMB.flatMap { $0 > memoryMB ? $0 : nil }
     }
+
+    /// The RAM a QEMU guest boots with: the ceiling when there is one.
+    public var bootMemoryMB: Int { memoryCeilingMB ?? memoryMB }
 
     /// 1 vCPU, 128 MiB.
     public static let small = VMProfile(name: "small", vcpus: 1, memoryMB: 128)
     /// 1 vCPU, 256 MiB: room for a runtime such as Python with its libraries.
     public static let medium = VMProfile(name: "medium", vcpus: 1, memoryMB: 256)
 
-    public var description: String { "\(name) (\(vcpus) vCPU, \(memoryMB) MiB)" }
+    public var description: String {
+        "\(name) (\(vcpus) vCPU, \(memoryMB) MiB\(memoryCeilingMB.map { ", up to \($0) MiB" } ?? ""))"
+    }
 }
 
 /// Which driver runs a VM, and how isolated it is.

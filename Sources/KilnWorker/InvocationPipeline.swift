@@ -426,10 +426,10 @@ public struct InvocationPipeline: Sendable {
 
     /// After the result is out: how the VM fared against the prediction may change its resources.
     private func observeResources(_ run: Run, lease: VMLease, decision: PlacementDecision) async {
-        guard run.outcome.ranToEnd else { return }
+        guard run.outcome.ranToEnd else { return }  // an out-of-memory end is one (`failed`)
         await pool.allocator?.observe(
             vm: lease.vm.id, predictedUs: decision.winner.prediction.execUs, actualUs: Double(run.execUs),
-            peakMemoryKB: run.peakMemoryKB)
+            peakMemoryKB: run.peakMemoryKB, outOfMemory: run.outOfMemory)
     }
 
     /// The calls a batch holds at most when each is predicted to run `predictedExecUs`: as many as
@@ -470,6 +470,7 @@ public struct InvocationPipeline: Sendable {
         }
         run.execUs = answer.execUs
         run.peakMemoryKB = answer.maxrssKB
+        run.outOfMemory = answer.outOfMemory
         run.usage = InvocationResult.Usage(
             cpuUs: answer.cpuUs, hostCPUUs: hostCPUUs, peakMemoryKB: answer.maxrssKB > 0 ? answer.maxrssKB : nil,
             bytesIn: UInt64(call.payload.count), bytesOut: UInt64(answer.output.count))

@@ -11,6 +11,8 @@ struct Run {
     var scheduleUs: UInt64 = 0
     var execUs: UInt64 = 0
     var peakMemoryKB: UInt64 = 0
+    /// The guest's OOM killer ended the method.
+    var outOfMemory = false
     /// What the call consumed in its VM, as the agent measured it.
     var usage: InvocationResult.Usage?
     /// The agent confirmed it resets the guest after this call (`reset_pending`).

@@ -56,7 +56,8 @@ public struct Worker: Sendable {
         let (scorer, recorder) = try openHistoryAndModel()
         WorkerMetrics.registerModelMetrics()
         let profiles = configuration.profiles.map { name, profile in
-            PoolProfile(vm: VMProfile(name: name, vcpus: profile.vcpus, memoryMB: profile.memoryMB), minIdle: profile.minIdle,
+            PoolProfile(vm: VMProfile(name: name, vcpus: profile.vcpus, memoryMB: profile.memoryMB,
+                                      memoryCeilingMB: profile.maxMemoryMB > 0 ? profile.maxMemoryMB : nil), minIdle: profile.minIdle,
                         maxIdle: profile.maxIdle, maxTotal: profile.maxTotal, cpuShare: profile.cpuShare > 0 ? profile.cpuShare : nil)
         }
         let adaptive = configuration.adaptive
@@ -69,7 +70,8 @@ public struct Worker: Sendable {
             driver: driver, backend: backend, profiles: profiles,
             sizer: PoolSizer(limits: PoolLimits(
                 memoryReserveMB: configuration.pool.memoryReserveMB, cpuReserveCores: configuration.pool.cpuReserveCores,
-                memoryPerVMMB: (profiles.map(\.vm.memoryMB).max() ?? 128) + (backend.name == "qemu" ? 64 : 0),
+                // A VM may come to hold its profile's ceiling.
+                memoryPerVMMB: (profiles.map(\.vm.bootMemoryMB).max() ?? 128) + (backend.name == "qemu" ? 64 : 0),
                 saturatedBusyLimit: configuration.pool.saturatedBusyLimit > 0
                     ? configuration.pool.saturatedBusyLimit : ProcessInfo.processInfo.activeProcessorCount)),
             demandWindow: .milliseconds(Int64(configuration.pool.demandWindowSeconds * 1_000)),

@@ -199,7 +199,9 @@ extension WorkerConfiguration {
         try require(!configuration.profiles.isEmpty, "profiles", "needs at least one profile")
         for (name, profile) in configuration.profiles {
             try require(profile.vcpus >= 1, "profiles.\(name).vcpus", "must be at least 1")
-            try require(profile.memoryMB >= 64, "profiles.\(name).memory_mb", "must be at least 64")
+            try require((64...1_048_576).contains(profile.memoryMB), "profiles.\(name).memory_mb", "must be 64 to 1048576")
+            try require(profile.maxMemoryMB == 0 || (profile.memoryMB...1_048_576).contains(profile.maxMemoryMB),
+                        "profiles.\(name).max_memory_mb", "must be 0 (the default) or from memory_mb to 1048576")
             try require(profile.minIdle >= 0, "profiles.\(name).min_idle", "must not be negative")
             try require(profile.maxIdle >= profile.minIdle, "profiles.\(name).max_idle", "must be at least min_idle")
             try require(profile.maxTotal >= max(1, profile.minIdle), "profiles.\(name).max_total", "must be at least 1 and at least min_idle")

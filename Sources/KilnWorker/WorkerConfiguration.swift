@@ -100,6 +100,11 @@ public struct WorkerConfiguration: Codable, Sendable, Equatable {
         public var maxTotal = 8
         /// The CPU quota a VM starts with, in cores; 0 for one core per vCPU.
         public var cpuShare = 0.0
+        /// The most memory the adaptive allocator may give a VM of this profile while it runs, MiB;
+        /// 0 for the default: twice `memory_mb` in the process sandbox, `memory_mb` (fixed) for
+        /// QEMU. Above `memory_mb`, a QEMU guest boots with this much RAM and a balloon holds all
+        /// but `memory_mb` of it; the host's memory reserve counts it whole.
+        public var maxMemoryMB = 0
 
         enum CodingKeys: String, CodingKey {
             case vcpus
@@ -108,6 +113,7 @@ public struct WorkerConfiguration: Codable, Sendable, Equatable {
             case maxIdle = "max_idle"
             case maxTotal = "max_total"
             case cpuShare = "cpu_share"
+            case maxMemoryMB = "max_memory_mb"
         }
     }
 

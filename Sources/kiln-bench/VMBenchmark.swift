@@ -42,6 +42,12 @@ struct VMBenchmark: AsyncParsableCommand {
     @Flag(help: "Only the per-call table (exec, serve, noop): no provisioning, round-trip or memory figures.")
     var callsOnly = false
 
+    @Flag(help: "Only what a memory balloon costs (qemu): standby restores with and without one, and the balloon's release.")
+    var balloonOnly = false
+
+    /// `small` with room to grow: 384 MiB of guest RAM, a balloon holding all but 128.
+    static let ballooned = VMProfile(name: "small-384", vcpus: 1, memoryMB: 128, memoryCeilingMB: 384)
+
     func validate() throws {
         guard boots >= 20, restores >= 20 else { throw ValidationError("--boots and --restores must be at least 20") }
         guard roundTrips >= 20, idle >= 1, calls >= 100 else { throw ValidationError("--round-trips ≥ 20, --idle ≥ 1 and --calls ≥ 100") }
@@ -58,6 +64,10 @@ struct VMBenchmark: AsyncParsableCommand {
         var perCall = TextTable("backend", "call", "mode", "n", "host p50 µs", "host p99 µs", "agent p50 µs", "agent p99 µs", "calls/s", "VM CPU µs/call")
         let callBench = CallBenchmark(image: guestImage, calls: calls, execCalls: roundTrips)
 
+        if balloonOnly {
+            try await balloonCost(image: guestImage, logger: logger)
+            return
+        }
         if backend != .process && callsOnly {
             let driver = try QEMUDriver(image: guestImage, logger: logger)
             let vm = try await driver.restore(.small)
@@ -88,6 +98,11 @@ struct VMBenchmark: AsyncParsableCommand {
                                     try await timeProvisioning(restores, progress: "standby restore", settle: .milliseconds(100)) {
                                         try await warm.restore(.small)
                                     })
+            provisioning.addSummary(name, "restore into a standby QEMU, balloon 128 of 384 MiB",
+                                    try await timeProvisioning(restores, progress: "ballooned restore", settle: .milliseconds(100)) {
+                                        try await warm.restore(Self.ballooned)
+                                    })
+            roundTrip.addSummary(name, "balloon 128 → 384 MiB (QMP balloon)", try await timeBalloonRelease(restores, driver: warm))
             let vm = try await warm.restore(.small)
             let trips = try await timeRoundTrips(on: vm, image: guestImage)
             roundTrip.addSummary(name, "exec echo (host round trip)", trips.exec)
@@ -133,6 +148,48 @@ struct VMBenchmark: AsyncParsableCommand {
             print("\nMemory per idle VM, \(idle) running at once, from /proc/PID/smaps_rollup of the VM's process:")
             print(memory.render())
         }
+    }
+
+    /// Standby restores with and without a balloon, interleaved (the same load for both), and
+    /// what letting the balloon go takes.
+    private func balloonCost(image: GuestImage, logger: Logger) async throws {
+        let driver = try QEMUDriver(image: image, logger: logger)
+        let name = "qemu/\(await driver.accelerator().rawValue)"
+        _ = try await driver.template(for: .small)
+        _ = try await driver.template(for: Self.ballooned)
+        await driver.destroyAfterWarmUp()
+        var plain: [Double] = []
+        var ballooned: [Double] = []
+        for _ in 0..<restores {
+            plain += try await timeProvisioning(1, progress: "restore", settle: .milliseconds(100)) { try await driver.restore(.small) }
+            ballooned += try await timeProvisioning(1, progress: "ballooned restore", settle: .milliseconds(100)) {
+                try await driver.restore(Self.ballooned)
+            }
+        }
+        var provisioning = TextTable("backend", "provision", "n", "min ms", "median ms", "p99 ms")
+        provisioning.addSummary(name, "restore into a standby QEMU, 128 MiB", plain)
+        provisioning.addSummary(name, "restore into a standby QEMU, balloon 128 of 384 MiB", ballooned)
+        var balloon = TextTable("backend", "round trip", "n", "min µs", "median µs", "p99 µs")
+        balloon.addSummary(name, "balloon 128 → 384 MiB (QMP balloon)", try await timeBalloonRelease(restores, driver: driver))
+        await driver.shutdown()
+        print("\nRestores, one after another, alternating (each VM destroyed before the next):")
+        print(provisioning.render())
+        print(String(format: "median with a balloon / without: %.2fx", Summary(ballooned).median / Summary(plain).median))
+        print("\nLetting the balloon go on a fresh restore, until the guest has the memory (query-balloon):")
+        print(balloon.render())
+    }
+
+    /// Times `count` releases of a restored VM's balloon (128 → 384 MiB), in microseconds.
+    private func timeBalloonRelease(_ count: Int, driver: QEMUDriver) async throws -> [Double] {
+        var samples: [Double] = []
+        for _ in 0..<count {
+            let vm = try await driver.restore(Self.ballooned)
+            let started = ContinuousClock.now
+            try await vm.resize(ResourceLimits(cpus: 1, memoryMB: 384 + QEMUDriver.qemuOverheadMB))
+            samples.append(started.duration(to: .now).microseconds)
+            await vm.destroy()
+        }
+        return samples
     }
 
     /// Times `count` provisions (each destroyed at once), in microseconds.

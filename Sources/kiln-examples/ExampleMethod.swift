@@ -14,6 +14,9 @@ enum ExampleMethod: String, CaseIterable {
     case burn
     /// The SHA-256 of `args.data` (a bin or a str), as lower-case hex.
     case sha256
+    /// Fills `args.mb` MiB of memory (0 to 65536), touching every page, and returns when all of
+    /// it was resident at once: a method that needs that much memory.
+    case allocate
 
     func run(args: MessagePackValue) -> MessagePackValue {
         switch self {
@@ -44,6 +47,22 @@ enum ExampleMethod: String, CaseIterable {
                 return rounds
             }
             return ["burned_ms": .uint(milliseconds), "threads": .uint(UInt64(threads)), "rounds": .uint(rounds.reduce(0, +))]
+        case .allocate:
+            // In blocks of 1 MiB, each touched in every page: the kernel grants each block, and
+            // a guest without the memory ends the method with its OOM killer (one reservation of
+            // the whole would just fail). The sum read back keeps the stores from being dropped.
+            let megabytes = Int(min(args["mb"]?.uint64Value ?? 0, 65_536))
+            var blocks: [UnsafeMutablePointer<UInt8>] = []
+            defer { blocks.forEach { free($0) } }
+            var sum: UInt64 = 0
+            for block in 0..<megabytes {
+                guard let memory = malloc(1 << 20) else { MethodIO.fail("allocate: no memory after \(block) MiB", exitCode: 12) }
+                let bytes = memory.bindMemory(to: UInt8.self, capacity: 1 << 20)
+                for page in stride(from: 0, to: 1 << 20, by: 4_096) { bytes[page] = UInt8(truncatingIfNeeded: block) | 1 }
+                for page in stride(from: 0, to: 1 << 20, by: 4_096) { sum &+= UInt64(bytes[page]) }
+                blocks.append(bytes)
+            }
+            return ["allocated_mb": .uint(UInt64(megabytes)), "checksum": .uint(sum)]
         case .sha256:
             let data: [UInt8]
             switch args["data"] {

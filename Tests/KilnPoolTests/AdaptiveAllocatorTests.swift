@@ -51,7 +51,7 @@ struct AdaptiveAllocatorTests {
         let memory = VMProfile.small.memoryMB + QEMUDriver.qemuOverheadMB
         // A tenth of a core: slow enough to stand out even when parallel tests share the host.
         let tight = ResourceLimits(cpus: 0.1, memoryMB: memory)
-        await allocator.register(vm, base: tight, driverDefault: ResourceLimits(cpus: 1, memoryMB: memory), memoryAdjustable: false)
+        await allocator.register(vm, base: tight, driverDefault: ResourceLimits(cpus: 1, memoryMB: memory), memory: nil)
 
         var slow: [UInt64] = []
         for _ in 0..<2 {
@@ -92,7 +92,7 @@ struct AdaptiveAllocatorTests {
             policy: AllocationPolicy(degradationRatio: 1.5, sustained: 1, cpuStep: 1, maximumCPUs: 2), observer: recorder, logger: logger)
         let memory = 128 + QEMUDriver.qemuOverheadMB
         await allocator.register(vm, base: ResourceLimits(cpus: 1, memoryMB: memory),
-                                 driverDefault: ResourceLimits(cpus: 2, memoryMB: memory), memoryAdjustable: false)
+                                 driverDefault: ResourceLimits(cpus: 2, memoryMB: memory), memory: nil)
 
         /// Burns two threads for 800 ms; returns the result and the host CPU the VM used per
         /// second of the call (about 1 on one core, about 2 on two).
@@ -114,5 +114,62 @@ struct AdaptiveAllocatorTests {
         let (_, raisedCores) = try await burnTwoThreads()
         #expect(raisedCores > 1.5, "raised to two cores, the VM used \(raisedCores) cores (held: \(heldCores))")
         print("two threads on two vCPUs: \(heldCores) cores held to one, \(raisedCores) raised to two")
+    }
+
+    /// Memory at run time for QEMU guests: a profile of 128 MiB with a ceiling of 384 MiB boots
+    /// (and saves its template) with 384 MiB, a balloon holding all but 128. A method that needs
+    /// 200 MiB runs out of memory; the allocator lets the balloon go, the next run succeeds, and
+    /// the RSS of the VM's QEMU follows. A booted VM gives the memory back when it relaxes; a
+    /// restored one keeps it (its RAM maps the template's file, see `QEMUMicroVM.resize`).
+    @Test(.timeLimit(.minutes(4)))
+    func aMethodOutOfMemoryGetsMoreFromTheBalloonAndTheNextRunSucceeds() async throws {
+        let image = try GuestImage.current(repositoryRoot: Self.root)
+        let entry = try #require(image.manifest.guestEntry(for: "allocate"))
+        let driver = try QEMUDriver(image: image, logger: logger)
+        defer { Task { await driver.shutdown() } }
+        let profile = VMProfile(name: "grows", vcpus: 1, memoryMB: 128, memoryCeilingMB: 384)
+        let overhead = QEMUDriver.qemuOverheadMB
+        let (base, ceiling) = (ResourceLimits(cpus: 1, memoryMB: 128 + overhead), ResourceLimits(cpus: 1, memoryMB: 384 + overhead))
+
+        func allocate(_ vm: QEMUMicroVM) async throws -> GuestFrame.ExecResult {
+            let payload = try MessagePackEncoder().encode(["args": ["mb": 200], "context": nil] as MessagePackValue)
+            let result = try await vm.exec(.init(id: UUID().uuidString, method: "allocate", entry: entry, payload: payload, deadlineMs: 30_000))
+            try await vm.reset()
+            return result
+        }
+        func residentMB(_ vm: QEMUMicroVM) async throws -> Int { Int(try await vm.stats().rssKB / 1_024) }
+
+        for vm in [try await driver.restore(profile), try await driver.boot(profile)] {
+            let how = vm.provisioning.method.rawValue
+            let allocator = AdaptiveAllocator(
+                policy: AllocationPolicy(memoryStep: 3, relaxAfter: .seconds(1)), observer: Recorder(), logger: logger)
+            await allocator.register(vm, base: base, driverDefault: ceiling,
+                                     memory: MemoryRoom(overheadMB: overhead, ceilingMB: ceiling.memoryMB, canShrink: vm.canGiveMemoryBack))
+            let before = try await residentMB(vm)
+            let starved = try await allocate(vm)
+            #expect(starved.status == .error && starved.outOfMemory, "\(how): 200 MiB fit in 128: \(starved.status) \(starved.stderr)")
+            await allocator.observe(vm: vm.id, predictedUs: 1, actualUs: 1, peakMemoryKB: starved.maxrssKB, outOfMemory: true)
+            #expect(await allocator.allocation(of: vm.id) == ceiling)
+            #expect(await vm.guestMemoryMB == 384)
+
+            let fed = try await allocate(vm)
+            #expect(fed.status == .ok, "\(how): 200 MiB did not fit in 384: \(fed)")
+            let grown = try await residentMB(vm)
+            #expect(grown >= before + 150, "\(how): QEMU's RSS went from \(before) to \(grown) MiB")
+
+            await allocator.relax(now: .now + .seconds(2))
+            if vm.canGiveMemoryBack {
+                #expect(await allocator.allocation(of: vm.id) == base)
+                #expect(await vm.guestMemoryMB == 128)
+                let shrunk = try await residentMB(vm)
+                #expect(shrunk <= grown - 100, "\(how): QEMU's RSS went from \(grown) to \(shrunk) MiB after the balloon took the memory back")
+                let starvedAgain = try await allocate(vm)
+                #expect(starvedAgain.outOfMemory, "\(how): back at 128 MiB, 200 MiB fit")
+            } else {
+                #expect(await allocator.allocation(of: vm.id) == ceiling, "\(how): a restored VM's memory shrank")
+            }
+            print("\(how): RSS \(before) MiB at 128 MiB, \(grown) MiB after 200 MiB at 384 MiB")
+            await vm.destroy()
+        }
     }
 }

@@ -14,7 +14,7 @@ struct MethodManifestTests {
             .deletingLastPathComponent().path
         let manifest = try MethodManifest.load(path: root + "/examples/methods.json")
         #expect(Set(manifest.methods.keys.filter { !$0.hasPrefix("hostile-") })
-            == ["echo", "sleep", "fail", "burn", "sha256", "echo-serve", "wordcount", "noop", "py-echo", "py-thumbnail"])
+            == ["echo", "sleep", "fail", "burn", "sha256", "allocate", "echo-serve", "wordcount", "noop", "py-echo", "py-thumbnail"])
         #expect(manifest.methods.keys.filter { $0.hasPrefix("hostile-") }.count == 7)
         #expect(manifest.guestEntry(for: "sleep") == ["/kiln/bin/kiln-examples", "sleep"])
         #expect(manifest.methods["burn"]?.lifecycle == .fresh)

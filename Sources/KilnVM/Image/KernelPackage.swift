@@ -6,8 +6,9 @@ import Logging
 /// PVH) and the virtio modules the initramfs loads. Kept under `<cache>/kernels/<package>/` so
 /// that it is downloaded once.
 public struct KernelPackage: Sendable {
-    /// The modules the initramfs loads, in `insmod` order.
-    public static let moduleLoadOrder = ["virtio_ring", "virtio", "virtio_mmio", "virtio_console"]
+    /// The modules the initramfs loads, in `insmod` order (the balloon lets a VM's memory
+    /// grow at run time; it idles where QEMU has no balloon device).
+    public static let moduleLoadOrder = ["virtio_ring", "virtio", "virtio_mmio", "virtio_console", "virtio_balloon"]
     /// What root file systems need after those, in load order: the block device, erofs (whose
     /// libcrc32c asks the crypto API for crc32c, which no modprobe can load on demand), and
     /// overlayfs for the writable layer.

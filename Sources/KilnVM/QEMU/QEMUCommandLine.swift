@@ -16,7 +16,10 @@ public struct QEMUCommandLine: Sendable, Equatable {
     public var qemu: String
     public var accelerator: Accelerator
     public var vcpus: Int
+    /// The guest's RAM (a profile's ceiling when it has one).
     public var memoryMB: Int
+    /// A virtio balloon, through which QMP `balloon` sets how much of the RAM the guest may use.
+    public var balloon: Bool
     public var start: Start
     /// Where the guest's serial console is written.
     public var consoleLog: String
@@ -29,12 +32,13 @@ public struct QEMUCommandLine: Sendable, Equatable {
     /// template it comes from.
     public var blockDevices: [String]
 
-    public init(qemu: String = "qemu-system-x86_64", accelerator: Accelerator, vcpus: Int, memoryMB: Int,
+    public init(qemu: String = "qemu-system-x86_64", accelerator: Accelerator, vcpus: Int, memoryMB: Int, balloon: Bool = false,
                 start: Start, consoleLog: String, agentSocketFD: Int32, qmpSocketFD: Int32, blockDevices: [String] = []) {
         self.qemu = qemu
         self.accelerator = accelerator
         self.vcpus = vcpus
         self.memoryMB = memoryMB
+        self.balloon = balloon
         self.start = start
         self.consoleLog = consoleLog
         self.agentSocketFD = agentSocketFD
@@ -86,6 +90,7 @@ public struct QEMUCommandLine: Sendable, Equatable {
         arguments += ["-chardev", "socket,id=agent,fd=\(agentSocketFD),server=on,wait=off"]
         arguments += ["-device", "virtserialport,chardev=agent,name=\(GuestLayout.agentPortName)"]
         arguments += ["-chardev", "socket,id=qmp,fd=\(qmpSocketFD)", "-mon", "chardev=qmp,mode=control"]
+        if balloon { arguments += ["-device", "virtio-balloon-device"] }
         for (index, file) in blockDevices.enumerated() {
             // Read-only: clones share the file, and the host's page cache serves them all.
             arguments += ["-drive", "file=\(file),format=raw,if=none,readonly=on,id=rootfs\(index)",

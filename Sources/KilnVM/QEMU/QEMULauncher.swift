@@ -50,7 +50,18 @@ struct QEMULauncher: Sendable {
         let deadline = ContinuousClock.now + timeout
         let started = try await self.start(id: id, profile: profile, accelerator: accelerator, start: start,
                                            directory: directory, deadline: deadline, timeout: timeout)
-        return try await finish(started, start: start, deadline: deadline, timeout: timeout)
+        let (launched, hello) = try await finish(started, start: start, deadline: deadline, timeout: timeout)
+        guard case .boot = start, profile.memoryCeilingMB != nil else { return (launched, hello) }
+        // A guest booted with its ceiling's RAM gives all but the profile's memory to the balloon
+        // (a restore inherits that from its template).
+        do {
+            try await launched.monitor.setBalloon(guestMB: profile.memoryMB, vm: id, until: deadline)
+        } catch {
+            await launched.session.close()
+            throw await abandon(process: launched.process, cage: launched.cage, monitor: launched.monitor, directory: directory,
+                                explaining: error, timeout: timeout)
+        }
+        return (launched, hello)
     }
 
     /// Starts QEMU up to the point where it waits: for a boot, the guest is already booting; for
@@ -103,8 +114,8 @@ struct QEMULauncher: Sendable {
             descriptors.append(stateFD)
             commandStart = .restore(memoryFile: template.memoryFile)
         }
-        let command = QEMUCommandLine(qemu: qemu, accelerator: accelerator, vcpus: profile.vcpus,
-                                      memoryMB: profile.memoryMB, start: commandStart, consoleLog: consoleLog,
+        let command = QEMUCommandLine(qemu: qemu, accelerator: accelerator, vcpus: profile.vcpus, memoryMB: profile.bootMemoryMB,
+                                      balloon: profile.memoryCeilingMB != nil, start: commandStart, consoleLog: consoleLog,
                                       agentSocketFD: 3, qmpSocketFD: 4, blockDevices: blockDevices)
 
         let beforeCage = ContinuousClock.now
@@ -112,7 +123,7 @@ struct QEMULauncher: Sendable {
         if let cgroups {
             do {
                 cage = try CgroupCage(layout: cgroups, name: "\(getpid())-\(id)", limits: ResourceLimits(
-                    cpus: Double(profile.vcpus), memoryMB: profile.memoryMB + QEMUDriver.qemuOverheadMB))
+                    cpus: Double(profile.vcpus), memoryMB: profile.bootMemoryMB + QEMUDriver.qemuOverheadMB))
             } catch {
                 logger.warning("vm runs without a cgroup", metadata: ["vm": "\(id)", "reason": "\(error)"])
             }

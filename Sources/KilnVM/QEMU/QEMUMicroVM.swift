@@ -20,6 +20,7 @@ public actor QEMUMicroVM: MicroVM {
     private let logger: Logger
     private let cage: CgroupCage?
     private let onDestroy: @Sendable (String) async -> Void
+    private let requestTimeout: Duration
     private var destroyed = false
 
     init(id: String, backend: VMBackend, profile: VMProfile, provisioning: Provisioning, launched: QEMULaunch,
@@ -37,6 +38,8 @@ public actor QEMUMicroVM: MicroVM {
                               requestTimeout: timeouts.request, logger: logger)
         self.logger = logger
         self.onDestroy = onDestroy
+        self.requestTimeout = timeouts.request
+        self.guestMemoryMB = profile.memoryMB
     }
 
     public var hello: GuestFrame.Hello? {
@@ -79,20 +82,47 @@ public actor QEMUMicroVM: MicroVM {
         return try link.stats()
     }
 
-    /// Changes the CPU bandwidth and memory cap of the QEMU process's cgroup. The guest keeps
-    /// the vCPUs and RAM it booted with (microvm has no hotplug): a cap below the guest's RAM
-    /// plus QEMU's own needs is refused.
+    /// Changes the CPU bandwidth of the QEMU process's cgroup and, for a profile with a memory
+    /// ceiling, the guest's memory: `limits.memoryMB` less QEMU's own overhead, between the
+    /// profile's memory and its ceiling, set through the balloon (the cgroup's memory cap stays
+    /// at the ceiling, so the host never kills QEMU for memory the balloon moves). Without a
+    /// ceiling the guest keeps the RAM it booted with (microvm has no hotplug) and only the cap
+    /// moves: one under the guest's RAM plus QEMU's needs is refused.
+    ///
+    /// A restored VM's memory only grows: its RAM maps the snapshot template's file, and QEMU
+    /// (7.2) discards ballooned pages of a file by punching holes into it, which would change
+    /// the template under every other clone. It goes back when the VM is destroyed.
     public func resize(_ limits: ResourceLimits) async throws {
         try checkAlive()
         guard let cage else {
             throw VMError.unsupported("VM \(id) runs without a cgroup (cgroups unavailable or disabled): nothing to resize")
         }
-        guard limits.memoryMB >= profile.memoryMB + QEMUDriver.qemuOverheadMB else {
-            throw VMError.unsupported(
-                "VM \(id) has \(profile.memoryMB) MiB of guest RAM; a cap under \(profile.memoryMB + QEMUDriver.qemuOverheadMB) MiB would kill it. Provision a smaller profile instead")
+        let overhead = QEMUDriver.qemuOverheadMB
+        guard let ceiling = profile.memoryCeilingMB else {
+            guard limits.memoryMB >= profile.memoryMB + overhead else {
+                throw VMError.unsupported(
+                    "VM \(id) has \(profile.memoryMB) MiB of guest RAM; a cap under \(profile.memoryMB + overhead) MiB would kill it. Provision a smaller profile instead")
+            }
+            try cage.apply(limits)
+            return
         }
-        try cage.apply(limits)
+        let guestMB = min(ceiling, max(profile.memoryMB, limits.memoryMB - overhead))
+        if guestMB < guestMemoryMB && !canGiveMemoryBack {
+            throw VMError.unsupported("VM \(id) was restored from a snapshot template: its memory cannot shrink (\(guestMemoryMB) MiB to \(guestMB) MiB)")
+        }
+        try cage.apply(ResourceLimits(cpus: limits.cpus, memoryMB: ceiling + overhead))
+        guard guestMB != guestMemoryMB else { return }
+        let before = guestMemoryMB
+        guestMemoryMB = guestMB
+        try await monitor.setBalloon(guestMB: guestMB, vm: id, until: .now + requestTimeout)
+        logger.debug("balloon set", metadata: ["vm": "\(id)", "from_mb": "\(before)", "to_mb": "\(guestMB)"])
     }
+
+    /// Whether a smaller memory can be given back to the host (see ``resize(_:)``).
+    public nonisolated var canGiveMemoryBack: Bool { provisioning.method != .restore }
+
+    /// The memory the guest may use now, MiB: the profile's, or more after a ``resize(_:)``.
+    public private(set) var guestMemoryMB: Int
 
     /// Raw access to the agent, for tests of its error handling.
     public func rawRequest(_ bytes: [UInt8]) async throws -> GuestFrame {

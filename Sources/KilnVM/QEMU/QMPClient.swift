@@ -11,6 +11,7 @@ actor QMPClient {
         let object: [String: Any]
 
         func string(_ key: String) -> String? { object[key] as? String }
+        func integer(_ key: String) -> Int? { (object[key] as? NSNumber)?.intValue }
     }
 
     private let vmID: String

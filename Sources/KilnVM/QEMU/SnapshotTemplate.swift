@@ -5,7 +5,7 @@ import Glibc
 /// privately, copy-on-write) and `vm.state` (device state, ~60 KB). One per image, profile,
 /// accelerator and QEMU build. Never modified once written: clones map its memory file.
 public struct SnapshotTemplate: Sendable, Equatable {
-    /// Names the template: image, profile, accelerator, QEMU build.
+    /// Names the template: image, profile (with its memory ceiling), accelerator, QEMU build.
     public let key: String
     public let directory: String
 
@@ -16,12 +16,13 @@ public struct SnapshotTemplate: Sendable, Equatable {
     /// restore command line's shape (machine, CPU, devices; not paths): a template saved by code
     /// that built a different machine is never restored into this one.
     public static func key(image: GuestImage, profile: VMProfile, accelerator: Accelerator, qemuVersion: String) -> String {
-        let shape = QEMUCommandLine(accelerator: accelerator, vcpus: profile.vcpus, memoryMB: profile.memoryMB,
-                                    start: .restore(memoryFile: "RAM"), consoleLog: "CONSOLE",
+        let shape = QEMUCommandLine(accelerator: accelerator, vcpus: profile.vcpus, memoryMB: profile.bootMemoryMB,
+                                    balloon: profile.memoryCeilingMB != nil, start: .restore(memoryFile: "RAM"), consoleLog: "CONSOLE",
                                     agentSocketFD: 3, qmpSocketFD: 4,
                                     blockDevices: image.rootFilesystems.map { "BLOCK-\($0.name)" }).arguments.joined(separator: " ")
         let machine = SHA256Text.hex(qemuVersion + "\n" + shape).prefix(8)
-        return "\(image.id.prefix(16))-\(profile.vcpus)c\(profile.memoryMB)m-\(accelerator.rawValue)-\(machine)"
+        let ceiling = profile.memoryCeilingMB.map { "-\($0)max" } ?? ""
+        return "\(image.id.prefix(16))-\(profile.vcpus)c\(profile.memoryMB)m\(ceiling)-\(accelerator.rawValue)-\(machine)"
     }
 
     /// The template in `root` for `key`, when a complete one is there.
