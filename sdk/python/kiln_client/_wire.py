@@ -75,7 +75,7 @@ class Result:
     finished_at_us: int = 0
     #: The worker's host id (``worker.host``); empty from workers before fleets.
     host: str = ""
-    #: What it consumed (``cpu_us``, ``peak_memory_kb``, ``bytes_in``, ``bytes_out``, each
+    #: What it consumed (``cpu_us``, ``host_cpu_us``, ``peak_memory_kb``, ``bytes_in``, ``bytes_out``, each
     #: optional); empty from workers before usage accounting.
     usage: Dict[str, int] = field(default_factory=dict)
 
