@@ -107,8 +107,9 @@ public actor AdaptiveAllocator {
     }
 
     /// Learns how an invocation on `id` went against its prediction, and reallocates when the
-    /// VM has been degraded for `sustained` invocations in a row, or its memory nears the limit,
-    /// or the guest's OOM killer ended the method (`outOfMemory`: its time says nothing of the CPU).
+    /// VM has been degraded for `sustained` invocations in a row (more CPU by a step), or its
+    /// memory nears the limit (more memory by a step), or the guest's OOM killer ended the method
+    /// (`outOfMemory`: all the memory the VM may have; its time says nothing of the CPU).
     public func observe(vm id: String, predictedUs: Double, actualUs: Double, peakMemoryKB: UInt64, outOfMemory: Bool = false) async {
         guard var tracked = vms[id] else { return }
         tracked.lastUse = .now
@@ -126,7 +127,9 @@ public actor AdaptiveAllocator {
             let usable = wanted.memoryMB - room.overheadMB
             let nearTheLimit = Double(peakMemoryKB) / 1_024 >= policy.memoryHeadroom * Double(usable)
             if outOfMemory || nearTheLimit, wanted.memoryMB < ceiling {
-                wanted.memoryMB = min(ceiling, room.overheadMB + Int((Double(usable) * policy.memoryStep).rounded(.up)))
+                // A run the OOM killer ended failed: the next one gets all there is, at once.
+                wanted.memoryMB = outOfMemory
+                    ? ceiling : min(ceiling, room.overheadMB + Int((Double(usable) * policy.memoryStep).rounded(.up)))
                 reasons.append(outOfMemory
                     ? "the guest ran out of memory at \(usable) MiB"
                     : "peak memory \(peakMemoryKB / 1_024) MiB of \(usable) MiB")

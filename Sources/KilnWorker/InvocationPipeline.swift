@@ -285,6 +285,7 @@ public struct InvocationPipeline: Sendable {
     ) async {
         let (lease, decision) = (placed.lease, placed.decision)
         let execution: ExecutionSummary
+        var observed = false
         if riders.isEmpty {
             let started = ContinuousClock.now
             let hostCPUAtStart = lease.vm.hostCPUTimeUs()
@@ -295,6 +296,11 @@ public struct InvocationPipeline: Sendable {
                 hostCPUUs: Self.difference(from: hostCPUAtStart, to: lease.vm.hostCPUTimeUs()), call: call,
                 memoryMB: lease.profile.memoryMB, run: &run)
             execution = ExecutionSummary(calls: 1, outcome: run.outcome, resetPending: run.resetPending)
+            if run.outOfMemory {
+                // The VM gets more memory before it is lent again: the next invocation on it has it.
+                await observeResources(run, lease: lease, decision: decision)
+                observed = true
+            }
             // The VM is reset (or destroyed) while the result is published: it is free for the
             // next invocation without waiting for the broker's confirm.
             let invocation = run.invocation
@@ -319,7 +325,7 @@ public struct InvocationPipeline: Sendable {
             await release(lease, execution, method: method, invocation: run.invocation)
         }
         learn(from: run, lease: lease, decision: decision)
-        await observeResources(run, lease: lease, decision: decision)
+        if !observed { await observeResources(run, lease: lease, decision: decision) }
     }
 
     /// What a VM did under one lease, as its release needs it.

@@ -142,7 +142,7 @@ struct AdaptiveAllocatorTests {
         for vm in [try await driver.restore(profile), try await driver.boot(profile)] {
             let how = vm.provisioning.method.rawValue
             let allocator = AdaptiveAllocator(
-                policy: AllocationPolicy(memoryStep: 3, relaxAfter: .seconds(1)), observer: Recorder(), logger: logger)
+                policy: AllocationPolicy(relaxAfter: .seconds(1)), observer: Recorder(), logger: logger)
             await allocator.register(vm, base: base, driverDefault: ceiling,
                                      memory: MemoryRoom(overheadMB: overhead, ceilingMB: ceiling.memoryMB, canShrink: vm.canGiveMemoryBack))
             let before = try await residentMB(vm)

@@ -1,0 +1,45 @@
+import Foundation
+import KilnAMQP
+import KilnWire
+import Testing
+
+/// Memory at run time through a worker on QEMU: a profile with `max_memory_mb` above its
+/// `memory_mb` gets its guests' memory raised through the balloon when a method runs out of it.
+@Suite("Memory through a worker", .serialized)
+struct MemoryThroughAWorkerTests {
+    /// One `small` VM (128 MiB, up to 384), so that both invocations meet the same one.
+    @Test(.timeLimit(.minutes(4)))
+    func aMethodOutOfMemoryIsRaisedAndTheNextInvocationOnItsVMSucceeds() async throws {
+        let names = KilnNames(prefix: "memory-\(UUID().uuidString.prefix(6).lowercased())")
+        let config = FileManager.default.temporaryDirectory.appendingPathComponent("kiln-memory-\(names.prefix).yaml").path
+        try """
+        profiles:
+          small: {vcpus: 1, memory_mb: 128, max_memory_mb: 384, min_idle: 1, max_idle: 1, max_total: 1}
+        adaptive:
+          relax_after_s: 3600
+        """.write(toFile: config, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: config) }
+        let client = try await TestClient(names: names)
+        let worker = try WorkerProcess(names: names, environment: ["KILN_CONFIG": config, "KILN_VM_BACKEND": "qemu"])
+        try await worker.waitUntilReady(timeout: .seconds(180))
+
+        func allocate() async throws -> InvocationResult {
+            let invocation = Invocation(id: "allocate-\(UUID().uuidString.prefix(8).lowercased())", method: "allocate", args: ["mb": 200])
+            try await client.submit(invocation)
+            let (results, _) = try await client.collect([invocation.id], timeout: .seconds(120))
+            return try #require(results[invocation.id], "no result for \(invocation.id)")
+        }
+        let starved = try await allocate()
+        #expect(starved.error?.kind == "out_of_memory", "\(String(describing: starved.error))")
+        let fed = try await allocate()
+        #expect(fed.status == .ok, "\(String(describing: fed.error))")
+        #expect(fed.vm?.id == starved.vm?.id, "the second invocation ran on another VM")
+        #expect((fed.usage?.peakMemoryKB ?? 0) >= 200 << 10, "\(String(describing: fed.usage))")
+        #expect(fed.usage?.hostCPUUs != nil)
+
+        let metrics = try await worker.httpGet("/metrics")
+        #expect(metrics.contains("kiln_vm_reallocations_total{direction=\"up\"} 1"), "\(metrics.split(separator: "\n").filter { $0.contains("realloc") })")
+        #expect(worker.stop() == 0)
+        await client.close()
+    }
+}
