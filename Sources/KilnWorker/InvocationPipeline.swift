@@ -223,7 +223,7 @@ public struct InvocationPipeline: Sendable {
                 let sinceReceived = (ContinuousClock.now - received).inMicroseconds
                 run.scheduleUs = sinceReceived - min(elapsedUs, sinceReceived)
                 run.result = interpret(
-                    answer, elapsedUs: elapsedUs, hostCPUUs: hostCPUUs, call: call, memoryMB: boarding.lease.profile.memoryMB, run: &run)
+                    answer, elapsedUs: elapsedUs, hostCPUUs: hostCPUUs, call: call, profile: boarding.lease.profile, run: &run)
                 let decision = placement.riding(boarding.decision, vm: boarding.lease.vm.id, position: boarding.position)
                 await finish(&run, lease: boarding.lease, decision: decision)
                 learn(from: run, lease: boarding.lease, decision: decision)
@@ -294,7 +294,7 @@ public struct InvocationPipeline: Sendable {
             run.result = interpret(
                 answer, elapsedUs: (ContinuousClock.now - started).inMicroseconds,
                 hostCPUUs: Self.difference(from: hostCPUAtStart, to: lease.vm.hostCPUTimeUs()), call: call,
-                memoryMB: lease.profile.memoryMB, run: &run)
+                profile: lease.profile, run: &run)
             execution = ExecutionSummary(calls: 1, outcome: run.outcome, resetPending: run.resetPending)
             if run.outOfMemory {
                 // The VM gets more memory before it is lent again: the next invocation on it has it.
@@ -314,11 +314,11 @@ public struct InvocationPipeline: Sendable {
             async let ran = runBatch([call] + riders.map(\.request), tickets: tickets, on: lease)
             switch await batches!.outcome(of: ticket) {
             case .answered(let answer, let elapsedUs, let hostCPUUs):
-                run.result = interpret(answer, elapsedUs: elapsedUs, hostCPUUs: hostCPUUs, call: call, memoryMB: lease.profile.memoryMB, run: &run)
+                run.result = interpret(answer, elapsedUs: elapsedUs, hostCPUUs: hostCPUUs, call: call, profile: lease.profile, run: &run)
             case .notRun:
                 // The session refuses a first call answered `not_run`; should one come through, it is the VM's failure.
                 let failure = VMError.protocolViolation(vm: lease.vm.id, detail: "the first call of a batch was not run")
-                run.result = interpret(.failure(failure), elapsedUs: 0, hostCPUUs: nil, call: call, memoryMB: lease.profile.memoryMB, run: &run)
+                run.result = interpret(.failure(failure), elapsedUs: 0, hostCPUUs: nil, call: call, profile: lease.profile, run: &run)
             }
             await finish(&run, lease: lease, decision: decision)
             execution = await ran
@@ -459,7 +459,7 @@ public struct InvocationPipeline: Sendable {
     /// Makes the invocation's result from the agent's answer (or the VM's failure).
     private func interpret(
         _ outcome: Result<GuestFrame.ExecResult, any Error>, elapsedUs: UInt64, hostCPUUs: UInt64?, call: GuestFrame.ExecRequest,
-        memoryMB: Int, run: inout Run
+        profile: VMProfile, run: inout Run
     ) -> InvocationResult {
         let deadline = call.deadlineMs
         let answer: GuestFrame.ExecResult
@@ -489,7 +489,9 @@ public struct InvocationPipeline: Sendable {
         case .error where answer.outOfMemory:
             // Not a crash: the reset clears what it left, and the allocator may give the VM more.
             return run.failure(.error, kind: "out_of_memory",
-                               message: "the method ran out of memory: it needs more than the \(memoryMB) MiB of its VM",
+                               message: profile.memoryCeilingMB.map {
+                                   "the method ran out of memory: it needs more than its VM had (\(profile.memoryMB) MiB, which the adaptive allocator may raise to \($0) MiB)"
+                               } ?? "the method ran out of memory: it needs more than the \(profile.memoryMB) MiB of its VM",
                                exitCode: answer.exitCode, stderr: answer.stderr)
         case .error where answer.crashed:
             return run.failure(.error, kind: "crash", message: "method crashed (exit code \(answer.exitCode))",

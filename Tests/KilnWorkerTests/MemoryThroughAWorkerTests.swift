@@ -31,6 +31,7 @@ struct MemoryThroughAWorkerTests {
         }
         let starved = try await allocate()
         #expect(starved.error?.kind == "out_of_memory", "\(String(describing: starved.error))")
+        #expect(starved.error?.message.contains("which the adaptive allocator may raise to 384 MiB") == true, "\(String(describing: starved.error))")
         let fed = try await allocate()
         #expect(fed.status == .ok, "\(String(describing: fed.error))")
         #expect(fed.vm?.id == starved.vm?.id, "the second invocation ran on another VM")
