@@ -22,6 +22,8 @@ public actor QEMUMicroVM: MicroVM {
     private let onDestroy: @Sendable (String) async -> Void
     private let requestTimeout: Duration
     private var destroyed = false
+    /// The latest ``resize(_:)``, which the next one waits for.
+    private var resizing: Task<Void, any Error>?
 
     init(id: String, backend: VMBackend, profile: VMProfile, provisioning: Provisioning, launched: QEMULaunch,
          timeouts: QEMUDriver.Timeouts, logger: Logger, onDestroy: @escaping @Sendable (String) async -> Void) {
@@ -93,6 +95,17 @@ public actor QEMUMicroVM: MicroVM {
     /// (7.2) discards ballooned pages of a file by punching holes into it, which would change
     /// the template under every other clone. It goes back when the VM is destroyed.
     public func resize(_ limits: ResourceLimits) async throws {
+        // One change at a time, in order: a balloon on its way is not redirected halfway.
+        let previous = resizing
+        let change = Task {
+            _ = await previous?.result
+            try await self.applyResize(limits)
+        }
+        resizing = change
+        try await change.value
+    }
+
+    private func applyResize(_ limits: ResourceLimits) async throws {
         try checkAlive()
         guard let cage else {
             throw VMError.unsupported("VM \(id) runs without a cgroup (cgroups unavailable or disabled): nothing to resize")

@@ -17,6 +17,10 @@ actor QMPClient {
     private let vmID: String
     private var fd: Int32
     private var buffer: [UInt8] = []
+    /// A command is in flight: the next waits its turn, so that no reply is read by another
+    /// command's caller (the actor would interleave them at their reads).
+    private var busy = false
+    private var turns: [CheckedContinuation<Void, Never>] = []
 
     /// Takes ownership of `fd`.
     init(fd: Int32, vmID: String) {
@@ -41,6 +45,8 @@ actor QMPClient {
     /// Runs `command` with `arguments` (a JSON object's text) and returns its reply.
     @discardableResult
     func execute(_ command: String, arguments: String? = nil, until deadline: ContinuousClock.Instant) async throws(VMError) -> Reply {
+        await takeTurn()
+        defer { endTurn() }
         let line = "{\"execute\":\"\(command)\"" + (arguments.map { ",\"arguments\":\($0)" } ?? "") + "}\n"
         try await write(Array(line.utf8), until: deadline, step: command)
         while true {
@@ -52,6 +58,18 @@ actor QMPClient {
             }
             return Reply(object: object["return"] as? [String: Any] ?? [:])
         }
+    }
+
+    private func takeTurn() async {
+        guard busy else {
+            busy = true
+            return
+        }
+        await withCheckedContinuation { turns.append($0) }
+    }
+
+    private func endTurn() {
+        if turns.isEmpty { busy = false } else { turns.removeFirst().resume() }
     }
 
     func close() {
