@@ -141,24 +141,33 @@ public actor AdaptiveAllocator {
         }
     }
 
-    /// Returns VMs idle for longer than the policy's `relaxAfter` to their base allocation (a VM
-    /// whose memory cannot shrink keeps what it was given).
-    public func relax(now: ContinuousClock.Instant = .now) async {
-        for (id, tracked) in vms where now - tracked.lastUse >= policy.relaxAfter {
-            var relaxed = tracked.base
-            if tracked.memory?.canShrink == false { relaxed.memoryMB = max(relaxed.memoryMB, tracked.current.memoryMB) }
-            guard relaxed != tracked.current else { continue }
-            await apply(relaxed, to: id, reason: "idle for \(now - tracked.lastUse): back to the base allocation")
+    /// Returns the VMs of `idle` that have not been used for the policy's `relaxAfter` to their
+    /// base allocation, all at once (a VM whose memory cannot shrink keeps what it was given).
+    /// Only VMs the pool holds idle: one lent out may be in a call longer than the quiet period.
+    public func relax(only idle: Set<String>, now: ContinuousClock.Instant = .now) async {
+        await withTaskGroup(of: Void.self) { group in
+            for (id, tracked) in vms where idle.contains(id) && now - tracked.lastUse >= policy.relaxAfter {
+                var relaxed = tracked.base
+                if tracked.memory?.canShrink == false { relaxed.memoryMB = max(relaxed.memoryMB, tracked.current.memoryMB) }
+                guard relaxed != tracked.current else { continue }
+                let reason = "idle for \(now - tracked.lastUse): back to the base allocation"
+                group.addTask { await self.apply(relaxed, to: id, reason: reason) }
+            }
         }
     }
 
+    /// Resizes the VM. Its allocation is what was asked at once, so that a decision made while
+    /// this one is on its way (the calls of a batch, a relax) starts from it; it goes back when
+    /// the VM refuses.
     private func apply(_ limits: ResourceLimits, to id: String, reason: String) async {
         guard let tracked = vms[id] else { return }
+        let from = tracked.current
+        vms[id]?.current = limits
         do {
             try await tracked.vm.resize(limits)
-            vms[id]?.current = limits
-            observer.vmReallocated(id: id, from: tracked.current, to: limits, reason: reason)
+            observer.vmReallocated(id: id, from: from, to: limits, reason: reason)
         } catch {
+            if vms[id]?.current == limits { vms[id]?.current = from }
             logger.warning("could not reallocate \(id) to \(limits.cpus) CPUs, \(limits.memoryMB) MiB: \(error)")
         }
     }

@@ -72,7 +72,12 @@ extension VMPool {
             }
             report(name)
         }
-        await allocator?.relax()
+        if let allocator {
+            // Only VMs in the idle lists: one lent out may be in a call longer than the quiet period.
+            let idle = Set(profiles.values.flatMap { $0.idle.map(\.vm.id) })
+            // Off the sizing tick: a balloon takes a while to inflate.
+            Task { await allocator.relax(only: idle) }
+        }
         replenish()
     }
 }

@@ -91,7 +91,7 @@ public final class ExecutionHistory: Sendable {
         let finite = records.filter(\.isFinite)
         guard !finite.isEmpty else { return records.count }
         try database.write { db in
-            for record in finite { try StoredRecord(record).insert(db) }
+            for record in finite { try StoredRecord(record.storable).insert(db) }
             let horizon = Int64(clamping: finite.map(\.recordedAtUs).max() ?? 0) &- retention.maxAge.inWholeMicroseconds
             try db.execute(sql: "DELETE FROM execution WHERE recorded_at_us < ?", arguments: [horizon])
             try db.execute(
@@ -136,18 +136,26 @@ public final class ExecutionHistory: Sendable {
     public func usage(sinceUs: UInt64 = 0, method: String? = nil) throws -> [MethodUsage] {
         try database.read { db in
             let rows = try Row.fetchAll(db, sql: """
-                SELECT method, COUNT(*) AS invocations, SUM(exec_us) AS exec_us, SUM(memory_mb * exec_us) AS mb_us,
-                       SUM(usage_cpu_us) AS cpu_us, SUM(usage_host_cpu_us) AS host_cpu_us, COUNT(usage_cpu_us) AS measured,
-                       MAX(usage_peak_memory_kb) AS peak_kb, SUM(usage_bytes_in) AS bytes_in, SUM(usage_bytes_out) AS bytes_out
+                SELECT method, COUNT(*) AS invocations, TOTAL(exec_us) AS exec_us, TOTAL(memory_mb * exec_us) AS mb_us,
+                       TOTAL(usage_cpu_us) AS cpu_us, COUNT(usage_cpu_us) AS measured,
+                       TOTAL(usage_host_cpu_us) AS host_cpu_us, COUNT(usage_host_cpu_us) AS host_measured,
+                       MAX(usage_peak_memory_kb) AS peak_kb, TOTAL(usage_bytes_in) AS bytes_in, COUNT(usage_bytes_in) AS in_measured,
+                       TOTAL(usage_bytes_out) AS bytes_out, COUNT(usage_bytes_out) AS out_measured
                 FROM execution WHERE recorded_at_us >= ? AND (? IS NULL OR method = ?)
                 GROUP BY method ORDER BY method
                 """, arguments: [Int64(clamping: sinceUs), method, method])
+            // TOTAL sums as a double, so no sum of stored numbers can overflow; a sum of nothing
+            // measured is nil, not 0.
+            func measured(_ row: Row, _ column: String, _ count: String) -> Double? {
+                (row[count] as Int) > 0 ? row[column] as Double : nil
+            }
             return rows.map { row in
                 MethodUsage(
-                    method: row["method"], invocations: row["invocations"], execSeconds: (row["exec_us"] as Double? ?? 0) / 1e6,
-                    gbSeconds: (row["mb_us"] as Double? ?? 0) / 1_024 / 1e6, cpuSeconds: (row["cpu_us"] as Double?).map { $0 / 1e6 },
-                    hostCPUSeconds: (row["host_cpu_us"] as Double?).map { $0 / 1e6 }, measuredInvocations: row["measured"],
-                    peakMemoryKB: row["peak_kb"], bytesIn: row["bytes_in"], bytesOut: row["bytes_out"])
+                    method: row["method"], invocations: row["invocations"], execSeconds: (row["exec_us"] as Double) / 1e6,
+                    gbSeconds: (row["mb_us"] as Double) / 1_024 / 1e6, cpuSeconds: measured(row, "cpu_us", "measured").map { $0 / 1e6 },
+                    hostCPUSeconds: measured(row, "host_cpu_us", "host_measured").map { $0 / 1e6 }, measuredInvocations: row["measured"],
+                    peakMemoryKB: row["peak_kb"], bytesIn: measured(row, "bytes_in", "in_measured").map { UInt64(min($0, 1.8e19)) },
+                    bytesOut: measured(row, "bytes_out", "out_measured").map { UInt64(min($0, 1.8e19)) })
             }
         }
     }

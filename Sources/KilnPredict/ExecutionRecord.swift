@@ -124,6 +124,21 @@ public struct ExecutionRecord: Codable, Sendable, Equatable {
         self.usage = usage
     }
 
+    /// The record as SQLite can hold it: its unsigned numbers at most `Int64.max` (a guest or an
+    /// imported file may send any 64-bit value; SQLite's integers are signed).
+    public var storable: ExecutionRecord {
+        func clamped(_ value: UInt64) -> UInt64 { min(value, UInt64(Int64.max)) }
+        var record = self
+        record.recordedAtUs = clamped(recordedAtUs)
+        record.deadlineMs = deadlineMs.map(clamped)
+        record.usageCPUUs = usageCPUUs.map(clamped)
+        record.usageHostCPUUs = usageHostCPUUs.map(clamped)
+        record.usagePeakMemoryKB = usagePeakMemoryKB.map(clamped)
+        record.usageBytesIn = usageBytesIn.map(clamped)
+        record.usageBytesOut = usageBytesOut.map(clamped)
+        return record
+    }
+
     /// What the invocation consumed, as its result said.
     public var usage: InvocationResult.Usage? {
         get {

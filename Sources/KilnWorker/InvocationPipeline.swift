@@ -296,15 +296,16 @@ public struct InvocationPipeline: Sendable {
                 hostCPUUs: Self.difference(from: hostCPUAtStart, to: lease.vm.hostCPUTimeUs()), call: call,
                 profile: lease.profile, run: &run)
             execution = ExecutionSummary(calls: 1, outcome: run.outcome, resetPending: run.resetPending)
-            if run.outOfMemory {
-                // The VM gets more memory before it is lent again: the next invocation on it has it.
-                await observeResources(run, lease: lease, decision: decision)
-                observed = true
-            }
             // The VM is reset (or destroyed) while the result is published: it is free for the
-            // next invocation without waiting for the broker's confirm.
+            // next invocation without waiting for the broker's confirm. One whose method ran out
+            // of memory gets more first, so that the next invocation on it has it.
+            let raise = run.outOfMemory && !method.lifecycle.freshVM ? run : nil
+            observed = raise != nil
             let invocation = run.invocation
-            async let released: Void = release(lease, execution, method: method, invocation: invocation)
+            async let released: Void = {
+                if let raise { await self.observeResources(raise, lease: lease, decision: decision) }
+                await self.release(lease, execution, method: method, invocation: invocation)
+            }()
             await finish(&run, lease: lease, decision: decision)
             await released
         } else {

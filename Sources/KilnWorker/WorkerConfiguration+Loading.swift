@@ -200,8 +200,10 @@ extension WorkerConfiguration {
         for (name, profile) in configuration.profiles {
             try require(profile.vcpus >= 1, "profiles.\(name).vcpus", "must be at least 1")
             try require((64...1_048_576).contains(profile.memoryMB), "profiles.\(name).memory_mb", "must be 64 to 1048576")
-            try require(profile.maxMemoryMB == 0 || (profile.memoryMB...1_048_576).contains(profile.maxMemoryMB),
-                        "profiles.\(name).max_memory_mb", "must be 0 (the default) or from memory_mb to 1048576")
+            try require(profile.maxMemoryMB == 0 || (profile.memoryMB...min(16 * profile.memoryMB, 1_048_576)).contains(profile.maxMemoryMB),
+                        "profiles.\(name).max_memory_mb", "must be 0 (the default) or from memory_mb to 16 x memory_mb")
+            try require(profile.maxMemoryMB == 0 || configuration.adaptive.enabled, "profiles.\(name).max_memory_mb",
+                        "needs adaptive.enabled: without the allocator nothing gives a VM more memory")
             try require(profile.minIdle >= 0, "profiles.\(name).min_idle", "must not be negative")
             try require(profile.maxIdle >= profile.minIdle, "profiles.\(name).max_idle", "must be at least min_idle")
             try require(profile.maxTotal >= max(1, profile.minIdle), "profiles.\(name).max_total", "must be at least 1 and at least min_idle")

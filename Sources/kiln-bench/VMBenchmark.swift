@@ -185,7 +185,12 @@ struct VMBenchmark: AsyncParsableCommand {
         for _ in 0..<count {
             let vm = try await driver.restore(Self.ballooned)
             let started = ContinuousClock.now
-            try await vm.resize(ResourceLimits(cpus: 1, memoryMB: 384 + QEMUDriver.qemuOverheadMB))
+            do {
+                try await vm.resize(ResourceLimits(cpus: 1, memoryMB: 384 + QEMUDriver.qemuOverheadMB))
+            } catch {
+                await vm.destroy()
+                throw error
+            }
             samples.append(started.duration(to: .now).microseconds)
             await vm.destroy()
         }

@@ -13,7 +13,7 @@ struct UsageCommand: ParsableCommand {
     @Option(help: "The history database; history.path of the configuration by default.")
     var database: String?
 
-    @Option(help: "Only runs since then: an age (90s, 30m, 24h, 7d) or a UTC date (2026-12-01, 2026-12-01T08:00:00Z). All by default.")
+    @Option(help: "Only runs since then: an age up to 10 years (90s, 30m, 24h, 7d) or a UTC date (2026-12-01, 2026-12-01T08:00:00Z). All by default.")
     var since: UsageSince?
 
     @Option(help: "Only this method.")
@@ -55,7 +55,8 @@ struct UsageSince: ExpressibleByArgument, CustomStringConvertible {
         description = argument
         let units: [(suffix: String, seconds: Double)] = [("s", 1), ("m", 60), ("h", 3_600), ("d", 86_400)]
         if let unit = units.first(where: { argument.hasSuffix($0.suffix) }),
-           let number = Double(argument.dropLast(unit.suffix.count)), number.isFinite, number >= 0, number <= 3_660 {
+           let number = Double(argument.dropLast(unit.suffix.count)), number.isFinite, number >= 0,
+           number * unit.seconds <= 3_660 * 86_400 {
             start = .age(seconds: number * unit.seconds)
             return
         }

@@ -70,7 +70,7 @@ struct AdaptiveAllocatorTests {
         #expect(Double(restored) < Double(slow.min()!) / 1.8, "after the raise the work took \(restored) µs, before \(slow)")
 
         // A clock past the quiet period the policy waits before it gives the raise back.
-        await allocator.relax(now: .now + .milliseconds(400))
+        await allocator.relax(only: [vm.id], now: .now + .milliseconds(400))
         #expect(await allocator.allocation(of: vm.id) == tight)
         #expect(recorder.changes.withLock { $0.count } == 2)
     }
@@ -112,7 +112,7 @@ struct AdaptiveAllocatorTests {
         await allocator.observe(vm: vm.id, predictedUs: Double(held.execUs) / 2, actualUs: Double(held.execUs), peakMemoryKB: held.maxrssKB)
         #expect(await allocator.allocation(of: vm.id)?.cpus == 2)
         let (_, raisedCores) = try await burnTwoThreads()
-        #expect(raisedCores > 1.5, "raised to two cores, the VM used \(raisedCores) cores (held: \(heldCores))")
+        #expect(raisedCores > 1.4, "raised to two cores, the VM used \(raisedCores) cores (held: \(heldCores))")
         print("two threads on two vCPUs: \(heldCores) cores held to one, \(raisedCores) raised to two")
     }
 
@@ -157,7 +157,7 @@ struct AdaptiveAllocatorTests {
             let grown = try await residentMB(vm)
             #expect(grown >= before + 150, "\(how): QEMU's RSS went from \(before) to \(grown) MiB")
 
-            await allocator.relax(now: .now + .seconds(2))
+            await allocator.relax(only: [vm.id], now: .now + .seconds(2))
             if vm.canGiveMemoryBack {
                 #expect(await allocator.allocation(of: vm.id) == base)
                 #expect(await vm.guestMemoryMB == 128)

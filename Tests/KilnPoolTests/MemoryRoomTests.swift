@@ -35,7 +35,7 @@ struct MemoryRoomTests {
         #expect(changes.seen.withLock { $0.map(\.reason) } == ["the guest ran out of memory at 128 MiB"])
 
         // Idle: a VM whose memory cannot shrink keeps it.
-        await allocator.relax(now: .now + .seconds(60))
+        await allocator.relax(only: [vm.id], now: .now + .seconds(60))
         #expect(await allocator.allocation(of: vm.id)?.memoryMB == 384 + 256)
         #expect(changes.seen.withLock { $0.count } == 1)
     }
@@ -45,8 +45,15 @@ struct MemoryRoomTests {
         // 110 of 128 usable MiB (the overhead is QEMU's, not the method's).
         await allocator.observe(vm: vm.id, predictedUs: 1_000, actualUs: 1_000, peakMemoryKB: 110 << 10)
         #expect(await allocator.allocation(of: vm.id)?.memoryMB == 192 + 256)
-        await allocator.relax(now: .now + .seconds(60))
+        await allocator.relax(only: [vm.id], now: .now + .seconds(60))
         #expect(await allocator.allocation(of: vm.id)?.memoryMB == 128 + 256)
+    }
+
+    @Test func aVMLentOutIsNotRelaxedHoweverLongItsCall() async {
+        let (allocator, _, vm) = await tracked(MemoryRoom(overheadMB: 256, ceilingMB: 384 + 256))
+        await allocator.observe(vm: vm.id, predictedUs: 1_000, actualUs: 1_000, peakMemoryKB: 60 << 10, outOfMemory: true)
+        await allocator.relax(only: ["another-vm"], now: .now + .seconds(600))
+        #expect(await allocator.allocation(of: vm.id)?.memoryMB == 384 + 256)
     }
 
     @Test func aVMWithoutRoomNeverGetsMoreMemory() async {

@@ -111,6 +111,16 @@ struct ExecutionHistoryTests {
         #expect(recent.first?.cpuSeconds == nil, "m0's one recent run measured nothing")
         #expect(try history.usage(method: "m1").map(\.invocations) == [2])
         #expect(try history.usage(method: "none").isEmpty)
+
+        // A guest's or an imported file's 64-bit numbers: kept, clamped, and summed without overflow.
+        var huge = record(20, at: 3_000)
+        huge.usage = InvocationResult.Usage(cpuUs: .max, hostCPUUs: .max, peakMemoryKB: .max, bytesIn: .max, bytesOut: .max)
+        huge.deadlineMs = .max
+        try history.append([huge, huge])
+        let stored = try #require(try history.records(invocationID: "i20").first)
+        #expect(stored.deadlineMs == UInt64(Int64.max) && stored.usageCPUUs == UInt64(Int64.max))
+        let m2 = try #require(try history.usage(method: "m2").first)
+        #expect(m2.invocations == 4 && (m2.cpuSeconds ?? 0) > 1e13, "\(m2)")
     }
 
     @Test func anExportOfAnOlderKilnStillReads() throws {

@@ -65,7 +65,9 @@ struct WorkerConfigurationTests {
         ("vm:\n  backend: docker\n", ConfigurationError(field: "vm.backend", problem: "must be auto, qemu or process, not docker")),
         ("profiles:\n  tiny: {memory_mb: 16}\n", ConfigurationError(field: "profiles.tiny.memory_mb", problem: "must be 64 to 1048576")),
         ("profiles:\n  small: {memory_mb: 128, max_memory_mb: 100}\n", ConfigurationError(
-            field: "profiles.small.max_memory_mb", problem: "must be 0 (the default) or from memory_mb to 1048576")),
+            field: "profiles.small.max_memory_mb", problem: "must be 0 (the default) or from memory_mb to 16 x memory_mb")),
+        ("profiles:\n  small: {memory_mb: 128, max_memory_mb: 256}\nadaptive:\n  enabled: false\n", ConfigurationError(
+            field: "profiles.small.max_memory_mb", problem: "needs adaptive.enabled: without the allocator nothing gives a VM more memory")),
         ("profiles:\n  p: {min_idle: 3, max_total: 2}\n", ConfigurationError(field: "profiles.p.max_total", problem: "must be at least 1 and at least min_idle")),
         ("profiles:\n  p: {min_idle: 2, max_idle: 1}\n", ConfigurationError(field: "profiles.p.max_idle", problem: "must be at least min_idle")),
         ("amqp:\n  url: http://x\n", ConfigurationError(field: "amqp.url", problem: "must be amqp:// or amqps:// URLs (a cluster's nodes as a list, or separated by commas)")),

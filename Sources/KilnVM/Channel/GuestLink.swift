@@ -52,8 +52,9 @@ struct GuestLink: Sendable {
         try await session.rawRequest(bytes, timeout: requestTimeout)
     }
 
-    /// The host process's CPU time, µs (nil once it is gone).
-    var cpuTimeUs: UInt64? { ProcessFigures.cpuTimeUs(pid: process.pid) }
+    /// The host process's CPU time with its reaped children's (the sandbox's methods), µs; nil
+    /// once it is gone.
+    var cpuTimeUs: UInt64? { ProcessFigures.cpuTimeUs(pid: process.pid, reapedChildren: true) }
 
     /// The host process's memory and CPU time.
     func stats() throws -> VMStats {

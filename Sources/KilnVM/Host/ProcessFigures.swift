@@ -22,16 +22,18 @@ public enum ProcessFigures {
         return (rss, pss)
     }
 
-    /// utime + stime of `pid`, in microseconds, from `/proc/PID/stat`.
-    public static func cpuTimeUs(pid: Int32) -> UInt64? {
+    /// utime + stime of `pid`, in microseconds, from `/proc/PID/stat`; with `reapedChildren`,
+    /// also the time of the children it has waited for (cutime + cstime).
+    public static func cpuTimeUs(pid: Int32, reapedChildren: Bool = false) -> UInt64? {
         guard let bytes = readFile("/proc/\(pid)/stat") else { return nil }
         let text = String(decoding: bytes, as: UTF8.self)
         // Fields after the command name, which is in parentheses and may hold spaces.
         guard let close = text.lastIndex(of: ")") else { return nil }
         let fields = text[text.index(after: close)...].split(separator: " ")
         // fields[0] is the state (field 3); utime and stime are fields 14 and 15.
-        guard fields.count > 12, let user = UInt64(fields[11]), let system = UInt64(fields[12]) else { return nil }
+        guard fields.count > 14, let user = UInt64(fields[11]), let system = UInt64(fields[12]),
+              let childrenUser = UInt64(fields[13]), let childrenSystem = UInt64(fields[14]) else { return nil }
         let ticks = UInt64(max(1, sysconf(Int32(_SC_CLK_TCK))))
-        return (user + system) * 1_000_000 / ticks
+        return (user + system + (reapedChildren ? childrenUser + childrenSystem : 0)) * 1_000_000 / ticks
     }
 }

@@ -19,6 +19,8 @@ enum InitScript {
             profile_kb=$(( ${profile_mb:-0} * 1024 ))
             base_kb=$free_kb
             if [ "$profile_kb" -gt 0 ] && [ "$profile_kb" -lt "$total_kb" ]; then base_kb=$((free_kb - (total_kb - profile_kb))); fi
+            # (The ceiling's own page structures count as used: never below a sixteenth of what is free.)
+            if [ "$base_kb" -lt $((free_kb / 16)) ]; then base_kb=$((free_kb / 16)); fi
             # Scratch space is RAM the image has not taken: a third of what is free with the
             # profile's memory for /tmp, a sixteenth for /dev/shm.
             mount -t tmpfs -o nosuid,nodev,mode=1777,size=$((base_kb / 3))k tmpfs \(GuestLayout.scratch)

@@ -126,8 +126,14 @@ public actor QEMUMicroVM: MicroVM {
         try cage.apply(ResourceLimits(cpus: limits.cpus, memoryMB: ceiling + overhead))
         guard guestMB != guestMemoryMB else { return }
         let before = guestMemoryMB
+        do {
+            try await monitor.setBalloon(guestMB: guestMB, vm: id, until: .now + requestTimeout)
+        } catch {
+            // Timed out, QEMU took the target and the guest is still on its way to it.
+            if case VMError.timedOut = error { guestMemoryMB = guestMB }
+            throw error
+        }
         guestMemoryMB = guestMB
-        try await monitor.setBalloon(guestMB: guestMB, vm: id, until: .now + requestTimeout)
         logger.debug("balloon set", metadata: ["vm": "\(id)", "from_mb": "\(before)", "to_mb": "\(guestMB)"])
     }
 

@@ -21,6 +21,8 @@ actor QMPClient {
     /// command's caller (the actor would interleave them at their reads).
     private var busy = false
     private var turns: [CheckedContinuation<Void, Never>] = []
+    /// Commands sent so far: the next one's number.
+    private var commands = 0
 
     /// Takes ownership of `fd`.
     init(fd: Int32, vmID: String) {
@@ -42,16 +44,21 @@ actor QMPClient {
         _ = try await execute("qmp_capabilities", until: deadline)
     }
 
-    /// Runs `command` with `arguments` (a JSON object's text) and returns its reply.
+    /// Runs `command` with `arguments` (a JSON object's text) and returns its reply. Each
+    /// command carries a number that QEMU echoes: the late reply of a command that timed out is
+    /// skipped, never taken for the next one's.
     @discardableResult
     func execute(_ command: String, arguments: String? = nil, until deadline: ContinuousClock.Instant) async throws(VMError) -> Reply {
         await takeTurn()
         defer { endTurn() }
-        let line = "{\"execute\":\"\(command)\"" + (arguments.map { ",\"arguments\":\($0)" } ?? "") + "}\n"
+        commands += 1
+        let number = commands
+        let line = "{\"execute\":\"\(command)\"" + (arguments.map { ",\"arguments\":\($0)" } ?? "") + ",\"id\":\(number)}\n"
         try await write(Array(line.utf8), until: deadline, step: command)
         while true {
             let object = try await readObject(until: deadline, step: command)
             if object["event"] != nil { continue }
+            guard (object["id"] as? NSNumber)?.intValue == number else { continue }
             if let error = object["error"] as? [String: Any] {
                 throw .monitorError(vm: vmID, command: command,
                                     detail: "\(error["class"] ?? "?"): \(error["desc"] ?? "?")")
