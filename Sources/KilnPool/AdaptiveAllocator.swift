@@ -142,18 +142,26 @@ public actor AdaptiveAllocator {
     }
 
     /// Returns the VMs of `idle` that have not been used for the policy's `relaxAfter` to their
-    /// base allocation, all at once (a VM whose memory cannot shrink keeps what it was given).
-    /// Only VMs the pool holds idle: one lent out may be in a call longer than the quiet period.
-    public func relax(only idle: Set<String>, now: ContinuousClock.Instant = .now) async {
+    /// base allocation, all at once. Only VMs the pool holds idle: one lent out may be in a call
+    /// longer than the quiet period.
+    /// - Returns: the VMs among them that hold memory they cannot give back (see ``MemoryRoom``):
+    ///   their CPU went back, and the pool should replace them to return the memory to the host.
+    @discardableResult
+    public func relax(only idle: Set<String>, now: ContinuousClock.Instant = .now) async -> Set<String> {
+        var keepingMemory: Set<String> = []
         await withTaskGroup(of: Void.self) { group in
             for (id, tracked) in vms where idle.contains(id) && now - tracked.lastUse >= policy.relaxAfter {
                 var relaxed = tracked.base
-                if tracked.memory?.canShrink == false { relaxed.memoryMB = max(relaxed.memoryMB, tracked.current.memoryMB) }
+                if tracked.memory?.canShrink == false, tracked.current.memoryMB > relaxed.memoryMB {
+                    relaxed.memoryMB = tracked.current.memoryMB
+                    keepingMemory.insert(id)
+                }
                 guard relaxed != tracked.current else { continue }
                 let reason = "idle for \(now - tracked.lastUse): back to the base allocation"
                 group.addTask { await self.apply(relaxed, to: id, reason: reason) }
             }
         }
+        return keepingMemory
     }
 
     /// Resizes the VM. Its allocation is what was asked at once, so that a decision made while

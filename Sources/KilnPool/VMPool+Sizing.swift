@@ -76,7 +76,22 @@ extension VMPool {
             // Only VMs in the idle lists: one lent out may be in a call longer than the quiet period.
             let idle = Set(profiles.values.flatMap { $0.idle.map(\.vm.id) })
             // Off the sizing tick: a balloon takes a while to inflate.
-            Task { await allocator.relax(only: idle) }
+            Task {
+                let keepingMemory = await allocator.relax(only: idle)
+                if !keepingMemory.isEmpty { await self.replace(idle: keepingMemory) }
+            }
+        }
+        replenish()
+    }
+
+    /// Destroys the VMs of `ids` still idle, and provisions in their place as the targets ask:
+    /// how a restored VM gives back memory it was raised to.
+    func replace(idle ids: Set<String>) async {
+        for name in profiles.keys {
+            while let index = profiles[name]!.idle.firstIndex(where: { ids.contains($0.vm.id) }) {
+                let entry = profiles[name]!.idle.remove(at: index)
+                await destroy(entry, reason: "memory_relaxed")
+            }
         }
         replenish()
     }

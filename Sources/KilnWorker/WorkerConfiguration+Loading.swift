@@ -216,10 +216,12 @@ extension WorkerConfiguration {
         for (name, lifecycle) in [("lifecycle", configuration.lifecycle)] + configuration.methodLifecycles.map({ ("method_lifecycles.\($0.key)", $0.value) }) {
             try require(lifecycle.maxUses >= 1, "\(name).max_uses", "must be at least 1")
             try require(lifecycle.idleTTLSeconds >= 0, "\(name).idle_ttl_s", "must not be negative")
+            try require(lifecycle.idleTTLSeconds <= 2_592_000, "\(name).idle_ttl_s", "must be at most 2592000 (30 days)")
         }
         try require(configuration.adaptive.degradationRatio > 1, "adaptive.degradation_ratio", "must be above 1")
         try require(configuration.adaptive.sustained >= 1, "adaptive.sustained", "must be at least 1")
         try require(configuration.adaptive.cpuStep > 0, "adaptive.cpu_step", "must be positive")
+        try require((0...86_400).contains(configuration.adaptive.relaxAfterSeconds), "adaptive.relax_after_s", "must be 0 to 86400")
         try require((100...600_000).contains(configuration.affinity.holdMs), "affinity.hold_ms", "must be 100 to 600000")
         // It ends telemetry routing keys and names the worker's affinity queue.
         try require(configuration.worker.host.utf8.count <= 100 && configuration.worker.host.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) },

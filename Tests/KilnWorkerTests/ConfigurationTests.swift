@@ -66,6 +66,8 @@ struct WorkerConfigurationTests {
         ("profiles:\n  tiny: {memory_mb: 16}\n", ConfigurationError(field: "profiles.tiny.memory_mb", problem: "must be 64 to 1048576")),
         ("profiles:\n  small: {memory_mb: 128, max_memory_mb: 100}\n", ConfigurationError(
             field: "profiles.small.max_memory_mb", problem: "must be 0 (the default) or from memory_mb to 16 x memory_mb")),
+        ("adaptive:\n  relax_after_s: 1e300\n", ConfigurationError(field: "adaptive.relax_after_s", problem: "must be 0 to 86400")),
+        ("lifecycle:\n  idle_ttl_s: 1e300\n", ConfigurationError(field: "lifecycle.idle_ttl_s", problem: "must be at most 2592000 (30 days)")),
         ("profiles:\n  small: {memory_mb: 128, max_memory_mb: 256}\nadaptive:\n  enabled: false\n", ConfigurationError(
             field: "profiles.small.max_memory_mb", problem: "needs adaptive.enabled: without the allocator nothing gives a VM more memory")),
         ("profiles:\n  p: {min_idle: 3, max_total: 2}\n", ConfigurationError(field: "profiles.p.max_total", problem: "must be at least 1 and at least min_idle")),
